@@ -1,0 +1,289 @@
+"""The pure state machine: validate and apply transactions and blocks. No I/O.
+
+``execute_block(reader, env, txs)`` reads committed state through a :class:`StateReader` and returns a
+:class:`BlockOutcome` (changed accounts, per-tx results, fees, the state-tree changes). The caller (the
+chain, in ``state/chain.py``) commits it. Every peer running the same block on the same state gets the
+same outcome byte for byte.
+
+Validity in a block: a transaction must be well formed, signed, on this chain, of a known type, pay at
+least ``min_fee``, carry the sender's next nonce and the sender must afford the fee; otherwise the whole
+block is invalid (:class:`TxError`). A transaction that passes those checks but whose body fails (for
+example a transfer larger than the balance) is still included: the fee is charged, the nonce advances
+and its result records the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from . import codec
+from .codec import sha256
+from .errors import TxError
+from .genesis import ChainParams
+from .types import TX_TRANSFER, U64_MAX, Account, Transaction
+
+ACCOUNT_KEY_PREFIX = b"acct/"
+
+
+def account_state_key(public_key: bytes) -> bytes:
+    """Key of an account in the state tree."""
+    return sha256(ACCOUNT_KEY_PREFIX + public_key)
+
+
+OBJECT_KEY_PREFIX = b"obj/"
+
+
+def object_state_key(key: bytes) -> bytes:
+    """Key of a generic state object (market, staking records) in the state tree."""
+    return sha256(OBJECT_KEY_PREFIX + key)
+
+
+class StateReader(Protocol):
+    def get_account(self, public_key: bytes) -> Account | None:
+        """Committed account, or None if it never existed."""
+        ...
+
+    def get_object(self, key: bytes) -> bytes | None:
+        """Committed generic state object (encoded), or None."""
+        ...
+
+
+class ExecFailure(Exception):
+    """A transaction body that failed during execution: included, fee charged, result records reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class TxResult:
+    ok: bool
+    reason: str = ""
+    message: str = ""
+
+    def to_obj(self) -> list:
+        return [self.ok, self.reason, self.message]
+
+    @classmethod
+    def from_obj(cls, obj: list) -> TxResult:
+        return cls(bool(obj[0]), str(obj[1]), str(obj[2]))
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEnv:
+    chain_id: str
+    height: int
+    time: int
+    proposer: bytes
+    params: ChainParams
+
+
+class Execution:
+    """Overlay of state read and written while executing one block."""
+
+    __slots__ = ("reader", "env", "accounts", "dirty", "fees", "objects", "journal")
+
+    def __init__(self, reader: StateReader, env: BlockEnv) -> None:
+        self.reader = reader
+        self.env = env
+        self.accounts: dict[bytes, Account] = {}
+        self.dirty: set[bytes] = set()
+        self.fees = 0
+        self.objects: dict[bytes, bytes | None] = {}  # written generic objects (None = deleted)
+        # Undo log of the transaction body being applied: entries replayed in reverse on failure.
+        self.journal: list[tuple] = []
+
+    def account(self, pk: bytes) -> Account:
+        acc = self.accounts.get(pk)
+        if acc is None:
+            base = self.reader.get_account(pk)
+            acc = base.copy() if base is not None else Account()
+            self.accounts[pk] = acc
+        return acc
+
+    def credit(self, pk: bytes, amount: int) -> None:
+        acc = self.account(pk)
+        if acc.balance + amount > U64_MAX:
+            raise ExecFailure("overflow", "balance would exceed 2^64-1")
+        self.journal.append(("a", pk, acc.balance, pk in self.dirty))
+        acc.balance += amount
+        self.dirty.add(pk)
+
+    def debit(self, pk: bytes, amount: int) -> None:
+        acc = self.account(pk)
+        if acc.balance < amount:
+            raise ExecFailure("insufficient_balance", f"insufficient balance: {acc.balance} < {amount}")
+        self.journal.append(("a", pk, acc.balance, pk in self.dirty))
+        acc.balance -= amount
+        self.dirty.add(pk)
+
+    def get_object(self, key: bytes) -> bytes | None:
+        if key in self.objects:
+            return self.objects[key]
+        return self.reader.get_object(key)
+
+    def put_object(self, key: bytes, value: bytes | None) -> None:
+        """Write (or delete, with None) a generic state object."""
+        self.journal.append(("o", key, key in self.objects, self.objects.get(key)))
+        self.objects[key] = value
+
+    def rollback(self) -> None:
+        """Undo everything journaled since the journal was last cleared."""
+        for entry in reversed(self.journal):
+            if entry[0] == "a":
+                _, pk, balance, was_dirty = entry
+                self.accounts[pk].balance = balance
+                if not was_dirty:
+                    self.dirty.discard(pk)
+            else:
+                _, key, existed, old = entry
+                if existed:
+                    self.objects[key] = old
+                else:
+                    del self.objects[key]
+        self.journal.clear()
+
+
+# --------------------------------------------------------------------------------------------------
+# Transaction kinds
+
+
+@dataclass(frozen=True)
+class TxKind:
+    name: str
+    check_body: Callable[[dict], None]
+    cost: Callable[[Transaction], int]
+    apply: Callable[[Execution, Transaction], None]
+
+
+def _check_transfer(body: dict) -> None:
+    if body.keys() != {"to", "amount"}:
+        raise TxError("transfer body must be exactly {to, amount}", "invalid_body")
+    to = body["to"]
+    if type(to) is not bytes or len(to) != 32:
+        raise TxError("transfer 'to' must be a 32-byte public key", "invalid_body")
+    amount = body["amount"]
+    if type(amount) is not int or not (0 < amount <= U64_MAX):
+        raise TxError("transfer 'amount' must be a positive integer of base units", "invalid_body")
+
+
+def _apply_transfer(ex: Execution, tx: Transaction) -> None:
+    amount = tx.body["amount"]
+    ex.debit(tx.sender, amount)
+    ex.credit(tx.body["to"], amount)
+
+
+TX_KINDS: dict[str, TxKind] = {
+    TX_TRANSFER: TxKind(TX_TRANSFER, _check_transfer, lambda tx: tx.body["amount"], _apply_transfer),
+}
+
+
+def register_tx_kind(kind: TxKind) -> None:
+    """Add a transaction type (market and staking modules register theirs)."""
+    TX_KINDS[kind.name] = kind
+
+
+def check_tx_static(tx: Transaction, chain_id: str, params: ChainParams) -> TxKind:
+    """Checks that need no state. Raises :class:`TxError` with a reason."""
+    if tx.chain_id != chain_id:
+        raise TxError(f"wrong chain id: expected '{chain_id}', got '{tx.chain_id}'", "wrong_chain")
+    kind = TX_KINDS.get(tx.type)
+    if kind is None:
+        raise TxError(f"unknown transaction type '{tx.type}'", "unknown_type")
+    if tx.fee < params.min_fee:
+        raise TxError(f"fee too low: {tx.fee} < minimum {params.min_fee}", "fee_too_low")
+    kind.check_body(tx.body)
+    return kind
+
+
+def tx_cost(tx: Transaction) -> int:
+    """Total the sender must hold for ``tx`` to succeed: fee + value moved."""
+    kind = TX_KINDS.get(tx.type)
+    return tx.fee + (kind.cost(tx) if kind is not None else 0)
+
+
+def check_body(tx: Transaction) -> None:
+    kind = TX_KINDS.get(tx.type)
+    if kind is None:
+        raise TxError(f"unknown transaction type '{tx.type}'", "invalid_body")
+    kind.check_body(tx.body)
+
+
+def apply_tx(ex: Execution, tx: Transaction, *, verified: bool = False) -> TxResult:
+    """Apply one transaction to the overlay. Raises :class:`TxError` if it makes the block invalid."""
+    kind = check_tx_static(tx, ex.env.chain_id, ex.env.params)
+    if not verified and not tx.verify_signature():
+        raise TxError("invalid transaction signature", "bad_signature")
+    sender = ex.account(tx.sender)
+    if tx.nonce != sender.nonce:
+        raise TxError(f"bad nonce: account nonce is {sender.nonce}, tx nonce {tx.nonce}", "bad_nonce")
+    if sender.balance < tx.fee:
+        raise TxError(f"cannot pay fee: balance {sender.balance} < fee {tx.fee}", "insufficient_fee_balance")
+    sender.balance -= tx.fee
+    sender.nonce += 1
+    ex.dirty.add(tx.sender)
+    ex.fees += tx.fee
+    ex.journal.clear()
+    try:
+        kind.apply(ex, tx)
+    except ExecFailure as exc:
+        ex.rollback()  # a failed body leaves no partial writes; fee and nonce stay charged
+        return TxResult(False, exc.reason, str(exc))
+    ex.journal.clear()
+    return TxResult(True)
+
+
+@dataclass
+class BlockOutcome:
+    results: list[TxResult]
+    accounts: dict[bytes, Account]
+    fees: int
+    state_changes: dict[bytes, bytes | None] = field(default_factory=dict)
+    skipped: list[tuple[Transaction, TxError]] = field(default_factory=list)
+    included: list[Transaction] = field(default_factory=list)
+    objects: dict[bytes, bytes | None] = field(default_factory=dict)
+
+    def results_hash(self) -> bytes:
+        from .types import merkle_root
+
+        return merkle_root([codec.encode(r.to_obj()) for r in self.results])
+
+
+def execute_block(
+    reader: StateReader,
+    env: BlockEnv,
+    txs: Iterable[Transaction],
+    *,
+    is_verified: Callable[[Transaction], bool] | None = None,
+    skip_invalid: bool = False,
+) -> BlockOutcome:
+    """Execute ``txs`` on top of ``reader``. With ``skip_invalid`` (block building) a transaction that
+    would make the block invalid is left out and reported in ``skipped``; otherwise it raises."""
+    ex = Execution(reader, env)
+    results: list[TxResult] = []
+    included: list[Transaction] = []
+    skipped: list[tuple[Transaction, TxError]] = []
+    for tx in txs:
+        verified = is_verified(tx) if is_verified is not None else False
+        if skip_invalid:
+            # apply_tx raises before it changes anything, so a skipped tx leaves no trace.
+            try:
+                results.append(apply_tx(ex, tx, verified=verified))
+            except TxError as exc:
+                skipped.append((tx, exc))
+                continue
+        else:
+            results.append(apply_tx(ex, tx, verified=verified))
+        included.append(tx)
+    if ex.fees:
+        ex.credit(env.proposer, ex.fees)
+    changed = {pk: ex.accounts[pk] for pk in ex.dirty}
+    state_changes: dict[bytes, bytes | None] = {
+        account_state_key(pk): sha256(acc.encode()) for pk, acc in changed.items()
+    }
+    for key, value in ex.objects.items():
+        state_changes[object_state_key(key)] = sha256(value) if value is not None else None
+    return BlockOutcome(results, changed, ex.fees, state_changes, skipped, included, dict(ex.objects))
