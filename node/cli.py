@@ -1,0 +1,351 @@
+"""``aitbc-peer`` command line: init, run, keys, wallet, status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from state.address import decode_address, encode_address
+from state.errors import AitbcError
+
+from .home import AIT, DEV_ACCOUNT, Home, default_home, init_home
+
+log = logging.getLogger("aitbc")
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+
+
+def parse_ait(text: str, what: str = "amount") -> int:
+    """Decimal AIT ("1.5") -> base units (1,500,000). No floats."""
+    s = text.strip()
+    if s.count(".") > 1 or not s.replace(".", "").isdigit() or s.startswith(".") and len(s) == 1:
+        raise AitbcError(f"{what} must be a decimal number of AIT, like 12 or 0.5 (got {text!r})")
+    whole, _, frac = s.partition(".")
+    if len(frac) > 6:
+        raise AitbcError(f"{what} has more than 6 decimals (1 AIT = 1,000,000 base units)")
+    return int(whole or "0") * AIT + int((frac + "000000")[:6])
+
+
+def format_ait(base: int) -> str:
+    whole, frac = divmod(base, AIT)
+    return f"{whole}.{frac:06d}".rstrip("0").rstrip(".") if frac else str(whole)
+
+
+def _home(args: argparse.Namespace) -> Home:
+    return Home(Path(args.home).expanduser() if args.home else default_home())
+
+
+def _rpc_url(args: argparse.Namespace) -> str:
+    if getattr(args, "rpc", None):
+        return args.rpc
+    if os.environ.get("AITBC_RPC_URL"):
+        return os.environ["AITBC_RPC_URL"]
+    from .config import load_config
+
+    home = _home(args)
+    cfg = load_config(home.config_path if home.config_path.exists() else None)
+    host = "127.0.0.1" if cfg.rpc.host in ("0.0.0.0", "::", "") else cfg.rpc.host
+    return f"http://{host}:{cfg.rpc.port}/rpc"
+
+
+def _client(args: argparse.Namespace):
+    from .rpcclient import RpcClient
+
+    return RpcClient(_rpc_url(args))
+
+
+def _password(args: argparse.Namespace, name: str, *, confirm: bool = False) -> str:
+    from .keystore import read_password
+
+    pw_file = getattr(args, "password_file", None)
+    if pw_file is None and not os.environ.get("AITBC_PASSWORD"):
+        dev_pw = _home(args).password_file(name)
+        if dev_pw.exists():  # written only by `init --dev` for the dev account
+            pw_file = str(dev_pw)
+    return read_password(password_file=pw_file, prompt=f"Password for '{name}': ", confirm=confirm)
+
+
+def _print(obj: object) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+# ------------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    allocs = []
+    for a in args.alloc or []:
+        addr, sep, amount = a.partition("=")
+        if not sep:
+            raise AitbcError(f"--alloc expects ADDRESS=AIT, got {a!r}")
+        decode_address(addr)
+        allocs.append((addr, parse_ait(amount, "--alloc amount")))
+    summary = init_home(
+        _home(args).root,
+        dev=args.dev,
+        chain_id=args.chain_id,
+        moniker=args.moniker,
+        genesis_file=Path(args.genesis) if args.genesis else None,
+        allocations=allocs,
+        block_interval_ms=args.block_interval,
+    )
+    for k, v in summary.items():
+        print(f"{k:>14}: {v}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import trio
+
+    from .config import load_config
+    from .service import Node
+
+    home = _home(args)
+    if not home.is_initialised():
+        if not args.dev:
+            raise AitbcError(f"{home.root} is not initialised: run `aitbc-peer init --home {home.root}` or use --dev")
+        summary = init_home(home.root, dev=True)
+        print(f"initialised dev home {home.root} (dev account {summary['dev_account']})", flush=True)
+    overrides = {
+        "rpc.port": args.rpc_port,
+        "rpc.host": args.rpc_host,
+        "p2p.port": args.p2p_port,
+        "node.log_level": args.log_level,
+    }
+    cfg = load_config(home.config_path, overrides=overrides)
+    logging.basicConfig(
+        level=cfg.node.log_level.upper(),
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    node = Node(home, cfg)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                await nursery.start(node.run)
+                print(f"aitbc-peer running: chain {node.genesis.chain_id}, RPC http://{cfg.rpc.host}:{node.rpc_port}/rpc",
+                      flush=True)
+                async for sig in signals:
+                    log.info("received %s, shutting down", signal.Signals(sig).name)
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(main)
+    log.info("stopped")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    ks = _home(args).keystore
+    if args.keys_cmd == "new":
+        info = ks.new(args.name, _password(args, args.name, confirm=True))
+        print(f"created key '{info.name}': {info.address}")
+    elif args.keys_cmd == "list":
+        infos = ks.list()
+        if args.json:
+            _print([{"name": i.name, "address": i.address} for i in infos])
+        else:
+            for i in infos:
+                print(f"{i.name:<20} {i.address}")
+    elif args.keys_cmd == "show":
+        i = ks.info(args.name)
+        _print({"name": i.name, "address": i.address, "public_key": "0x" + i.public_key.hex(), "path": str(i.path)})
+    elif args.keys_cmd == "import":
+        if args.keyfile:
+            from .keystore import read_password
+
+            src_pw = read_password(env="AITBC_IMPORT_PASSWORD", prompt="Password of the imported file: ")
+            info = ks.import_file(args.name, args.keyfile, src_pw, new_password=_password(args, args.name, confirm=True))
+        else:
+            text = Path(args.seed_file).read_text().strip() if args.seed_file else sys.stdin.readline().strip()
+            try:
+                seed = bytes.fromhex(text.removeprefix("0x"))
+            except ValueError:
+                raise AitbcError("seed must be 32 bytes of hex") from None
+            if len(seed) != 32:
+                raise AitbcError(f"seed must be 32 bytes of hex, got {len(seed)} bytes")
+            info = ks.import_seed(args.name, seed, _password(args, args.name, confirm=True))
+        print(f"imported key '{info.name}': {info.address}")
+    elif args.keys_cmd == "export":
+        seed = ks.export_seed(args.name, _password(args, args.name))
+        print("0x" + seed.hex())
+    return 0
+
+
+def _resolve_address(args: argparse.Namespace, who: str) -> str:
+    try:
+        decode_address(who)
+        return who
+    except AitbcError:
+        pass
+    try:
+        return _home(args).keystore.info(who).address
+    except AitbcError:
+        raise AitbcError(f"{who!r} is neither a valid ait1… address nor a key in the keystore") from None
+
+
+def cmd_wallet(args: argparse.Namespace) -> int:
+    from state.types import transfer
+
+    with _client(args) as rpc:
+        if args.wallet_cmd == "balance":
+            addr = _resolve_address(args, args.address)
+            acc = rpc.call("state_getAccount", address=addr)
+            if args.json:
+                _print(acc)
+            else:
+                print(f"{acc['address']}  balance {format_ait(int(acc['balance']))} AIT  nonce {acc['nonce']}")
+            return 0
+        # send
+        key = _home(args).keystore.load(args.from_, _password(args, args.from_))
+        to = decode_address(_resolve_address(args, args.to))
+        info = rpc.call("system_info")
+        amount = parse_ait(args.amount)
+        fee = parse_ait(args.fee, "--fee") if args.fee else info["params"]["min_fee"]
+        acc = rpc.call("state_getAccount", address=encode_address(key.public_key))
+        tx = transfer(key, info["chain_id"], to, amount, acc["pending_nonce"], fee)
+        res = rpc.call("tx_submit", tx="0x" + tx.raw.hex())
+        print(f"submitted {res['hash']}")
+        if args.wait:
+            deadline = time.monotonic() + args.wait_timeout
+            while time.monotonic() < deadline:
+                st = rpc.call("chain_getTransaction", hash=res["hash"])
+                if st["status"] != "pending":
+                    print(f"{st['status']} in block {st['block_height']}" +
+                          (f": {st['result']['message']}" if st["status"] == "failed" else ""))
+                    return 0 if st["status"] == "committed" else 1
+                time.sleep(0.2)
+            raise AitbcError(f"not included within {args.wait_timeout} s")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as rpc:
+        info = rpc.call("system_info")
+        head = rpc.call("chain_getHead")
+        mp = rpc.call("mempool_status")
+        net = rpc.call("net_info")
+        health = rpc.call("system_health")
+    rows = [
+        ("chain", info["chain_id"]),
+        ("node id", info["node_id"]),
+        ("version", info["version"]),
+        ("validator", info["validator"] or "-"),
+        ("head", f"{head['height']}  {head['hash']}"),
+        ("finalized", str(head["finalized_height"])),
+        ("peers", str(net["peers"])),
+        ("mempool", f"{mp['size']} txs, {mp['bytes']} bytes"),
+        ("sync", "catching up" if health.get("catching_up") else "in sync"),
+    ]
+    if args.json:
+        _print(dict(rows))
+    else:
+        for k, v in rows:
+            print(f"{k:>10}  {v}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aitbc-peer", description="aitbc-peer: a decentralized GPU-compute marketplace node")
+    p.add_argument("--version", action="version", version="aitbc-peer 0.1.0")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def home_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--home", help=f"node home directory (default: $AITBC_HOME or {default_home()})")
+
+    def rpc_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--rpc", help="node RPC URL (default: $AITBC_RPC_URL or from the home's config)")
+
+    sp = sub.add_parser("init", help="create a home: config.toml, genesis.json, keys")
+    home_arg(sp)
+    sp.add_argument("--dev", action="store_true", help="also create a funded dev account")
+    sp.add_argument("--chain-id")
+    sp.add_argument("--moniker")
+    sp.add_argument("--genesis", help="use this genesis.json (join an existing network)")
+    sp.add_argument("--alloc", action="append", metavar="ADDRESS=AIT", help="fund an account in genesis")
+    sp.add_argument("--block-interval", type=int, metavar="MS", help="block interval in milliseconds")
+    sp.set_defaults(func=cmd_init)
+
+    sp = sub.add_parser("run", help="run the node")
+    home_arg(sp)
+    sp.add_argument("--dev", action="store_true", help="initialise a dev home first if missing")
+    sp.add_argument("--rpc-port", type=int)
+    sp.add_argument("--rpc-host")
+    sp.add_argument("--p2p-port", type=int)
+    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("keys", help="manage the encrypted keystore")
+    home_arg(sp)
+    ksub = sp.add_subparsers(dest="keys_cmd", required=True)
+    for name, helptext in (("new", "create a key"), ("show", "show a key"), ("export", "print a key's seed")):
+        k = ksub.add_parser(name, help=helptext)
+        k.add_argument("name")
+        k.add_argument("--password-file")
+    k = ksub.add_parser("list", help="list keys")
+    k.add_argument("--json", action="store_true")
+    k = ksub.add_parser("import", help="import a seed (hex) or another keystore file")
+    k.add_argument("name")
+    g = k.add_mutually_exclusive_group()
+    g.add_argument("--seed-file", help="file holding the 32-byte seed as hex (default: read stdin)")
+    g.add_argument("--keyfile", help="a keystore JSON file (its password from $AITBC_IMPORT_PASSWORD or prompt)")
+    k.add_argument("--password-file")
+    sp.set_defaults(func=cmd_keys)
+
+    sp = sub.add_parser("wallet", help="balances and transfers through a node's RPC")
+    home_arg(sp)
+    wsub = sp.add_subparsers(dest="wallet_cmd", required=True)
+    w = wsub.add_parser("balance", help="balance of an address or keystore key")
+    w.add_argument("address")
+    w.add_argument("--json", action="store_true")
+    rpc_arg(w)
+    w = wsub.add_parser("send", help="sign and submit a transfer")
+    w.add_argument("--from", dest="from_", required=True, help="keystore key name")
+    w.add_argument("--to", required=True, help="address or keystore key name")
+    w.add_argument("--amount", required=True, help="AIT, e.g. 1.5")
+    w.add_argument("--fee", help="AIT (default: the chain's minimum fee)")
+    w.add_argument("--wait", action="store_true", help="wait until included")
+    w.add_argument("--wait-timeout", type=float, default=30.0)
+    w.add_argument("--password-file")
+    rpc_arg(w)
+    sp.set_defaults(func=cmd_wallet)
+
+    sp = sub.add_parser("status", help="head, finalized height, peers, mempool, sync state")
+    home_arg(sp)
+    rpc_arg(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not hasattr(args, "home"):
+        args.home = None
+    try:
+        return args.func(args)
+    except AitbcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["DEV_ACCOUNT", "main", "parse_ait", "format_ait"]

@@ -1,0 +1,176 @@
+"""Node configuration: TOML file < ``AITBC_*`` environment variables < CLI flags.
+
+Every key has a type and a default; unknown sections or keys and values of the wrong type are refused
+with the key's full name (``rpc.port: expected an integer``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from state.errors import AitbcError
+
+
+class ConfigError(AitbcError):
+    reason = "config"
+
+
+@dataclass
+class NodeSection:
+    moniker: str = "aitbc-node"
+    log_level: str = "info"
+    data_dir: str = "data"  # relative to home
+
+
+@dataclass
+class RpcSection:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8202
+    admin: bool = False
+    admin_token: str = ""
+    max_body_bytes: int = 4 << 20
+    max_batch: int = 1000
+
+
+@dataclass
+class P2pSection:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8200
+    bootstrap: list[str] = field(default_factory=list)
+    target_peers: int = 8
+
+
+@dataclass
+class MempoolSection:
+    max_txs: int = 100_000
+    max_bytes: int = 64 << 20
+    nonce_window: int = 1024
+    max_per_sender: int = 4096
+    replace_bump_percent: int = 10
+
+
+@dataclass
+class ValidatorSection:
+    enabled: bool = True
+
+
+@dataclass
+class Config:
+    node: NodeSection = field(default_factory=NodeSection)
+    rpc: RpcSection = field(default_factory=RpcSection)
+    p2p: P2pSection = field(default_factory=P2pSection)
+    mempool: MempoolSection = field(default_factory=MempoolSection)
+    validator: ValidatorSection = field(default_factory=ValidatorSection)
+
+    # ---------------------------------------------------------------------------------------------
+    def set(self, dotted: str, value: Any, *, source: str) -> None:
+        """Set ``section.key`` from ``source`` (for error messages), converting strings from env/CLI."""
+        try:
+            section_name, key = dotted.split(".", 1)
+        except ValueError:
+            raise ConfigError(f"{source}: '{dotted}' is not a section.key name") from None
+        section = getattr(self, section_name, None)
+        if section is None or section_name.startswith("_"):
+            raise ConfigError(f"{source}: unknown config section '{section_name}'")
+        ftypes = {f.name: f.type for f in fields(section)}
+        if key not in ftypes:
+            raise ConfigError(f"{source}: unknown config key '{dotted}'")
+        setattr(section, key, _coerce(dotted, ftypes[key], value, source))
+
+    def validate(self) -> None:
+        for name, lo, hi in (("rpc.port", 0, 65535), ("p2p.port", 0, 65535)):
+            sec, key = name.split(".")
+            v = getattr(getattr(self, sec), key)
+            if not lo <= v <= hi:
+                raise ConfigError(f"{name}: {v} is out of range {lo}..{hi}")
+        if self.node.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError("node.log_level: must be one of debug, info, warning, error")
+        for name in ("mempool.max_txs", "mempool.max_bytes", "rpc.max_body_bytes", "rpc.max_batch"):
+            sec, key = name.split(".")
+            if getattr(getattr(self, sec), key) <= 0:
+                raise ConfigError(f"{name}: must be positive")
+
+
+def _coerce(name: str, ftype: Any, value: Any, source: str) -> Any:
+    t = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", str(ftype))
+    from_text = isinstance(value, str) and source != "config.toml"
+    if t == "bool":
+        if isinstance(value, bool):
+            return value
+        if from_text and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{source}: {name}: expected true or false, got {value!r}")
+    if t == "int":
+        if type(value) is int:
+            return value
+        if from_text and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ConfigError(f"{source}: {name}: expected an integer, got {value!r}")
+    if t == "str":
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{source}: {name}: expected a string, got {value!r}")
+    if t.startswith("list"):
+        if isinstance(value, list) and all(isinstance(x, str) for x in value):
+            return value
+        if from_text:
+            return [x.strip() for x in value.split(",") if x.strip()]
+        raise ConfigError(f"{source}: {name}: expected a list of strings, got {value!r}")
+    raise ConfigError(f"{source}: {name}: unsupported type {t}")
+
+
+def load_config(
+    path: str | os.PathLike | None, *, env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None
+) -> Config:
+    """Defaults, then the TOML file (if it exists), then ``AITBC_<SECTION>_<KEY>``, then ``overrides``."""
+    cfg = Config()
+    if path is not None and Path(path).exists():
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"config.toml: top-level key '{section}' must be a [section]")
+            for key, value in values.items():
+                cfg.set(f"{section}.{key}", value, source="config.toml")
+    env = os.environ if env is None else env
+    sections = {f.name for f in fields(Config)}
+    for var, value in env.items():
+        if not var.startswith("AITBC_"):
+            continue
+        rest = var[len("AITBC_") :].lower()
+        section, _, key = rest.partition("_")
+        if section in sections and key:
+            cfg.set(f"{section}.{key}", value, source=f"environment {var}")
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            cfg.set(dotted, value, source="command line")
+    cfg.validate()
+    return cfg
+
+
+def render_default_toml(cfg: Config) -> str:
+    """config.toml text with every key and its current value."""
+    out = ["# aitbc-peer configuration. Environment AITBC_<SECTION>_<KEY> and CLI flags override these.\n"]
+    for f in fields(cfg):
+        section = getattr(cfg, f.name)
+        out.append(f"\n[{f.name}]\n")
+        for sf in fields(section):
+            v = getattr(section, sf.name)
+            if isinstance(v, bool):
+                s = "true" if v else "false"
+            elif isinstance(v, int):
+                s = str(v)
+            elif isinstance(v, list):
+                s = "[" + ", ".join(f'"{x}"' for x in v) + "]"
+            else:
+                s = '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+            out.append(f"{sf.name} = {s}\n")
+    return "".join(out)

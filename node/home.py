@@ -1,0 +1,150 @@
+"""The node's home directory: config.toml, genesis.json, keys/, data/ (LevelDB, sign state).
+
+    <home>/config.toml
+    <home>/genesis.json
+    <home>/keys/node_key.json          libp2p identity (plain, 0600)
+    <home>/keys/validator_key.json     consensus key (plain, 0600)
+    <home>/keys/keystore/<name>.json   wallets (Argon2id + XChaCha20-Poly1305)
+    <home>/keys/<name>.password        only for the --dev account, so dev wallets need no prompt
+    <home>/data/db/                    LevelDB
+    <home>/data/priv_validator_state.json
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from state.address import encode_address
+from state.errors import AitbcError
+from state.genesis import ChainParams, Genesis, GenesisValidator, now_ms
+
+from .config import Config, render_default_toml
+from .keystore import Keystore, read_plain_key_file, write_plain_key_file
+
+AIT = 1_000_000
+DEV_ACCOUNT = "dev"
+DEV_FUNDS = 1_000_000_000 * AIT
+
+
+class HomeError(AitbcError):
+    reason = "home"
+
+
+def default_home() -> Path:
+    """``$AITBC_HOME``, else the platform's user data directory + ``/aitbc``."""
+    env = os.environ.get("AITBC_HOME")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "aitbc"
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "aitbc"
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def genesis_path(self) -> Path:
+        return self.root / "genesis.json"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def node_key_path(self) -> Path:
+        return self.keys_dir / "node_key.json"
+
+    @property
+    def validator_key_path(self) -> Path:
+        return self.keys_dir / "validator_key.json"
+
+    @property
+    def keystore(self) -> Keystore:
+        return Keystore(self.keys_dir / "keystore")
+
+    def password_file(self, name: str) -> Path:
+        return self.keys_dir / f"{name}.password"
+
+    def data_dir(self, cfg: Config) -> Path:
+        p = Path(cfg.node.data_dir)
+        return p if p.is_absolute() else self.root / p
+
+    def is_initialised(self) -> bool:
+        return self.genesis_path.exists() and self.validator_key_path.exists()
+
+
+def init_home(
+    root: Path,
+    *,
+    dev: bool = False,
+    chain_id: str | None = None,
+    moniker: str | None = None,
+    genesis_file: Path | None = None,
+    allocations: list[tuple[str, int]] | None = None,
+    block_interval_ms: int | None = None,
+) -> dict:
+    """Create a home: keys, config.toml and genesis.json (a one-validator genesis unless
+    ``genesis_file`` is given). Refuses to touch an initialised home. Returns a summary."""
+    home = Home(root)
+    if home.genesis_path.exists() or home.config_path.exists():
+        raise HomeError(f"{root} is already initialised (config.toml or genesis.json exists)")
+    root.mkdir(parents=True, exist_ok=True)
+    home.keys_dir.mkdir(mode=0o700, exist_ok=True)
+    node_key = write_plain_key_file(home.node_key_path, secrets.token_bytes(32))
+    val_key = write_plain_key_file(home.validator_key_path, secrets.token_bytes(32))
+    summary: dict = {
+        "home": str(root),
+        "node_key": node_key.public_key.hex(),
+        "validator": encode_address(val_key.public_key),
+    }
+    accounts: dict[bytes, int] = {}
+    if dev:
+        password = secrets.token_urlsafe(18)
+        info = home.keystore.new(DEV_ACCOUNT, password)
+        pw = home.password_file(DEV_ACCOUNT)
+        fd = os.open(pw, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        accounts[info.public_key] = DEV_FUNDS
+        summary["dev_account"] = info.address
+    for address, amount in allocations or []:
+        from state.address import decode_address
+
+        accounts[decode_address(address)] = accounts.get(decode_address(address), 0) + amount
+    if genesis_file is not None:
+        genesis = Genesis.load(genesis_file)
+    else:
+        params = ChainParams(**({"block_interval_ms": block_interval_ms} if block_interval_ms else {}))
+        genesis = Genesis(
+            chain_id=chain_id or ("aitbc-dev" if dev else "aitbc-local"),
+            genesis_time=now_ms(),
+            consensus="poa",
+            params=params,
+            accounts=tuple(sorted(accounts.items())),
+            validators=(GenesisValidator(val_key.public_key, 1, moniker or "validator-0"),),
+        )
+    genesis.save(home.genesis_path)
+    cfg = Config()
+    if moniker:
+        cfg.node.moniker = moniker
+    home.config_path.write_text(render_default_toml(cfg))
+    summary["chain_id"] = genesis.chain_id
+    summary["genesis_hash"] = genesis.hash.hex()
+    return summary
+
+
+def load_node_keys(home: Home):
+    """(node key, validator key) from the home."""
+    return read_plain_key_file(home.node_key_path), read_plain_key_file(home.validator_key_path)

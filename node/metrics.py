@@ -1,0 +1,43 @@
+"""Prometheus metrics of the node (one CollectorRegistry per node, so tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_BLOCK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+
+class NodeMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.head_height = Gauge("chain_head_height", "Height of the latest committed block", registry=r)
+        self.finalized_height = Gauge("chain_finalized_height", "Height of the latest finalized block", registry=r)
+        self.block_interval = Histogram(
+            "block_interval_seconds", "Time between consecutive committed blocks", buckets=_BLOCK_BUCKETS, registry=r
+        )
+        self.poa_last_interval = Gauge(
+            "poa_last_block_interval_seconds", "Interval before the latest committed block", registry=r
+        )
+        self.block_txs = Histogram(
+            "block_txs", "Transactions per committed block",
+            buckets=(0, 1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000), registry=r,
+        )
+        self.block_build = Histogram(
+            "block_build_seconds", "Time to build or validate a block (execution + state root)",
+            buckets=_BLOCK_BUCKETS, registry=r,
+        )
+        self.block_commit = Histogram(
+            "block_commit_seconds", "Time to persist a block (one synced WriteBatch)", buckets=_BLOCK_BUCKETS,
+            registry=r,
+        )
+        self.txs_committed = Counter("txs_committed_total", "Transactions committed in blocks", registry=r)
+        self.txs_failed = Counter("txs_failed_total", "Committed transactions whose body failed", registry=r)
+        self.mempool_size = Gauge("mempool_size", "Transactions in the mempool", registry=r)
+        self.mempool_bytes = Gauge("mempool_bytes", "Bytes of transactions in the mempool", registry=r)
+        self.tx_accepted = Counter("tx_accepted_total", "Transactions accepted into the mempool", registry=r)
+        self.tx_rejected = Counter(
+            "tx_rejected_total", "Transactions rejected on submission, by reason", ["reason"], registry=r
+        )
+        self.proposer_switches = Counter(
+            "poa_proposer_switches_total", "Times the block proposer changed between heights", registry=r
+        )

@@ -1,0 +1,253 @@
+"""The node: wires store, chain state, mempool, consensus engine and RPC, and owns their tasks.
+
+``Node.run`` opens everything, starts the services in one trio nursery and closes the store when
+they stop (cancellation = clean shutdown: a block being written finishes first, because the worker
+thread doing it is not abandoned).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import trio
+
+from consensus.engine import SoloEngine
+from consensus.signstate import SignState
+from consensus.validators import Validator, ValidatorSet
+from p2p.identity import peer_id_from_ed25519
+from state.chain import ChainState, PendingBlock
+from state.errors import AitbcError, DecodeError, TxError
+from state.genesis import Genesis
+from state.machine import check_body, tx_cost
+from state.mempool import Mempool, MempoolConfig
+from state.store import Store
+from state.types import Commit, Transaction
+
+from .config import Config
+from .home import Home, load_node_keys
+from .metrics import NodeMetrics
+
+log = logging.getLogger("aitbc.node")
+
+VERSION = "0.1.0"
+PARALLEL_VERIFY_MIN = 64  # batches at least this large are verified in worker threads
+
+
+class NodeError(AitbcError):
+    reason = "node"
+
+
+class _CommittedAccounts:
+    """The mempool's view of committed accounts (unknown accounts read as zero)."""
+
+    __slots__ = ("chain",)
+
+    def __init__(self, chain: ChainState) -> None:
+        self.chain = chain
+
+    def get_account(self, pubkey: bytes):
+        return self.chain.account(pubkey)
+
+
+@dataclass
+class SubmitResult:
+    hash: bytes | None
+    error: TxError | None = None
+
+
+class Node:
+    """One aitbc-peer."""
+
+    def __init__(self, home: Home, cfg: Config) -> None:
+        self.home = home
+        self.cfg = cfg
+        self.genesis = Genesis.load(home.genesis_path)
+        self.node_key, self.validator_key = load_node_keys(home)
+        self.peer_id = peer_id_from_ed25519(self.node_key.public_key)
+        self.metrics = NodeMetrics()
+        self.validators = ValidatorSet(
+            [Validator(v.public_key, v.power, v.name) for v in self.genesis.validators]
+        )
+        self.store: Store | None = None
+        self.chain: ChainState | None = None
+        self.mempool: Mempool | None = None
+        self.engine: SoloEngine | None = None
+        self.rpc_port: int | None = None
+        self.started_at = time.time()
+        self._last_block_time: int | None = None
+        self._last_proposer: bytes | None = None
+        self.hub = None  # rpc.subscriptions.SubscriptionHub, set in run()
+
+    # lifecycle ------------------------------------------------------------------------------------
+    def open(self) -> None:
+        data = self.home.data_dir(self.cfg)
+        data.mkdir(parents=True, exist_ok=True)
+        self.store = Store(data / "db")
+        try:
+            self.chain = ChainState(self.store, self.genesis)
+        except Exception:
+            self.store.close()
+            raise
+        m = self.cfg.mempool
+        self.mempool = Mempool(
+            self.genesis.chain_id,
+            _CommittedAccounts(self.chain),
+            MempoolConfig(
+                max_txs=m.max_txs,
+                max_bytes=m.max_bytes,
+                nonce_window=m.nonce_window,
+                max_per_sender=m.max_per_sender,
+                replace_bump_percent=m.replace_bump_percent,
+                min_fee=self.genesis.params.min_fee,
+            ),
+            cost=tx_cost,
+            check_body=check_body,
+        )
+        head = self.chain.head
+        self.metrics.head_height.set(head.height)
+        self.metrics.finalized_height.set(head.height)
+        self._last_block_time = head.time
+        log.info(
+            "chain %s at height %d (%s), genesis %s",
+            self.genesis.chain_id, head.height, head.hash.hex()[:16], self.genesis.hash.hex()[:16],
+        )
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        from rpc.methods import build_rpc
+        from rpc.server import RpcServer
+
+        self.open()
+        assert self.chain is not None and self.mempool is not None
+        try:
+            registry, self.hub = build_rpc(self)
+            async with trio.open_nursery() as nursery:
+                if self.cfg.rpc.enabled:
+                    server = RpcServer(
+                        registry,
+                        self.hub,
+                        host=self.cfg.rpc.host,
+                        port=self.cfg.rpc.port,
+                        max_body_bytes=self.cfg.rpc.max_body_bytes,
+                        max_batch=self.cfg.rpc.max_batch,
+                        admin_enabled=self.cfg.rpc.admin,
+                        admin_token=self.cfg.rpc.admin_token or None,
+                        metrics_registry=self.metrics.registry,
+                        version=VERSION,
+                    )
+                    self.rpc_port = await nursery.start(server.serve)
+                    log.info("JSON-RPC on http://%s:%d/rpc (WebSocket /ws, metrics /metrics)",
+                             self.cfg.rpc.host, self.rpc_port)
+                self.engine = self._make_engine()
+                if self.engine is not None:
+                    await nursery.start(self.engine.run)
+                task_status.started(self)
+        finally:
+            self.close()
+
+    def _make_engine(self) -> SoloEngine | None:
+        assert self.chain is not None and self.mempool is not None
+        vk = self.validator_key
+        if not self.cfg.validator.enabled or vk.public_key not in self.validators:
+            log.info("not a validator of this chain: following only")
+            return None
+        if self.validators.power_of(vk.public_key) < self.validators.quorum():
+            raise NodeError(
+                "this genesis has several validators; multi-validator consensus needs the p2p network, "
+                "which this build does not include yet"
+            )
+        sign_state = SignState(self.home.data_dir(self.cfg) / "priv_validator_state.json", vk)
+        return SoloEngine(self.chain, self.mempool, self.validators, vk, sign_state, self._on_commit)
+
+    # events -------------------------------------------------------------------------------------
+    async def _on_commit(self, pending: PendingBlock, commit: Commit) -> None:
+        assert self.mempool is not None and self.chain is not None
+        block = pending.block
+        h = block.header
+        m = self.metrics
+        self.mempool.update(block.txs, _CommittedAccounts(self.chain))
+        skipped = [tx.hash for tx, _ in pending.outcome.skipped]
+        if skipped:
+            self.mempool.remove(skipped)
+        m.head_height.set(h.height)
+        m.finalized_height.set(h.height)
+        m.block_txs.observe(len(block.txs))
+        m.txs_committed.inc(len(block.txs))
+        failed = sum(1 for r in pending.outcome.results if not r.ok)
+        if failed:
+            m.txs_failed.inc(failed)
+        if self._last_block_time is not None:
+            interval = max(0.0, (h.time - self._last_block_time) / 1000)
+            m.block_interval.observe(interval)
+            m.poa_last_interval.set(interval)
+        self._last_block_time = h.time
+        if self._last_proposer is not None and self._last_proposer != h.proposer:
+            m.proposer_switches.inc()
+        self._last_proposer = h.proposer
+        m.mempool_size.set(len(self.mempool))
+        m.mempool_bytes.set(self.mempool.size_bytes)
+        hub = self.hub
+        if hub is not None:
+            from rpc.views import header_json, tx_status_json
+
+            if hub.subscriber_count("newHeads"):
+                hub.publish("newHeads", header_json(block, len(block.txs)))
+            if hub.subscriber_count("tx"):
+                for i, (tx, res) in enumerate(zip(block.txs, pending.outcome.results, strict=True)):
+                    hub.publish("tx", tx_status_json(tx.hash, h.height, i, res), key="0x" + tx.hash.hex())
+
+    # transactions -------------------------------------------------------------------------------
+    async def submit_raw(self, raws: Sequence[bytes]) -> list[SubmitResult]:
+        """Decode, verify (in worker threads for big batches) and add transactions to the mempool."""
+        assert self.mempool is not None
+        results: list[SubmitResult] = [SubmitResult(None) for _ in raws]
+        txs: list[tuple[int, Transaction]] = []
+        for i, raw in enumerate(raws):
+            try:
+                txs.append((i, Transaction.decode(raw)))
+            except DecodeError as exc:
+                results[i] = SubmitResult(None, TxError(f"malformed transaction: {exc}", "malformed"))
+        ok = await self._verify_signatures([t for _, t in txs])
+        m = self.metrics
+        accepted = 0
+        for (i, tx), good in zip(txs, ok, strict=True):
+            if not good:
+                results[i] = SubmitResult(tx.hash, TxError("invalid transaction signature", "bad_signature"))
+                continue
+            try:
+                self.mempool.add(tx, verified=True)
+            except TxError as exc:
+                results[i] = SubmitResult(tx.hash, exc)
+                continue
+            results[i] = SubmitResult(tx.hash)
+            accepted += 1
+        for r in results:
+            if r.error is not None:
+                m.tx_rejected.labels(r.error.reason).inc()
+        if accepted:
+            m.tx_accepted.inc(accepted)
+            m.mempool_size.set(len(self.mempool))
+            if self.engine is not None:
+                self.engine.notify_tx()
+        return results
+
+    async def _verify_signatures(self, txs: list[Transaction]) -> list[bool]:
+        if len(txs) < PARALLEL_VERIFY_MIN:
+            return [t.verify_signature() for t in txs]
+        out: list[bool] = [False] * len(txs)
+        half = len(txs) // 2
+
+        def work(lo: int, hi: int) -> None:
+            for j in range(lo, hi):
+                out[j] = txs[j].verify_signature()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(trio.to_thread.run_sync, work, 0, half)
+            n.start_soon(trio.to_thread.run_sync, work, half, len(txs))
+        return out

@@ -1,0 +1,266 @@
+"""The chain: committed state + block building, validation and atomic commit.
+
+``ChainState`` joins the pure state machine (``state/machine.py``), the state tree (``state/smt.py``)
+and the store. Building and validating a block never change committed state; ``commit`` writes the
+block, its commit, tx index, state changes, tree nodes and the new head in one synced WriteBatch.
+CPU-heavy calls (``build_block``, ``validate_block``, ``prove``, ``commit``) are meant to run in a
+worker thread, serialised by ``self.lane`` (one at a time), so the trio loop stays responsive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cbor2
+
+from . import codec
+from .codec import sha256
+from .errors import BlockError
+from .genesis import Genesis
+from .machine import BlockEnv, BlockOutcome, TxResult, account_state_key, execute_block
+from .smt import SparseMerkleTree, TreeUpdate
+from .store import (
+    K_GENESIS,
+    K_HEAD,
+    P_ACCOUNT,
+    P_BLOCK,
+    P_COMMIT,
+    P_HASH_BY_HEIGHT,
+    P_OBJECT,
+    P_RESULTS,
+    P_TREE,
+    P_TX,
+    Head,
+    Store,
+    StoreError,
+    h8,
+)
+from .types import EMPTY_HASH, Account, Block, BlockHeader, Commit, Transaction, merkle_root
+
+log = logging.getLogger("aitbc.chain")
+
+
+@dataclass
+class PendingBlock:
+    """A block executed against the current head but not committed."""
+
+    block: Block
+    outcome: BlockOutcome
+    tree_update: TreeUpdate
+
+
+def validators_hash(validators: Sequence[tuple[bytes, int]]) -> bytes:
+    """Hash of a validator set: SHA-256 of the canonical list of [pubkey, power], sorted by key."""
+    return sha256(codec.encode([[pk, p] for pk, p in sorted(validators)]))
+
+
+class ChainState:
+    """Committed chain state on top of a :class:`Store`."""
+
+    def __init__(self, store: Store, genesis: Genesis) -> None:
+        self.store = store
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.params = genesis.params
+        self.lane = threading.Lock()
+        stored = store.genesis_hash()
+        if stored is not None and stored != genesis.hash:
+            raise StoreError(
+                f"the database belongs to another chain (genesis {stored.hex()[:16]}…, "
+                f"this genesis.json is {genesis.hash.hex()[:16]}…); use another --home"
+            )
+        self.tree = SparseMerkleTree(store.get, prefix=P_TREE)
+        if stored is None:
+            self._init_genesis()
+        head = store.head()
+        assert head is not None
+        self.head: Head = head
+        if self.tree.root != head.state_root:
+            raise StoreError("state tree root does not match the head's state root (database damaged)")
+
+    # genesis -----------------------------------------------------------------------------------
+    def _init_genesis(self) -> None:
+        g = self.genesis
+        puts: dict[bytes, bytes | None] = {}
+        changes: dict[bytes, bytes | None] = {}
+        for pk, bal in g.accounts:
+            enc = Account(bal, 0).encode()
+            puts[P_ACCOUNT + pk] = enc
+            changes[account_state_key(pk)] = sha256(enc)
+        upd = self.tree.compute_update(changes)
+        puts.update({k: v for k, v in upd.writes.items()})
+        head = Head(0, g.hash, g.genesis_time, upd.root)
+        puts[K_HEAD] = head.encode()
+        puts[K_GENESIS] = g.hash
+        puts[P_HASH_BY_HEIGHT + h8(0)] = g.hash
+        self.store.write_batch(puts)
+        self.tree.apply(upd)
+        log.info("initialised genesis %s (chain %s, %d accounts)", g.hash.hex()[:16], g.chain_id, len(g.accounts))
+
+    # StateReader ---------------------------------------------------------------------------------
+    def get_account(self, public_key: bytes) -> Account | None:
+        return self.store.account(public_key)
+
+    def get_object(self, key: bytes) -> bytes | None:
+        return self.store.object(key)
+
+    def account(self, public_key: bytes) -> Account:
+        """Committed account (zero account if unknown)."""
+        return self.store.account(public_key) or Account()
+
+    # building and validating ------------------------------------------------------------------------
+    def _env(self, height: int, time_ms: int, proposer: bytes) -> BlockEnv:
+        return BlockEnv(self.chain_id, height, time_ms, proposer, self.params)
+
+    def build_block(
+        self,
+        txs: Sequence[Transaction],
+        *,
+        proposer: bytes,
+        time_ms: int,
+        last_commit: Commit | None,
+        validators_hash: bytes,
+        next_validators_hash: bytes,
+        is_verified: Callable[[Transaction], bool] | None = None,
+    ) -> PendingBlock:
+        """Execute ``txs`` on the head (leaving out those that would make the block invalid) and
+        return the proposed block with its outcome. Changes nothing."""
+        with self.lane:
+            head = self.head
+            height = head.height + 1
+            time_ms = max(time_ms, head.time + 1)
+            outcome = execute_block(
+                self, self._env(height, time_ms, proposer), txs, is_verified=is_verified, skip_invalid=True
+            )
+            upd = self.tree.compute_update(outcome.state_changes)
+            header = BlockHeader(
+                chain_id=self.chain_id,
+                height=height,
+                time=time_ms,
+                prev_hash=head.hash,
+                tx_root=merkle_root([t.hash for t in outcome.included]),
+                state_root=upd.root,
+                results_hash=outcome.results_hash(),
+                proposer=proposer,
+                validators_hash=validators_hash,
+                next_validators_hash=next_validators_hash,
+                last_commit_hash=last_commit.hash() if last_commit is not None else EMPTY_HASH,
+                evidence_hash=merkle_root([]),
+            )
+            block = Block(header, tuple(outcome.included), last_commit, ())
+            return PendingBlock(block, outcome, upd)
+
+    def validate_block(
+        self, block: Block, *, is_verified: Callable[[Transaction], bool] | None = None
+    ) -> PendingBlock:
+        """Check ``block`` extends the head and re-execute it; :class:`BlockError` says what is wrong.
+        Signatures of ``last_commit`` are checked by consensus (it knows the validator set)."""
+        with self.lane:
+            h = block.header
+            head = self.head
+            if h.chain_id != self.chain_id:
+                raise BlockError(f"block for chain '{h.chain_id}', expected '{self.chain_id}'")
+            if h.height != head.height + 1:
+                raise BlockError(f"block height {h.height} does not extend head {head.height}")
+            if h.prev_hash != head.hash:
+                raise BlockError("block prev_hash does not match the head")
+            if h.time <= head.time:
+                raise BlockError("block time is not after the previous block's time")
+            if len(block.txs) > self.params.max_block_txs:
+                raise BlockError(f"block has {len(block.txs)} txs > max {self.params.max_block_txs}")
+            if sum(len(t.raw) for t in block.txs) > self.params.max_block_bytes:
+                raise BlockError("block transactions exceed max_block_bytes")
+            if h.tx_root != merkle_root([t.hash for t in block.txs]):
+                raise BlockError("tx_root does not match the block's transactions")
+            expected_lc = block.last_commit.hash() if block.last_commit is not None else EMPTY_HASH
+            if h.last_commit_hash != expected_lc:
+                raise BlockError("last_commit_hash does not match the block's last commit")
+            if h.height > 1 and block.last_commit is None:
+                raise BlockError("block above height 1 must carry the previous height's commit")
+            if block.last_commit is not None and (
+                block.last_commit.height != head.height or block.last_commit.block_hash != head.hash
+            ):
+                raise BlockError("last_commit is not for the previous block")
+            try:
+                outcome = execute_block(self, self._env(h.height, h.time, h.proposer), block.txs, is_verified=is_verified)
+            except Exception as exc:  # TxError and friends: one bad tx invalidates the block
+                raise BlockError(f"invalid transaction in block: {exc}") from None
+            if h.results_hash != outcome.results_hash():
+                raise BlockError("results_hash does not match re-execution")
+            upd = self.tree.compute_update(outcome.state_changes)
+            if h.state_root != upd.root:
+                raise BlockError("state_root does not match re-execution")
+            return PendingBlock(block, outcome, upd)
+
+    # commit ------------------------------------------------------------------------------------
+    def commit(self, pending: PendingBlock, commit: Commit) -> Head:
+        """Persist ``pending`` with the commit that finalized it, atomically and durably."""
+        with self.lane:
+            block = pending.block
+            if block.header.prev_hash != self.head.hash or block.height != self.head.height + 1:
+                raise BlockError("pending block no longer extends the head")
+            if commit.block_hash != block.hash or commit.height != block.height:
+                raise BlockError("commit is not for this block")
+            height = block.height
+            hb = h8(height)
+            puts: dict[bytes, bytes | None] = {
+                P_BLOCK + block.hash: block.encode(),
+                P_HASH_BY_HEIGHT + hb: block.hash,
+                P_COMMIT + hb: commit.encode(),
+                P_RESULTS + hb: codec.encode([r.to_obj() for r in pending.outcome.results]),
+            }
+            for i, tx in enumerate(block.txs):
+                puts[P_TX + tx.hash] = codec.encode([height, i])
+            for pk, acc in pending.outcome.accounts.items():
+                puts[P_ACCOUNT + pk] = acc.encode()
+            for key, value in pending.outcome.objects.items():
+                puts[P_OBJECT + key] = value
+            puts.update(pending.tree_update.writes)
+            head = Head(height, block.hash, block.header.time, block.header.state_root)
+            puts[K_HEAD] = head.encode()
+            self.store.write_batch(puts, sync=True)
+            self.tree.apply(pending.tree_update)
+            self.head = head
+            return head
+
+    # reads -------------------------------------------------------------------------------------
+    def block_at(self, height: int) -> Block | None:
+        bh = self.store.block_hash(height)
+        if bh is None or height == 0:
+            return None
+        return self.block_by_hash(bh)
+
+    def block_by_hash(self, block_hash: bytes) -> Block | None:
+        raw = self.store.block_raw(block_hash)
+        return Block.decode(raw, max_bytes=len(raw)) if raw is not None else None
+
+    def block_raw_at(self, height: int) -> bytes | None:
+        bh = self.store.block_hash(height)
+        return self.store.block_raw(bh) if bh is not None else None
+
+    def commit_at(self, height: int) -> Commit | None:
+        raw = self.store.commit_raw(height)
+        return Commit.decode(raw) if raw is not None else None
+
+    def results_at(self, height: int) -> list[TxResult]:
+        raw = self.store.results_raw(height)
+        return [TxResult.from_obj(r) for r in cbor2.loads(raw)] if raw is not None else []
+
+    def tx_lookup(self, tx_hash: bytes) -> tuple[Transaction, int, int, TxResult] | None:
+        """(tx, height, index, result) of a committed transaction."""
+        loc = self.store.tx_location(tx_hash)
+        if loc is None:
+            return None
+        height, index = loc
+        block = self.block_at(height)
+        if block is None:
+            return None
+        results = self.results_at(height)
+        return block.txs[index], height, index, results[index]
+
+    def prove_account(self, public_key: bytes):
+        with self.lane:
+            return self.tree.prove(account_state_key(public_key)), self.head

@@ -1,0 +1,148 @@
+"""LevelDB (plyvel) store: blocks, commits, tx index, accounts, objects, state-tree nodes, head.
+
+Key prefixes (one byte each):
+  H<height:8>  -> block hash             B<hash>       -> block encoding
+  C<height:8>  -> commit finalizing that height (the "seen commit")
+  R<height:8>  -> tx results of the block
+  x<tx hash>   -> [height, index]        a<pubkey>     -> account [balance, nonce]
+  o<key>       -> generic state object   T...          -> state-tree nodes (state/smt.py)
+  m:head       -> head record            m:genesis     -> genesis hash
+Everything a block changes is written in ONE ``WriteBatch`` with ``sync=True``: after a crash the store
+holds the previous or the next committed block, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import cbor2
+import plyvel
+
+from . import codec
+from .errors import AitbcError
+from .types import Account
+
+P_HASH_BY_HEIGHT = b"H"
+P_BLOCK = b"B"
+P_COMMIT = b"C"
+P_RESULTS = b"R"
+P_TX = b"x"
+P_ACCOUNT = b"a"
+P_OBJECT = b"o"
+P_TREE = b"T"
+K_HEAD = b"m:head"
+K_GENESIS = b"m:genesis"
+K_SCHEMA = b"m:schema"
+SCHEMA_VERSION = 1
+
+_U64 = struct.Struct(">Q")
+
+
+class StoreError(AitbcError):
+    reason = "store"
+
+
+def h8(height: int) -> bytes:
+    return _U64.pack(height)
+
+
+@dataclass(frozen=True)
+class Head:
+    height: int
+    hash: bytes
+    time: int
+    state_root: bytes
+
+    def encode(self) -> bytes:
+        return codec.encode([self.height, self.hash, self.time, self.state_root])
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Head:
+        h, bh, t, sr = cbor2.loads(raw)
+        return cls(h, bh, t, sr)
+
+
+class Store:
+    """Thin typed layer over one LevelDB. Reads may run on any thread; batches are built by the chain."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = plyvel.DB(str(p), create_if_missing=True)
+        except plyvel.IOError as exc:
+            raise StoreError(f"cannot open database at {p}: {exc} (is another node using this home?)") from None
+        except plyvel.CorruptionError as exc:
+            raise StoreError(f"database at {p} is corrupted: {exc}") from None
+        self.path = p
+        schema = self.db.get(K_SCHEMA)
+        if schema is None:
+            self.db.put(K_SCHEMA, str(SCHEMA_VERSION).encode())
+        elif int(schema) != SCHEMA_VERSION:
+            raise StoreError(f"database schema {int(schema)} not supported (expected {SCHEMA_VERSION})")
+
+    def close(self) -> None:
+        if not self.db.closed:
+            self.db.close()
+
+    # raw access ------------------------------------------------------------------------------------
+    def get(self, key: bytes) -> bytes | None:
+        return self.db.get(key)
+
+    def write_batch(self, puts: dict[bytes, bytes | None], *, sync: bool = True) -> None:
+        """Apply all puts (None = delete) atomically."""
+        with self.db.write_batch(sync=sync) as wb:
+            for k, v in puts.items():
+                if v is None:
+                    wb.delete(k)
+                else:
+                    wb.put(k, v)
+
+    # typed reads -----------------------------------------------------------------------------------
+    def head(self) -> Head | None:
+        raw = self.db.get(K_HEAD)
+        return Head.decode(raw) if raw is not None else None
+
+    def genesis_hash(self) -> bytes | None:
+        return self.db.get(K_GENESIS)
+
+    def block_hash(self, height: int) -> bytes | None:
+        return self.db.get(P_HASH_BY_HEIGHT + h8(height))
+
+    def block_raw(self, block_hash: bytes) -> bytes | None:
+        return self.db.get(P_BLOCK + block_hash)
+
+    def commit_raw(self, height: int) -> bytes | None:
+        return self.db.get(P_COMMIT + h8(height))
+
+    def results_raw(self, height: int) -> bytes | None:
+        return self.db.get(P_RESULTS + h8(height))
+
+    def tx_location(self, tx_hash: bytes) -> tuple[int, int] | None:
+        raw = self.db.get(P_TX + tx_hash)
+        if raw is None:
+            return None
+        height, index = cbor2.loads(raw)
+        return height, index
+
+    def account(self, pk: bytes) -> Account | None:
+        raw = self.db.get(P_ACCOUNT + pk)
+        if raw is None:
+            return None
+        bal, nonce = cbor2.loads(raw)
+        return Account(bal, nonce)
+
+    def object(self, key: bytes) -> bytes | None:
+        return self.db.get(P_OBJECT + key)
+
+    def count_prefix(self, prefix: bytes, limit: int = 1 << 62) -> int:
+        n = 0
+        with self.db.iterator(prefix=prefix, include_value=False) as it:
+            for _ in it:
+                n += 1
+                if n >= limit:
+                    break
+        return n
