@@ -88,6 +88,14 @@ class SoloEngine:
             "mode": "solo",
         }
 
+    def _first_round(self, height: int) -> int:
+        """Round to propose ``height`` in: 0, unless the sign state shows this validator already signed
+        something for ``height`` that never got committed (it was stopped, e.g. killed, between signing
+        and persisting the block). The block it builds now differs (time, txs), and signing it in the
+        same round would be a double sign, so it moves on to the next round, as Tendermint would."""
+        last = self.sign_state.last
+        return last.round + 1 if last.height == height else 0
+
     async def _wait_for_slot(self) -> None:
         params = self.chain.params
         target_ms = self.chain.head.time + params.block_interval_ms
@@ -109,7 +117,8 @@ class SoloEngine:
         while True:
             await self._wait_for_slot()
             height = self.chain.head.height + 1
-            self.state = EngineState(height=height, round=0, step="propose")
+            round_ = self._first_round(height)
+            self.state = EngineState(height=height, round=round_, step="propose")
             t0 = time.perf_counter()
             txs = self.mempool.reap(params.max_block_txs, params.max_block_bytes)
             verified = {t.hash for t in txs}  # the mempool admits only signature-checked txs
@@ -124,17 +133,22 @@ class SoloEngine:
                 next_validators_hash=self.validators.hash,
                 is_verified=lambda tx, v=verified: tx.hash in v,
             )
+            t_build = time.perf_counter()
             pending = await trio.to_thread.run_sync(build)
+            pending.build_seconds = time.perf_counter() - t_build
             block_hash = pending.block.hash
             ss = self.sign_state
-            ss.sign(KIND_PROPOSAL, chain_id, height, 0, STEP_PROPOSE, proposal_sign_bytes(height, 0, -1, block_hash))
+            r = round_
+            ss.sign(KIND_PROPOSAL, chain_id, height, r, STEP_PROPOSE, proposal_sign_bytes(height, r, -1, block_hash))
             self.state.step = "prevote"
-            ss.sign(KIND_VOTE, chain_id, height, 0, STEP_PREVOTE, vote_sign_bytes(height, 0, PREVOTE, block_hash))
+            ss.sign(KIND_VOTE, chain_id, height, r, STEP_PREVOTE, vote_sign_bytes(height, r, PREVOTE, block_hash))
             self.state.step = "precommit"
-            sig = ss.sign(KIND_VOTE, chain_id, height, 0, STEP_PRECOMMIT, vote_sign_bytes(height, 0, PRECOMMIT, block_hash))
-            commit = Commit(height, 0, block_hash, (CommitSig(self.key.public_key, sig),))
+            sig = ss.sign(KIND_VOTE, chain_id, height, r, STEP_PRECOMMIT, vote_sign_bytes(height, r, PRECOMMIT, block_hash))
+            commit = Commit(height, r, block_hash, (CommitSig(self.key.public_key, sig),))
             self.state.step = "commit"
+            t_commit = time.perf_counter()
             await trio.to_thread.run_sync(self.chain.commit, pending, commit)
+            pending.commit_seconds = time.perf_counter() - t_commit
             self.state.last_block_seconds = time.perf_counter() - t0
             if pending.outcome.skipped:
                 log.debug("height %d: left out %d invalid txs", height, len(pending.outcome.skipped))

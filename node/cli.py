@@ -263,8 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version="aitbc-peer 0.1.0")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def home_arg(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--home", help=f"node home directory (default: $AITBC_HOME or {default_home()})")
+    def home_arg(sp: argparse.ArgumentParser, *, leaf: bool = False) -> None:
+        # `keys`/`wallet` take --home before or after their subcommand; on the subcommand it must not
+        # default to None, or argparse would overwrite a --home given before it.
+        sp.add_argument(
+            "--home",
+            help=f"node home directory (default: $AITBC_HOME or {default_home()})",
+            **({"default": argparse.SUPPRESS} if leaf else {}),
+        )
 
     def rpc_arg(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--rpc", help="node RPC URL (default: $AITBC_RPC_URL or from the home's config)")
@@ -303,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed-file", help="file holding the 32-byte seed as hex (default: read stdin)")
     g.add_argument("--keyfile", help="a keystore JSON file (its password from $AITBC_IMPORT_PASSWORD or prompt)")
     k.add_argument("--password-file")
+    for k in ksub.choices.values():
+        home_arg(k, leaf=True)
     sp.set_defaults(func=cmd_keys)
 
     sp = sub.add_parser("wallet", help="balances and transfers through a node's RPC")
@@ -321,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--wait-timeout", type=float, default=30.0)
     w.add_argument("--password-file")
     rpc_arg(w)
+    for w in wsub.choices.values():
+        home_arg(w, leaf=True)
     sp.set_defaults(func=cmd_wallet)
 
     sp = sub.add_parser("status", help="head, finalized height, peers, mempool, sync state")
@@ -340,8 +350,30 @@ def main(argv: list[str] | None = None) -> int:
     except AitbcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:  # errors raised inside trio nurseries (e.g. by `run` at startup)
+        errors = _aitbc_errors(group)
+        if errors is None:
+            raise
+        for exc in errors:
+            print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _aitbc_errors(exc: BaseException) -> list[AitbcError] | None:
+    """The AitbcErrors in a (nested) exception group, or None if it holds anything else."""
+    if isinstance(exc, AitbcError):
+        return [exc]
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[AitbcError] = []
+        for e in exc.exceptions:
+            sub = _aitbc_errors(e)
+            if sub is None:
+                return None
+            out.extend(sub)
+        return out
+    return None
 
 
 if __name__ == "__main__":

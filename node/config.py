@@ -19,6 +19,11 @@ class ConfigError(AitbcError):
     reason = "config"
 
 
+#: ``AITBC_*`` variables read by the CLI itself, not config keys (AITBC_RPC_URL would otherwise be
+#: taken for the unknown key ``rpc.url``).
+CLIENT_ENV_VARS = frozenset({"AITBC_HOME", "AITBC_RPC_URL", "AITBC_PASSWORD", "AITBC_IMPORT_PASSWORD"})
+
+
 @dataclass
 class NodeSection:
     moniker: str = "aitbc-node"
@@ -143,7 +148,7 @@ def load_config(
     env = os.environ if env is None else env
     sections = {f.name for f in fields(Config)}
     for var, value in env.items():
-        if not var.startswith("AITBC_"):
+        if not var.startswith("AITBC_") or var in CLIENT_ENV_VARS:
             continue
         rest = var[len("AITBC_") :].lower()
         section, _, key = rest.partition("_")

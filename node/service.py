@@ -178,6 +178,8 @@ class Node:
         m.head_height.set(h.height)
         m.finalized_height.set(h.height)
         m.block_txs.observe(len(block.txs))
+        m.block_build.observe(pending.build_seconds)
+        m.block_commit.observe(pending.commit_seconds)
         m.txs_committed.inc(len(block.txs))
         failed = sum(1 for r in pending.outcome.results if not r.ok)
         if failed:
@@ -212,7 +214,8 @@ class Node:
             try:
                 txs.append((i, Transaction.decode(raw)))
             except DecodeError as exc:
-                results[i] = SubmitResult(None, TxError(f"malformed transaction: {exc}", "malformed"))
+                reason = exc.reason if exc.reason in ("too_large", "non_canonical") else "malformed"
+                results[i] = SubmitResult(None, TxError(f"malformed transaction: {exc}", reason))
         ok = await self._verify_signatures([t for _, t in txs])
         m = self.metrics
         accepted = 0

@@ -21,7 +21,7 @@ from .codec import sha256
 from .errors import BlockError
 from .genesis import Genesis
 from .machine import BlockEnv, BlockOutcome, TxResult, account_state_key, execute_block
-from .smt import SparseMerkleTree, TreeUpdate
+from .smt import SmtProof, SparseMerkleTree, TreeUpdate
 from .store import (
     K_GENESIS,
     K_HEAD,
@@ -50,6 +50,8 @@ class PendingBlock:
     block: Block
     outcome: BlockOutcome
     tree_update: TreeUpdate
+    build_seconds: float = 0.0
+    commit_seconds: float = 0.0
 
 
 def validators_hash(validators: Sequence[tuple[bytes, int]]) -> bytes:
@@ -66,6 +68,7 @@ class ChainState:
         self.chain_id = genesis.chain_id
         self.params = genesis.params
         self.lane = threading.Lock()
+        self._block_cache: dict[bytes, Block] = {}  # small FIFO of decoded blocks for RPC reads
         stored = store.genesis_hash()
         if stored is not None and stored != genesis.hash:
             raise StoreError(
@@ -212,8 +215,8 @@ class ChainState:
                 P_COMMIT + hb: commit.encode(),
                 P_RESULTS + hb: codec.encode([r.to_obj() for r in pending.outcome.results]),
             }
-            for i, tx in enumerate(block.txs):
-                puts[P_TX + tx.hash] = codec.encode([height, i])
+            for i, (tx, res) in enumerate(zip(block.txs, pending.outcome.results, strict=True)):
+                puts[P_TX + tx.hash] = codec.encode([height, i, tx.raw, res.to_obj()])
             for pk, acc in pending.outcome.accounts.items():
                 puts[P_ACCOUNT + pk] = acc.encode()
             for key, value in pending.outcome.objects.items():
@@ -234,8 +237,17 @@ class ChainState:
         return self.block_by_hash(bh)
 
     def block_by_hash(self, block_hash: bytes) -> Block | None:
+        cached = self._block_cache.get(block_hash)
+        if cached is not None:
+            return cached
         raw = self.store.block_raw(block_hash)
-        return Block.decode(raw, max_bytes=len(raw)) if raw is not None else None
+        if raw is None:
+            return None
+        block = Block.decode(raw, max_bytes=len(raw))
+        if len(self._block_cache) >= 64:
+            self._block_cache.pop(next(iter(self._block_cache)))
+        self._block_cache[block_hash] = block
+        return block
 
     def block_raw_at(self, height: int) -> bytes | None:
         bh = self.store.block_hash(height)
@@ -250,17 +262,14 @@ class ChainState:
         return [TxResult.from_obj(r) for r in cbor2.loads(raw)] if raw is not None else []
 
     def tx_lookup(self, tx_hash: bytes) -> tuple[Transaction, int, int, TxResult] | None:
-        """(tx, height, index, result) of a committed transaction."""
-        loc = self.store.tx_location(tx_hash)
-        if loc is None:
+        """(tx, height, index, result) of a committed transaction (one index read, no block decode)."""
+        entry = self.store.tx_entry(tx_hash)
+        if entry is None:
             return None
-        height, index = loc
-        block = self.block_at(height)
-        if block is None:
-            return None
-        results = self.results_at(height)
-        return block.txs[index], height, index, results[index]
+        height, index, raw, result = entry
+        return Transaction.decode(raw), height, index, TxResult.from_obj(result)
 
-    def prove_account(self, public_key: bytes):
+    def prove_account(self, public_key: bytes) -> tuple[SmtProof, Head, Account | None]:
+        """State-tree proof, the head it belongs to and the account, read together under the lane."""
         with self.lane:
-            return self.tree.prove(account_state_key(public_key)), self.head
+            return self.tree.prove(account_state_key(public_key)), self.head, self.store.account(public_key)

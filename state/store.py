@@ -4,7 +4,7 @@ Key prefixes (one byte each):
   H<height:8>  -> block hash             B<hash>       -> block encoding
   C<height:8>  -> commit finalizing that height (the "seen commit")
   R<height:8>  -> tx results of the block
-  x<tx hash>   -> [height, index]        a<pubkey>     -> account [balance, nonce]
+  x<tx hash>   -> [height, index, tx, result]   a<pubkey> -> account [balance, nonce]
   o<key>       -> generic state object   T...          -> state-tree nodes (state/smt.py)
   m:head       -> head record            m:genesis     -> genesis hash
 Everything a block changes is written in ONE ``WriteBatch`` with ``sync=True``: after a crash the store
@@ -45,6 +45,12 @@ class StoreError(AitbcError):
     reason = "store"
 
 
+def _leveldb_message(exc: Exception) -> str:
+    """plyvel's error text (it carries LevelDB's message as bytes, which would print as b'...')."""
+    arg = exc.args[0] if exc.args else ""
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(exc)
+
+
 def h8(height: int) -> bytes:
     return _U64.pack(height)
 
@@ -74,9 +80,11 @@ class Store:
         try:
             self.db = plyvel.DB(str(p), create_if_missing=True)
         except plyvel.IOError as exc:
-            raise StoreError(f"cannot open database at {p}: {exc} (is another node using this home?)") from None
+            raise StoreError(
+                f"cannot open database at {p}: {_leveldb_message(exc)} (is another node using this home?)"
+            ) from None
         except plyvel.CorruptionError as exc:
-            raise StoreError(f"database at {p} is corrupted: {exc}") from None
+            raise StoreError(f"database at {p} is corrupted: {_leveldb_message(exc)}") from None
         self.path = p
         schema = self.db.get(K_SCHEMA)
         if schema is None:
@@ -121,12 +129,13 @@ class Store:
     def results_raw(self, height: int) -> bytes | None:
         return self.db.get(P_RESULTS + h8(height))
 
-    def tx_location(self, tx_hash: bytes) -> tuple[int, int] | None:
+    def tx_entry(self, tx_hash: bytes) -> tuple[int, int, bytes, list] | None:
+        """[height, index, raw tx, result] of a committed transaction."""
         raw = self.db.get(P_TX + tx_hash)
         if raw is None:
             return None
-        height, index = cbor2.loads(raw)
-        return height, index
+        height, index, tx_raw, result = cbor2.loads(raw)
+        return height, index, tx_raw, result
 
     def account(self, pk: bytes) -> Account | None:
         raw = self.db.get(P_ACCOUNT + pk)

@@ -110,13 +110,14 @@ def test_database_lock_gives_clear_error(tmp_path) -> None:
 def test_account_proofs_verify_against_state_root(chain: ChainState) -> None:
     produce(chain, [transfer(ALICE, chain.chain_id, BOB.public_key, 5, 0, 10)], 2_000)
     for key in (ALICE, BOB, VAL):
-        proof, head = chain.prove_account(key.public_key)
+        proof, head, _ = chain.prove_account(key.public_key)
         acc = chain.account(key.public_key)
         assert verify_proof(head.state_root, account_state_key(key.public_key), sha256(acc.encode()), proof)
         tampered = dataclasses.replace(acc, balance=acc.balance + 1)
         assert not verify_proof(head.state_root, account_state_key(key.public_key), sha256(tampered.encode()), proof)
     stranger = SigningKey.generate().public_key
-    proof, head = chain.prove_account(stranger)
+    proof, head, acc_none = chain.prove_account(stranger)
+    assert acc_none is None
     assert verify_proof(head.state_root, account_state_key(stranger), None, proof)
 
 

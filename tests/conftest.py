@@ -1,0 +1,46 @@
+"""Fixtures that run real node processes (see nodeproc.py); every process is killed by pid in teardown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from nodeproc import NodeProcess, init_home
+
+
+@pytest.fixture
+def node_factory(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
+    """``make(home, init=True, start=True)``: a NodeProcess on ``home`` (a fast-block dev home is created
+    first unless ``init`` is false or it exists), started and ready unless ``start`` is false."""
+    procs: list[NodeProcess] = []
+
+    def make(home: Path | None = None, *, init: bool = True, start: bool = True, **kw) -> NodeProcess:
+        home = home or tmp_path / "home"
+        if init and not (home / "genesis.json").exists():
+            init_home(home)
+        node = NodeProcess(home, **kw)
+        procs.append(node)
+        if start:
+            node.start()
+            node.wait_ready()
+        return node
+
+    try:
+        yield make
+    finally:
+        for p in procs:
+            p.close()
+
+
+@pytest.fixture(scope="module")
+def dev_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """One started dev node (200 ms blocks) shared by a test module."""
+    home = init_home(tmp_path_factory.mktemp("devnode") / "home")
+    node = NodeProcess(home)
+    try:
+        node.start()
+        node.wait_ready()
+        yield node
+    finally:
+        node.close()
