@@ -277,9 +277,12 @@ def test_garbage_transactions_are_rejected_with_a_reason(dev_node: NodeProcess, 
             assert err["data"]["reason"] in (
                 "malformed", "non_canonical", "invalid_body", "bad_signature", "too_large"
             ), (name, err)
-    for name in ("random", "truncated", "indefinite-map", "duplicate-key"):
+    for name in ("truncated", "indefinite-map", "duplicate-key"):
         err = dev_node.rpc_error("tx_submit", tx="0x" + cases[name].hex())
         assert err["code"] == TX_REJECTED and err["data"]["reason"] == "malformed", (name, err)
+    # random bytes are either not CBOR at all or (rarely) CBOR that is not canonical
+    err = dev_node.rpc_error("tx_submit", tx="0x" + cases["random"].hex())
+    assert err["code"] == TX_REJECTED and err["data"]["reason"] in ("malformed", "non_canonical"), err
     for name in ("reversed-key-order", "long-int"):
         err = dev_node.rpc_error("tx_submit", tx="0x" + cases[name].hex())
         assert err["code"] == TX_REJECTED and err["data"]["reason"] == "non_canonical", (name, err)

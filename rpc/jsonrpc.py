@@ -1,0 +1,496 @@
+"""JSON-RPC 2.0 core: method registry and transport-independent dispatcher.
+
+Handlers are ``async def handler(**params) -> Any`` registered on a
+:class:`MethodRegistry` with by-name :class:`Param` declarations; the
+:class:`Dispatcher` parses a request body (single request or batch), validates it
+exactly per JSON-RPC 2.0, validates params, calls handlers and encodes the
+response.  The HTTP and WebSocket transports live in ``rpc.server``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rpc.errors import (
+    BUSY,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    NOT_FOUND,
+    PARSE_ERROR,
+    SERVER_ERROR,
+    TX_REJECTED,
+    UNAUTHORIZED,
+    RpcError,
+)
+from rpc.params import Param, Validator, compile_params
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from rpc.subscriptions import SubscriberConnection, SubscriptionHub
+
+__all__ = [
+    "BUSY",
+    "BUILTIN_METHODS",
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "METHOD_NOT_FOUND",
+    "NOT_FOUND",
+    "PARSE_ERROR",
+    "SERVER_ERROR",
+    "TX_REJECTED",
+    "UNAUTHORIZED",
+    "CallContext",
+    "Dispatcher",
+    "Method",
+    "MethodRegistry",
+    "Param",
+    "RpcError",
+    "RpcMetrics",
+    "is_loopback",
+]
+
+log = logging.getLogger("aitbc.rpc")
+
+#: Names the server implements itself; a registry refuses them.
+BUILTIN_METHODS = frozenset({"rpc.discover", "subscribe", "unsubscribe"})
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_encode = _ENCODER.encode
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_decode = _DECODER.decode
+
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)
+
+
+# --------------------------------------------------------------------------- registry
+@dataclass(frozen=True, slots=True)
+class Method:
+    name: str
+    handler: Callable[..., Any]
+    params: tuple[Param, ...]
+    result: dict | None
+    summary: str
+    admin: bool
+    validate: Validator
+    is_async: bool
+
+
+class MethodRegistry:
+    """Named JSON-RPC methods.  Register with :meth:`method` (decorator) or :meth:`add`."""
+
+    def __init__(self) -> None:
+        self._methods: dict[str, Method] = {}
+        self._version = 0  # bumped on every change (OpenRPC cache key)
+
+    def method(
+        self,
+        name: str,
+        *,
+        params: Iterable[Param] = (),
+        result: dict | None = None,
+        summary: str = "",
+        admin: bool = False,
+    ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+        """Decorator: ``@registry.method("getBalance", params=[Param("address", {...})])``."""
+
+        def decorator(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            self.add(name, handler, params=params, result=result, summary=summary, admin=admin)
+            return handler
+
+        return decorator
+
+    def add(
+        self,
+        name: str,
+        handler: Callable[..., Awaitable[Any]],
+        *,
+        params: Iterable[Param] = (),
+        result: dict | None = None,
+        summary: str = "",
+        admin: bool = False,
+    ) -> Method:
+        """Register ``handler`` (``async def handler(**params)``) as ``name``; returns the :class:`Method`."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("method name must be a non-empty string")
+        if name.startswith("rpc.") or name in BUILTIN_METHODS:
+            raise ValueError(f"method name {name!r} is reserved")
+        if name in self._methods:
+            raise ValueError(f"method {name!r} is already registered")
+        if not callable(handler):
+            raise TypeError("handler must be callable")
+        params = tuple(params)
+        validate = compile_params(params)
+        _check_signature(name, handler, params)
+        m = Method(
+            name=name,
+            handler=handler,
+            params=params,
+            result=result,
+            summary=summary,
+            admin=bool(admin),
+            validate=validate,
+            is_async=inspect.iscoroutinefunction(handler),
+        )
+        self._methods[name] = m
+        self._version += 1
+        return m
+
+    def remove(self, name: str) -> None:
+        del self._methods[name]
+        self._version += 1
+
+    def get(self, name: str) -> Method | None:
+        return self._methods.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._methods)
+
+    def methods(self) -> list[Method]:
+        return list(self._methods.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._methods
+
+    def __len__(self) -> int:
+        return len(self._methods)
+
+
+def _check_signature(name: str, handler: Callable[..., Any], params: tuple[Param, ...]) -> None:
+    """Catch handler/param mismatches at registration instead of at call time."""
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError):  # pragma: no cover - builtins etc.
+        return
+    kinds = {p.name: p for p in sig.parameters.values()}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in kinds.values()):
+        accepted = None
+    else:
+        accepted = {
+            n
+            for n, p in kinds.items()
+            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        }
+    declared = {p.name for p in params}
+    if accepted is not None:
+        missing = declared - accepted
+        if missing:
+            raise TypeError(f"handler for {name!r} does not accept params {sorted(missing)}")
+    for n, p in kinds.items():
+        if p.default is inspect.Parameter.empty and p.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.KEYWORD_ONLY,
+        ):
+            if n not in declared:
+                raise TypeError(f"handler for {name!r} requires {n!r}, which is not a declared param")
+            if not next(q for q in params if q.name == n).required:
+                raise TypeError(f"handler for {name!r}: optional param {n!r} needs a default value")
+        if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.default is inspect.Parameter.empty:
+            raise TypeError(f"handler for {name!r} has a positional-only parameter {n!r}")
+
+
+# --------------------------------------------------------------------------- context
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if ip.is_loopback:
+        return True
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return mapped is not None and mapped.is_loopback
+
+
+class CallContext:
+    """Per-request (HTTP) or per-connection (WebSocket) facts the dispatcher needs."""
+
+    __slots__ = ("_admin_ok", "authorization", "client_host", "subscriber")
+
+    def __init__(
+        self,
+        client_host: str | None = None,
+        authorization: bytes | None = None,
+        subscriber: SubscriberConnection | None = None,
+    ) -> None:
+        self.client_host = client_host
+        self.authorization = authorization
+        self.subscriber = subscriber  # set on WebSocket connections only
+        self._admin_ok: bool | None = None
+
+
+# --------------------------------------------------------------------------- metrics
+class RpcMetrics:
+    """``rpc_request_seconds{method}`` and ``rpc_requests_total{method,outcome}``.
+
+    Labels are only ever registered method names, built-in names or "unknown",
+    so cardinality is bounded by the registry.
+    """
+
+    BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.seconds = Histogram(
+            "rpc_request_seconds",
+            "JSON-RPC request handling time in seconds, by method",
+            ["method"],
+            registry=registry,
+            buckets=self.BUCKETS,
+        )
+        self.total = Counter(
+            "rpc_requests_total",
+            "JSON-RPC requests, by method and outcome (ok/error)",
+            ["method", "outcome"],
+            registry=registry,
+        )
+        self._children: dict[str, tuple[Any, Any, Any]] = {}
+
+    def record(self, label: str, ok: bool, seconds: float) -> None:
+        c = self._children.get(label)
+        if c is None:
+            c = self._children[label] = (
+                self.seconds.labels(label),
+                self.total.labels(label, "ok"),
+                self.total.labels(label, "error"),
+            )
+        c[0].observe(seconds)
+        (c[1] if ok else c[2]).inc()
+
+
+# --------------------------------------------------------------------------- dispatcher
+_NOTIFICATION = object()  # marker: request had no "id" member
+
+
+def _error_response(rid: Any, code: int, message: str, data: Any = None) -> str:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    try:
+        return _encode({"jsonrpc": "2.0", "id": rid, "error": err})
+    except _ENCODE_ERRORS:
+        log.error("unserialisable error data for code %s; dropping data", code)
+        return _encode({"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}})
+
+
+_PARSE_ERROR_RESPONSE = _error_response(None, PARSE_ERROR, "parse error")
+_EMPTY_BATCH_RESPONSE = _error_response(None, INVALID_REQUEST, "invalid request: empty batch")
+_BATCH_TOO_LARGE_RESPONSE = _error_response(None, INVALID_REQUEST, "batch too large")
+_NOT_OBJECT_RESPONSE = _error_response(None, INVALID_REQUEST, "invalid request: expected a JSON object")
+_BAD_ID_RESPONSE = _error_response(
+    None, INVALID_REQUEST, "invalid request: 'id' must be a string, number or null"
+)
+REQUEST_TOO_LARGE_RESPONSE = _error_response(None, INVALID_REQUEST, "request too large")
+
+_POSITIONAL_MESSAGE = (
+    "invalid params: positional (array) params are not supported; pass params by name as a JSON object"
+)
+
+
+class Dispatcher:
+    """Parses, validates and executes JSON-RPC payloads; returns the encoded response.
+
+    ``openrpc`` is a zero-argument callable returning the ``rpc.discover`` document.
+    """
+
+    def __init__(
+        self,
+        registry: MethodRegistry,
+        *,
+        max_batch: int = 1000,
+        admin_enabled: bool = False,
+        admin_token: str | None = None,
+        metrics: RpcMetrics | None = None,
+        openrpc: Callable[[], dict] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.max_batch = max_batch
+        self.admin_enabled = admin_enabled
+        self._admin_header = ("Bearer " + admin_token).encode() if admin_token else None
+        self.metrics = metrics
+        self._openrpc = openrpc
+        self._methods = registry._methods  # live view, read on every call
+
+    # -- entry point ----------------------------------------------------------
+    async def handle(self, payload: bytes | str, ctx: CallContext) -> str | None:
+        """Handle one HTTP body / WebSocket message; None means "send nothing"."""
+        try:
+            if type(payload) is not str:
+                payload = payload.decode("utf-8")
+            req = _decode(payload)
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, NaN
+            self._record_unknown_error()
+            return _PARSE_ERROR_RESPONSE
+        if type(req) is list:
+            if not req:
+                self._record_unknown_error()
+                return _EMPTY_BATCH_RESPONSE
+            if len(req) > self.max_batch:
+                self._record_unknown_error()
+                return _BATCH_TOO_LARGE_RESPONSE
+            parts = []
+            for item in req:
+                r = await self.call(item, ctx)
+                if r is not None:
+                    parts.append(r)
+            if not parts:
+                return None
+            return "[" + ",".join(parts) + "]"
+        return await self.call(req, ctx)
+
+    def _record_unknown_error(self) -> None:
+        if self.metrics is not None:
+            self.metrics.record("unknown", False, 0.0)
+
+    # -- one request object ---------------------------------------------------
+    async def call(self, req: Any, ctx: CallContext) -> str | None:
+        """Execute one decoded request object; returns the encoded response or None."""
+        start = time.perf_counter()
+        label = "unknown"
+        ok = False
+        try:
+            if type(req) is not dict:
+                return _NOT_OBJECT_RESPONSE
+            rid = req.get("id", _NOTIFICATION)
+            if rid is not _NOTIFICATION and rid is not None:
+                t = type(rid)
+                if t is not str and t is not int and t is not float:
+                    return _BAD_ID_RESPONSE
+            reply_id = None if rid is _NOTIFICATION else rid
+            if req.get("jsonrpc") != "2.0":
+                return _error_response(
+                    reply_id, INVALID_REQUEST, "invalid request: 'jsonrpc' must be \"2.0\""
+                )
+            name = req.get("method")
+            if type(name) is not str:
+                return _error_response(
+                    reply_id, INVALID_REQUEST, "invalid request: 'method' must be a string"
+                )
+            params = req.get("params")
+            if params is None:  # absent (or null) means no params
+                params = {}
+            elif type(params) is not dict:
+                if type(params) is list:
+                    if rid is _NOTIFICATION:
+                        return None
+                    return _error_response(rid, INVALID_PARAMS, _POSITIONAL_MESSAGE)
+                return _error_response(
+                    reply_id, INVALID_REQUEST, "invalid request: 'params' must be an object"
+                )
+
+            method = self._methods.get(name)
+            try:
+                if method is not None:
+                    label = name
+                    if method.admin:
+                        self._check_admin(ctx)
+                    kwargs = method.validate(params)
+                    if method.is_async:
+                        result = await method.handler(**kwargs)
+                    else:
+                        result = method.handler(**kwargs)
+                        if inspect.isawaitable(result):
+                            result = await result
+                elif name in BUILTIN_METHODS:
+                    label = name
+                    result = self._builtin(name, params, ctx)
+                else:
+                    raise RpcError(METHOD_NOT_FOUND, f"method not found: {name[:100]!r}")
+            except RpcError as e:
+                if rid is _NOTIFICATION:
+                    return None
+                return _error_response(rid, e.code, e.message, e.data)
+            except Exception:
+                log.exception("internal error in JSON-RPC method %r", name)
+                if rid is _NOTIFICATION:
+                    return None
+                return _error_response(rid, INTERNAL_ERROR, "internal error")
+            if rid is _NOTIFICATION:
+                ok = True
+                return None
+            try:
+                out = _encode({"jsonrpc": "2.0", "id": rid, "result": result})
+            except _ENCODE_ERRORS:
+                log.exception("result of JSON-RPC method %r is not JSON-serialisable", name)
+                return _error_response(rid, INTERNAL_ERROR, "internal error")
+            ok = True
+            return out
+        finally:
+            if self.metrics is not None:
+                self.metrics.record(label, ok, time.perf_counter() - start)
+
+    # -- admin ----------------------------------------------------------------
+    def _check_admin(self, ctx: CallContext) -> None:
+        if not self.admin_enabled:
+            raise RpcError(UNAUTHORIZED, "admin methods are disabled")
+        allowed = ctx._admin_ok
+        if allowed is None:
+            allowed = is_loopback(ctx.client_host) or (
+                self._admin_header is not None
+                and ctx.authorization is not None
+                and hmac.compare_digest(ctx.authorization, self._admin_header)
+            )
+            ctx._admin_ok = allowed
+        if not allowed:
+            raise RpcError(
+                UNAUTHORIZED, "unauthorized: admin methods need 'Authorization: Bearer <token>' off loopback"
+            )
+
+    # -- built-ins ------------------------------------------------------------
+    def _builtin(self, name: str, params: dict, ctx: CallContext) -> Any:
+        if name == "rpc.discover":
+            if params:
+                raise RpcError(
+                    INVALID_PARAMS, f"invalid params: unknown parameter {str(next(iter(params)))[:64]!r}"
+                )
+            if self._openrpc is None:
+                raise RpcError(METHOD_NOT_FOUND, "method not found: 'rpc.discover'")
+            return self._openrpc()
+        sub = ctx.subscriber
+        if sub is None:
+            raise RpcError(METHOD_NOT_FOUND, f"method {name!r} is only available over WebSocket (/ws)")
+        if name == "subscribe":
+            return sub.subscribe(params)
+        return sub.unsubscribe(params)
+
+
+def make_openrpc_provider(
+    registry: MethodRegistry,
+    hub: SubscriptionHub | None,
+    *,
+    title: str,
+    version: str,
+    include_admin: bool,
+) -> Callable[[], dict]:
+    """A cached ``rpc.discover`` document builder (rebuilt when methods/topics change)."""
+    from rpc.openrpc import build_openrpc
+
+    cache: list[Any] = [None, None]
+
+    def provider() -> dict:
+        key = (registry._version, hub._version if hub is not None else 0)
+        if cache[0] != key:
+            cache[1] = build_openrpc(registry, hub, title=title, version=version, include_admin=include_admin)
+            cache[0] = key
+        return cache[1]
+
+    return provider

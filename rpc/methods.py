@@ -1,0 +1,286 @@
+"""The node's JSON-RPC methods and WebSocket topics (one route table, like CometBFT's routes.go).
+
+Method names are ``namespace_camelCase``; params are by name; results use snake_case, 0x-hex bytes and
+decimal-string amounts. Errors: -32602 for bad params, -32004 not found, -32010 transaction rejected
+(``data.reason`` is the machine-readable reason).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from state.address import decode_address, encode_address
+from state.errors import AddressError
+from state.machine import account_state_key
+from state.types import U64_MAX, Account
+
+from .errors import RpcError
+from .jsonrpc import MethodRegistry
+from .params import Param
+from .subscriptions import SubscriptionHub
+from .views import block_json, commit_json, header_json, hx, result_json, tx_status_json
+
+if TYPE_CHECKING:
+    from node.service import Node
+
+NOT_FOUND = RpcError.NOT_FOUND
+TX_REJECTED = RpcError.TX_REJECTED
+MAX_BATCH_TXS = 10_000
+
+HEIGHT = {"type": "integer", "minimum": 0, "maximum": U64_MAX}
+HASH = {"type": "string", "format": "hash32"}
+ADDRESS = {"type": "string", "format": "address"}
+TX_HEX = {"type": "string", "format": "hex", "maxBytes": 64 * 1024}
+OBJ = {"type": "object"}
+
+
+def _pubkey(address: str, name: str = "address") -> bytes:
+    try:
+        return decode_address(address)
+    except AddressError as exc:
+        raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: '{name}': {exc}") from None
+
+
+def _unhex(s: str) -> bytes:
+    return bytes.fromhex(s[2:])
+
+
+def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
+    """Registry of every method of ``node`` and its subscription hub."""
+    reg = MethodRegistry()
+    hub = SubscriptionHub()
+    chain = node.chain
+    mempool = node.mempool
+    assert chain is not None and mempool is not None
+    genesis = node.genesis
+
+    # system_ ------------------------------------------------------------------------------------
+    @reg.method("system_health", summary="Liveness: ok while the node runs", result=OBJ)
+    async def system_health() -> dict:
+        return {"status": "ok", "height": chain.head.height, "catching_up": False}
+
+    @reg.method("system_info", summary="Chain id, genesis hash, version, node id, roles", result=OBJ)
+    async def system_info() -> dict:
+        vk = node.validator_key.public_key
+        return {
+            "chain_id": genesis.chain_id,
+            "genesis_hash": hx(genesis.hash),
+            "version": node_version(),
+            "node_id": node.peer_id,
+            "moniker": node.cfg.node.moniker,
+            "consensus": genesis.consensus,
+            "validator": encode_address(vk) if vk in node.validators else None,
+            "uptime_seconds": int(time.time() - node.started_at),
+            "params": genesis.params.to_json(),
+        }
+
+    # chain_ -------------------------------------------------------------------------------------
+    @reg.method("chain_getHead", summary="Latest block: height, hash, time, finalized height", result=OBJ)
+    async def chain_get_head() -> dict:
+        head = chain.head
+        return {
+            "height": head.height,
+            "hash": hx(head.hash),
+            "time": head.time,
+            "state_root": hx(head.state_root),
+            "finalized_height": head.height,
+            "finalized_hash": hx(head.hash),
+        }
+
+    @reg.method(
+        "chain_getBlock",
+        params=[
+            Param("height", HEIGHT, required=False, description="block height (give height or hash)"),
+            Param("hash", HASH, required=False, description="block hash"),
+            Param("full_transactions", {"type": "boolean"}, required=False, description="whole txs, not hashes"),
+        ],
+        summary="A block by height or hash",
+        result=OBJ,
+    )
+    async def chain_get_block(
+        height: int | None = None, hash: str | None = None, full_transactions: bool = False
+    ) -> dict:
+        if (height is None) == (hash is None):
+            raise RpcError(RpcError.INVALID_PARAMS, "invalid params: give exactly one of 'height' or 'hash'")
+        if height is not None:
+            if height == 0:
+                raise RpcError(NOT_FOUND, "height 0 is the genesis state, not a block (see system_info)")
+            block = chain.block_at(height)
+        else:
+            block = chain.block_by_hash(_unhex(hash))
+        if block is None:
+            raise RpcError(NOT_FOUND, "block not found", {"height": height, "hash": hash})
+        results = chain.results_at(block.height) if full_transactions else None
+        return block_json(block, full=full_transactions, results=results)
+
+    @reg.method(
+        "chain_getCommit",
+        params=[Param("height", {"type": "integer", "minimum": 1, "maximum": U64_MAX})],
+        summary="The +2/3 precommit signatures that finalized a height",
+        result=OBJ,
+    )
+    async def chain_get_commit(height: int) -> dict:
+        commit = chain.commit_at(height)
+        if commit is None:
+            raise RpcError(NOT_FOUND, f"no commit for height {height}")
+        return commit_json(commit)
+
+    @reg.method(
+        "chain_getTransaction",
+        params=[Param("hash", HASH)],
+        summary="A transaction by hash: status pending/committed/failed, block height, result",
+        result=OBJ,
+    )
+    async def chain_get_transaction(hash: str) -> dict:
+        h = _unhex(hash)
+        found = chain.tx_lookup(h)
+        if found is not None:
+            tx, height, index, res = found
+            out = tx_status_json(h, height, index, res)
+            out["tx"] = tx.to_json()
+            return out
+        tx = mempool.get(h)
+        if tx is not None:
+            return {"hash": hash, "status": "pending", "block_height": None, "index": None, "result": None,
+                    "tx": tx.to_json()}
+        raise RpcError(NOT_FOUND, "transaction not found", {"hash": hash})
+
+    # state_ -------------------------------------------------------------------------------------
+    @reg.method(
+        "state_getAccount",
+        params=[
+            Param("address", ADDRESS),
+            Param("proof", {"type": "boolean"}, required=False, description="include a state-tree proof"),
+        ],
+        summary="Balance (base units, decimal string), nonce, pending nonce, optional Merkle proof",
+        result=OBJ,
+    )
+    async def state_get_account(address: str, proof: bool = False) -> dict:
+        pk = _pubkey(address)
+        if proof:
+            smt_proof, head, acc = await trio.to_thread.run_sync(chain.prove_account, pk)
+        else:
+            head = chain.head
+            acc = chain.get_account(pk)
+        exists = acc is not None
+        acc = acc or Account()
+        out: dict[str, Any] = {
+            "address": encode_address(pk),
+            "balance": str(acc.balance),
+            "nonce": acc.nonce,
+            "pending_nonce": max(acc.nonce, mempool.pending_nonce(pk)),
+            "exists": exists,
+            "height": head.height,
+        }
+        if proof:
+            out["proof"] = {
+                "state_root": hx(head.state_root),
+                "key": hx(account_state_key(pk)),
+                "value": hx(acc.encode()) if exists else None,
+                **smt_proof.to_obj(),
+            }
+        return out
+
+    # tx_ ----------------------------------------------------------------------------------------
+    @reg.method(
+        "tx_submit",
+        params=[Param("tx", TX_HEX, description="signed transaction, canonical CBOR, 0x-hex")],
+        summary="Submit one signed transaction; returns its hash or a precise rejection (-32010)",
+        result=OBJ,
+    )
+    async def tx_submit(tx: str) -> dict:
+        (res,) = await node.submit_raw([_unhex(tx)])
+        if res.error is not None:
+            data = {"reason": res.error.reason}
+            if res.hash is not None:
+                data["hash"] = hx(res.hash)
+            raise RpcError(TX_REJECTED, f"transaction rejected: {res.error}", data)
+        assert res.hash is not None
+        return {"hash": hx(res.hash)}
+
+    @reg.method(
+        "tx_submitBatch",
+        params=[Param("txs", {"type": "array", "maxItems": MAX_BATCH_TXS, "items": TX_HEX})],
+        summary="Submit many signed transactions; per-transaction hash or rejection",
+        result=OBJ,
+    )
+    async def tx_submit_batch(txs: list) -> dict:
+        raws = []
+        for i, t in enumerate(txs):
+            if not isinstance(t, str) or not t.startswith("0x") or len(t) % 2:
+                raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: 'txs[{i}]' must be 0x-prefixed hex")
+            if len(t) > 2 + 2 * TX_HEX["maxBytes"]:
+                raise RpcError(
+                    RpcError.INVALID_PARAMS, f"invalid params: 'txs[{i}]' must be at most {TX_HEX['maxBytes']} bytes"
+                )
+            try:
+                raws.append(bytes.fromhex(t[2:]))
+            except ValueError:
+                raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: 'txs[{i}]' must be 0x-prefixed hex") from None
+        results = await node.submit_raw(raws)
+        out = []
+        accepted = 0
+        for r in results:
+            item: dict[str, Any] = {"hash": hx(r.hash) if r.hash is not None else None}
+            if r.error is not None:
+                item["error"] = {"reason": r.error.reason, "message": str(r.error)}
+            else:
+                accepted += 1
+            out.append(item)
+        return {"accepted": accepted, "rejected": len(results) - accepted, "results": out}
+
+    @reg.method("mempool_status", summary="Mempool size, bytes, senders and limits", result=OBJ)
+    async def mempool_status() -> dict:
+        return mempool.stats()
+
+    # consensus_ / net_ --------------------------------------------------------------------------
+    @reg.method("consensus_status", summary="Height, round, step, proposer of the running engine", result=OBJ)
+    async def consensus_status() -> dict:
+        eng = node.engine
+        if eng is None:
+            return {"height": chain.head.height + 1, "round": 0, "step": "following", "proposer": None}
+        st = dict(eng.status())
+        st["proposer"] = encode_address(st["proposer"]) if st.get("proposer") else None
+        return st
+
+    @reg.method("consensus_getValidators", summary="The validator set (address, power, name)", result=OBJ)
+    async def consensus_get_validators() -> dict:
+        vs = node.validators
+        return {
+            "height": chain.head.height,
+            "total_power": vs.total_power,
+            "validators_hash": hx(vs.hash),
+            "validators": [
+                {"address": encode_address(v.public_key), "power": v.power, "name": v.name} for v in vs.validators
+            ],
+        }
+
+    @reg.method("net_info", summary="Peer id, listening state and peer count", result=OBJ)
+    async def net_info() -> dict:
+        return {"node_id": node.peer_id, "listening": False, "listen_addrs": [], "peers": 0}
+
+    @reg.method("net_peers", summary="Connected peers", result={"type": "array"})
+    async def net_peers() -> list:
+        return []
+
+    # WebSocket topics ---------------------------------------------------------------------------
+    hub.register_topic("newHeads", summary="Every committed block header")
+    hub.register_topic(
+        "tx",
+        params=[Param("hash", HASH, description="transaction hash to watch")],
+        matcher=lambda flt, key: flt.get("hash", "").lower() == key,
+        summary="Inclusion (committed or failed) of one transaction",
+    )
+    return reg, hub
+
+
+def node_version() -> str:
+    from node.service import VERSION
+
+    return VERSION
+
+
+__all__ = ["build_rpc", "header_json", "result_json"]
