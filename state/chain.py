@@ -75,7 +75,8 @@ class ChainState:
                 f"the database belongs to another chain (genesis {stored.hex()[:16]}…, "
                 f"this genesis.json is {genesis.hash.hex()[:16]}…); use another --home"
             )
-        self.tree = SparseMerkleTree(store.get, prefix=P_TREE)
+        # Caches every tree node down to depth 19 (~1M entries) once touched: reads below it hit LevelDB.
+        self.tree = SparseMerkleTree(store.get, prefix=P_TREE, cache_size=1_000_000)
         if stored is None:
             self._init_genesis()
         head = store.head()

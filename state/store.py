@@ -74,11 +74,17 @@ class Head:
 class Store:
     """Thin typed layer over one LevelDB. Reads may run on any thread; batches are built by the chain."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, cache_mb: int = 128) -> None:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = plyvel.DB(str(p), create_if_missing=True)
+            self.db = plyvel.DB(
+                str(p),
+                create_if_missing=True,
+                lru_cache_size=cache_mb << 20,
+                bloom_filter_bits=10,
+                write_buffer_size=32 << 20,
+            )
         except plyvel.IOError as exc:
             raise StoreError(
                 f"cannot open database at {p}: {_leveldb_message(exc)} (is another node using this home?)"
