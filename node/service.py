@@ -171,10 +171,9 @@ class Node:
         block = pending.block
         h = block.header
         m = self.metrics
-        self.mempool.update(block.txs, _CommittedAccounts(self.chain))
-        skipped = [tx.hash for tx, _ in pending.outcome.skipped]
-        if skipped:
-            self.mempool.remove(skipped)
+        # Senders of txs left out of the block (should not happen for mempool txs) are re-checked too.
+        skipped_senders = {tx.sender for tx, _ in pending.outcome.skipped}
+        self.mempool.update(block.txs, _CommittedAccounts(self.chain), touched=skipped_senders)
         m.head_height.set(h.height)
         m.finalized_height.set(h.height)
         m.block_txs.observe(len(block.txs))
