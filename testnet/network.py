@@ -1,0 +1,227 @@
+"""Local multi-node networks on loopback: generate homes with one shared genesis, start/stop nodes
+as separate processes, report status, and generate load. Used by the ``testnet/*`` scripts, tests and
+benchmarks.
+
+Layout of ``--dir`` (default ``./testnet-data``)::
+
+    network.json            nodes, ports, peer ids, chain id, faucet seeds
+    node<i>/                a full node home (config.toml, genesis.json, keys/, data/)
+    node<i>/node.log        the node's log
+    node<i>/node.pid        pid while running
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from node.config import load_config, render_default_toml
+from node.home import AIT, Home, init_home
+from p2p.identity import peer_id_from_ed25519
+from state.address import encode_address
+from state.crypto import SigningKey
+from state.genesis import ChainParams, Genesis, GenesisValidator, now_ms
+
+DEFAULT_DIR = Path("testnet-data")
+FAUCET_ACCOUNTS = 64
+FAUCET_FUNDS = 1_000_000 * AIT
+
+
+class TestnetError(Exception):
+    pass
+
+
+@dataclass
+class NodeInfo:
+    index: int
+    home: Path
+    p2p_port: int
+    rpc_port: int
+    peer_id: str
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.rpc_port}/rpc"
+
+    @property
+    def multiaddr(self) -> str:
+        return f"/ip4/127.0.0.1/tcp/{self.p2p_port}/p2p/{self.peer_id}"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "node.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.home / "node.pid"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return None
+        return pid
+
+
+class Network:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        meta_path = directory / "network.json"
+        if not meta_path.exists():
+            raise TestnetError(f"no network in {directory} (run testnet/up first)")
+        self.meta = json.loads(meta_path.read_text())
+        self.nodes = [
+            NodeInfo(n["index"], directory / n["home"], n["p2p_port"], n["rpc_port"], n["peer_id"])
+            for n in self.meta["nodes"]
+        ]
+        self.chain_id: str = self.meta["chain_id"]
+
+    def node(self, which: str | int) -> NodeInfo:
+        s = str(which).removeprefix("node")
+        if not s.isdigit() or int(s) >= len(self.nodes):
+            raise TestnetError(f"unknown node {which!r}: have node0..node{len(self.nodes) - 1}")
+        return self.nodes[int(s)]
+
+    def faucet_keys(self) -> list[SigningKey]:
+        return [SigningKey.from_seed(bytes.fromhex(s)) for s in self.meta["faucet_seeds"]]
+
+    # processes ----------------------------------------------------------------------------------
+    def start(self, node: NodeInfo, extra_args: list[str] | None = None) -> int:
+        if node.pid() is not None:
+            return node.pid()  # already running
+        logf = open(node.log, "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "run", "--home", str(node.home), *(extra_args or [])],
+            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        logf.close()
+        node.pidfile.write_text(str(proc.pid))
+        return proc.pid
+
+    def stop(self, node: NodeInfo, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        pid = node.pid()
+        if pid is None:
+            node.pidfile.unlink(missing_ok=True)
+            return
+        os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and node.pid() is not None:
+            _reap(pid)
+            time.sleep(0.05)
+        if node.pid() is not None:
+            os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+        node.pidfile.unlink(missing_ok=True)
+
+    def rpc(self, node: NodeInfo, method: str, timeout: float = 5.0, **params):
+        r = httpx.post(node.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+                       timeout=timeout)
+        obj = r.json()
+        if "error" in obj:
+            raise TestnetError(f"node{node.index} {method}: {obj['error'].get('message')}")
+        return obj["result"]
+
+    def status_rows(self) -> list[dict]:
+        rows = []
+        for n in self.nodes:
+            row: dict = {"node": f"node{n.index}", "pid": n.pid(), "rpc": n.rpc_url}
+            try:
+                head = self.rpc(n, "chain_getHead", timeout=2)
+                net = self.rpc(n, "net_info", timeout=2)
+                row.update(height=head["height"], hash=head["hash"], finalized=head["finalized_height"],
+                           peers=net["peers"])
+            except (httpx.HTTPError, TestnetError, ValueError):
+                row.update(height=None, hash=None, finalized=None, peers=None)
+            rows.append(row)
+        return rows
+
+    def wait_finalized(self, min_height: int, timeout: float, nodes: list[NodeInfo] | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        targets = nodes or self.nodes
+        while time.monotonic() < deadline:
+            ok = 0
+            for n in targets:
+                try:
+                    if self.rpc(n, "chain_getHead", timeout=2)["finalized_height"] >= min_height:
+                        ok += 1
+                except (httpx.HTTPError, TestnetError, ValueError):
+                    pass
+            if ok == len(targets):
+                return
+            time.sleep(0.2)
+        raise TestnetError(f"nodes did not reach finalized height {min_height} within {timeout:.0f} s")
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def create(
+    directory: Path, *, nodes: int, base_port: int = 26600, block_interval_ms: int = 1000,
+    consensus: str = "poa", chain_id: str | None = None,
+) -> Network:
+    """Generate homes for ``nodes`` validators sharing one genesis (PoA, equal power)."""
+    if (directory / "network.json").exists():
+        raise TestnetError(f"{directory} already holds a network (testnet/down --clean removes it)")
+    if nodes < 1:
+        raise TestnetError("--nodes must be at least 1")
+    directory.mkdir(parents=True, exist_ok=True)
+    infos: list[NodeInfo] = []
+    validators: list[GenesisValidator] = []
+    for i in range(nodes):
+        home = directory / f"node{i}"
+        init_home(home, moniker=f"node{i}")
+        h = Home(home)
+        from node.keystore import read_plain_key_file
+
+        node_key = read_plain_key_file(h.node_key_path)
+        val_key = read_plain_key_file(h.validator_key_path)
+        validators.append(GenesisValidator(val_key.public_key, 1, f"node{i}"))
+        infos.append(NodeInfo(i, home, base_port + 10 * i, base_port + 10 * i + 2, peer_id_from_ed25519(node_key.public_key)))
+    faucet = [secrets.token_bytes(32) for _ in range(FAUCET_ACCOUNTS)]
+    genesis = Genesis(
+        chain_id=chain_id or f"aitbc-testnet-{secrets.token_hex(3)}",
+        genesis_time=now_ms(),
+        consensus=consensus,
+        params=ChainParams(block_interval_ms=block_interval_ms),
+        accounts=tuple(sorted((SigningKey.from_seed(s).public_key, FAUCET_FUNDS) for s in faucet)),
+        validators=tuple(validators),
+    )
+    for info in infos:
+        h = Home(info.home)
+        genesis.save(h.genesis_path)
+        cfg = load_config(h.config_path, env={})
+        cfg.node.moniker = f"node{info.index}"
+        cfg.rpc.port = info.rpc_port
+        cfg.p2p.enabled = True
+        cfg.p2p.port = info.p2p_port
+        cfg.p2p.bootstrap = [o.multiaddr for o in infos if o.index != info.index]
+        h.config_path.write_text(render_default_toml(cfg))
+    meta = {
+        "chain_id": genesis.chain_id,
+        "genesis_hash": genesis.hash.hex(),
+        "nodes": [
+            {"index": n.index, "home": n.home.name, "p2p_port": n.p2p_port, "rpc_port": n.rpc_port,
+             "peer_id": n.peer_id, "validator": encode_address(v.public_key)}
+            for n, v in zip(infos, validators, strict=True)
+        ],
+        "faucet_seeds": [s.hex() for s in faucet],
+    }
+    (directory / "network.json").write_text(json.dumps(meta, indent=2))
+    return Network(directory)
