@@ -92,18 +92,32 @@ class RawHttp:
     """Minimal keep-alive HTTP/1.1 POST client (far cheaper per request than httpx)."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.port = port
+        self._connect()
+
+    def _connect(self) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
 
     def post(self, path: str, body: bytes) -> bytes:
+        """POST and return the body; reconnects once when the server closed a kept-alive connection
+        (hypercorn closes one after 1,000 requests)."""
+        try:
+            return self._post(path, body)
+        except (ConnectionError, BrokenPipeError):
+            self.sock.close()
+            self._connect()
+            return self._post(path, body)
+
+    def _post(self, path: str, body: bytes) -> bytes:
         req = (
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode() + body
         self.sock.sendall(req)
         while b"\r\n\r\n" not in self.buf:
-            self.buf += self.sock.recv(65536)
+            self.buf += self._recv()
         head, _, rest = self.buf.partition(b"\r\n\r\n")
         length = 0
         for line in head.split(b"\r\n")[1:]:
@@ -111,9 +125,15 @@ class RawHttp:
             if k.strip().lower() == b"content-length":
                 length = int(v)
         while len(rest) < length:
-            rest += self.sock.recv(65536)
+            rest += self._recv()
         self.buf = rest[length:]
         return rest[:length]
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        return chunk
 
     def call(self, method: str, params: dict) -> dict:
         return json.loads(self.post("/rpc", json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,

@@ -6,6 +6,8 @@ bech32m with a plain (non-segwit) payload.
 
 from __future__ import annotations
 
+import functools
+
 from .errors import AddressError
 
 HRP = "ait"
@@ -72,6 +74,14 @@ def decode_address(address: str) -> bytes:
     """Public key of an ``ait1…`` address; :class:`AddressError` says exactly what is wrong."""
     if not isinstance(address, str):
         raise AddressError("address must be a string")
+    if len(address) > 128:
+        raise AddressError("address too long")
+    return _decode_cached(address)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _decode_cached(address: str) -> bytes:
+    """Valid addresses are cached (the checksum costs ~30 µs in Python); errors are not."""
     if address.lower() != address and address.upper() != address:
         raise AddressError("address mixes upper and lower case")
     addr = address.lower()
