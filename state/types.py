@@ -177,6 +177,7 @@ def transfer(key: SigningKey, chain_id: str, to: bytes, amount: int, nonce: int,
 
 PREVOTE = 1
 PRECOMMIT = 2
+MAX_VOTE_BYTES = 512  # a vote encodes in ~190 bytes
 
 
 def vote_sign_bytes(height: int, round_: int, vote_type: int, block_hash: bytes) -> bytes:
@@ -236,6 +237,15 @@ class Vote:
             _bytes(obj, "validator", what, 32),
             _bytes(obj, "sig", what, 64),
         )
+
+    def encode(self) -> bytes:
+        """Canonical encoding (what travels between peers)."""
+        return codec.encode(self.to_obj())
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Vote:
+        """Strictly decode a vote (structure only; the signature is checked by consensus)."""
+        return cls.from_obj(codec.decode(raw, max_bytes=MAX_VOTE_BYTES))
 
 
 @dataclass(frozen=True, slots=True)
