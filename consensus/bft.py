@@ -406,6 +406,7 @@ class BftCore:
         self.signer = signer
         self.pubkey = pubkey
         self.sign_failures = 0  # signer refusals (e.g. SignState during WAL replay), for status/logs
+        self.refused_round: int | None = None  # a round of this height in which the signer refused
         self._reset(0)
         self.validators: ValidatorSet | None = None
         self._proposer_of: Callable[[int], bytes] = lambda r: b""
@@ -687,7 +688,19 @@ class BftCore:
             return self.signer(kind, self.height, self.round, step, sign_bytes)
         except Exception:  # e.g. DoubleSignError: not sending is always safe
             self.sign_failures += 1
+            self.refused_round = self.round
             return None
+
+    def leave_refused_round(self) -> list[Action]:
+        """If the signer refused to sign in the current round (this validator signed something for it
+        before a crash that the WAL did not keep), move on to the next round: it cannot take part in
+        this one, and with enough such power the round could never end. Changing rounds on one's own
+        never endangers safety (the lock rules do not depend on it)."""
+        out: list[Action] = []
+        if self.refused_round is not None and self.refused_round == self.round and self.decision is None:
+            self.refused_round = None
+            self._start_round(self.round + 1, out)
+        return out
 
     def _store_proposal(self, p: Proposal, valid: bool) -> None:
         self._proposals[p.round] = (p, valid)
@@ -773,6 +786,7 @@ class BftCore:
 
     def _start_round(self, round_: int, out: list[Action]) -> None:
         self.round = round_
+        self.refused_round = None
         self.step = Step.PROPOSE
         self._awaiting = None
         self._prune_proposals()

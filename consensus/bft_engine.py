@@ -352,6 +352,8 @@ class BftEngine:
             await self._on_tick()
         elif kind == "sync":
             await self._on_sync(ev[1], ev[2], ev[3], ev[4])
+        if self.core.refused_round is not None:
+            await self._execute(self.core.leave_refused_round())
 
     def _proposer_of(self, h: int) -> Callable[[int], bytes]:
         schedule = self.schedule

@@ -38,6 +38,8 @@ class NodeMetrics:
         self.tx_rejected = Counter(
             "tx_rejected_total", "Transactions rejected on submission, by reason", ["reason"], registry=r
         )
+        self.sync_blocks = Counter("sync_blocks_received_total", "Blocks applied by block sync", registry=r)
+        self.sync_target = Gauge("sync_target_height", "Highest finalized height reported by peers", registry=r)
         self.proposer_switches = Counter(
             "poa_proposer_switches_total", "Times the block proposer changed between heights", registry=r
         )

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 
 import trio
 
-from consensus.engine import SoloEngine
+from consensus.bft_engine import BftEngine
+from consensus.schedule import ProposerSchedule
 from consensus.signstate import SignState
+from consensus.transport import ConsensusTransport, NullTransport
 from consensus.validators import Validator, ValidatorSet
+from consensus.wal import WAL
 from p2p.identity import peer_id_from_ed25519
 from state.chain import ChainState, PendingBlock
 from state.errors import AitbcError, DecodeError, TxError
@@ -74,7 +77,11 @@ class Node:
         self.store: Store | None = None
         self.chain: ChainState | None = None
         self.mempool: Mempool | None = None
-        self.engine: SoloEngine | None = None
+        self.engine: BftEngine | None = None
+        self.p2p = None  # p2p.P2PService when [p2p] enabled
+        self.sync = None  # node.sync.BlockSync when p2p is enabled
+        self.tx_gossip = None  # node.network.TxGossip when p2p is enabled
+        self.wal: WAL | None = None
         self.rpc_port: int | None = None
         self.started_at = time.time()
         self._last_block_time: int | None = None
@@ -116,6 +123,8 @@ class Node:
         )
 
     def close(self) -> None:
+        if self.wal is not None:
+            self.wal.close()
         if self.store is not None:
             self.store.close()
 
@@ -128,6 +137,14 @@ class Node:
         try:
             registry, self.hub = build_rpc(self)
             async with trio.open_nursery() as nursery:
+                transport: ConsensusTransport = NullTransport()
+                if self.cfg.p2p.enabled:
+                    transport = await self._start_p2p(nursery)
+                elif self.validators.power_of(self.validator_key.public_key) < self.validators.quorum():
+                    raise NodeError(
+                        "this genesis has several validators: enable the p2p network ([p2p] enabled = true "
+                        "and bootstrap peers) so this node can reach them"
+                    )
                 if self.cfg.rpc.enabled:
                     server = RpcServer(
                         registry,
@@ -144,26 +161,71 @@ class Node:
                     self.rpc_port = await nursery.start(server.serve)
                     log.info("JSON-RPC on http://%s:%d/rpc (WebSocket /ws, metrics /metrics)",
                              self.cfg.rpc.host, self.rpc_port)
-                self.engine = self._make_engine()
-                if self.engine is not None:
-                    await nursery.start(self.engine.run)
+                self.engine = self._make_engine(transport)
+                await nursery.start(self.engine.run)
+                if self.p2p is not None:
+                    from .sync import BlockSync
+
+                    self.sync = BlockSync(self, self.p2p, self.engine)
+                    await nursery.start(self.sync.run)
                 task_status.started(self)
         finally:
             self.close()
 
-    def _make_engine(self) -> SoloEngine | None:
+    async def _start_p2p(self, nursery: trio.Nursery) -> ConsensusTransport:
+        from p2p import ChainStatus, P2PConfig, P2PService
+
+        from .network import P2PConsensusTransport, TxGossip
+        from .sync import serve_blocks
+
+        c = self.cfg.p2p
+        chain = self.chain
+        assert chain is not None
+
+        def status() -> ChainStatus:
+            head = chain.head
+            return ChainStatus(self.genesis.chain_id, self.genesis.hash, head.height, head.hash, head.height)
+
+        self.p2p = P2PService(
+            P2PConfig(host=c.host, port=c.port, bootstrap=list(c.bootstrap), target_peers=c.target_peers),
+            self.node_key,
+            self.genesis.chain_id,
+            self.genesis.hash,
+            status_provider=status,
+            blocks_provider=lambda start, count: serve_blocks(chain, start, count),
+            metrics_registry=self.metrics.registry,
+        )
+        transport = P2PConsensusTransport(self.p2p, self.genesis.chain_id)
+        self.tx_gossip = TxGossip(self.p2p, lambda raws: self.submit_raw(raws, gossip=False))
+        await nursery.start(self.p2p.run)
+        await nursery.start(transport.run)
+        await nursery.start(self.tx_gossip.run)
+        log.info("p2p: peer id %s listening on %s", self.p2p.peer_id, ", ".join(self.p2p.listen_addrs()))
+        return transport
+
+    def _make_engine(self, transport: ConsensusTransport) -> BftEngine:
+        """The BFT engine: as a validator when this node's validator key is in the set (and
+        validating is enabled), else as a follower that verifies and applies decisions."""
         assert self.chain is not None and self.mempool is not None
+        data = self.home.data_dir(self.cfg)
         vk = self.validator_key
-        if not self.cfg.validator.enabled or vk.public_key not in self.validators:
-            log.info("not a validator of this chain: following only")
-            return None
-        if self.validators.power_of(vk.public_key) < self.validators.quorum():
-            raise NodeError(
-                "this genesis has several validators; multi-validator consensus needs the p2p network, "
-                "which this build does not include yet"
-            )
-        sign_state = SignState(self.home.data_dir(self.cfg) / "priv_validator_state.json", vk)
-        return SoloEngine(self.chain, self.mempool, self.validators, vk, sign_state, self._on_commit)
+        self.wal = WAL(data / "cs.wal")
+        key, sign_state = None, None
+        if self.cfg.validator.enabled and vk.public_key in self.validators:
+            key, sign_state = vk, SignState(data / "priv_validator_state.json", vk)
+        else:
+            log.info("not a validator of this chain: following consensus only")
+        return BftEngine(
+            self.chain,
+            self.mempool,
+            ProposerSchedule(self.validators),
+            key,
+            sign_state,
+            transport,
+            self._on_commit,
+            self.wal,
+            on_behind=lambda height: self.sync.behind(height) if self.sync is not None else None,
+        )
 
     # events -------------------------------------------------------------------------------------
     async def _on_commit(self, pending: PendingBlock, commit: Commit) -> None:
@@ -204,8 +266,9 @@ class Node:
                     hub.publish("tx", tx_status_json(tx.hash, h.height, i, res), key="0x" + tx.hash.hex())
 
     # transactions -------------------------------------------------------------------------------
-    async def submit_raw(self, raws: Sequence[bytes]) -> list[SubmitResult]:
-        """Decode, verify (in worker threads for big batches) and add transactions to the mempool."""
+    async def submit_raw(self, raws: Sequence[bytes], *, gossip: bool = True) -> list[SubmitResult]:
+        """Decode, verify (in worker threads for big batches) and add transactions to the mempool;
+        with ``gossip`` (local clients) the accepted ones are also batched out to peers."""
         assert self.mempool is not None
         results: list[SubmitResult] = [SubmitResult(None) for _ in raws]
         txs: list[tuple[int, Transaction]] = []
@@ -232,6 +295,8 @@ class Node:
         for r in results:
             if r.error is not None:
                 m.tx_rejected.labels(r.error.reason).inc()
+        if gossip and accepted and self.tx_gossip is not None:
+            self.tx_gossip.queue([raws[i] for i, r in enumerate(results) if r.error is None])
         if accepted:
             m.tx_accepted.inc(accepted)
             m.mempool_size.set(len(self.mempool))

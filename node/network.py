@@ -1,0 +1,194 @@
+"""The node's use of the p2p layer: consensus messages and batched transactions over gossipsub.
+
+- :class:`P2PConsensusTransport` implements :class:`consensus.transport.ConsensusTransport` on the
+  ``block`` (proposals), ``vote`` and ``evidence`` topics. The gossip validator decodes the message
+  strictly and checks its signature before it is forwarded; the decoded object is kept (keyed by the
+  data's hash) so the engine does not decode it twice.
+- :class:`TxGossip` batches transactions accepted from local clients into one ``tx`` message every
+  ``flush_interval`` (or when a batch is full), and feeds batches from peers into the mempool through
+  the node's normal submission path (decode, signature check in worker threads, mempool rules).
+  Transactions received from gossip are not re-published: gossipsub itself forwards the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import trio
+
+from consensus.bft import Proposal
+from consensus.evidence import DuplicateVote
+from consensus.transport import (
+    KIND_EVIDENCE_MSG,
+    KIND_PROPOSAL_MSG,
+    KIND_VOTE_MSG,
+    ConsensusMessage,
+    Incoming,
+    decode_message,
+)
+from state import codec
+from state.codec import sha256
+from state.errors import DecodeError
+from state.types import Vote
+
+log = logging.getLogger("aitbc.net")
+
+# consensus message kind -> gossip topic kind (DESIGN §4: proposals travel on the block topic)
+TOPIC_OF = {KIND_PROPOSAL_MSG: "block", KIND_VOTE_MSG: "vote", KIND_EVIDENCE_MSG: "evidence"}
+MAX_TX_BATCH = 5_000
+TX_PENALTY = 5.0
+
+
+class P2PConsensusTransport:
+    """ConsensusTransport over a :class:`p2p.service.P2PService` (register before the service runs)."""
+
+    def __init__(self, p2p: Any, chain_id: str) -> None:
+        self.p2p = p2p
+        self.chain_id = chain_id
+        self._send, self._recv = trio.open_memory_channel[Incoming](4096)
+        self._decoded: OrderedDict[bytes, ConsensusMessage] = OrderedDict()
+        self._subs = {}
+        for kind, topic in TOPIC_OF.items():
+            p2p.register_topic(topic, self._make_validator(kind))
+            self._subs[kind] = p2p.subscribe(topic)
+
+    def _make_validator(self, kind: str) -> Callable[[str, bytes], bool]:
+        def validate(peer_id: str, data: bytes) -> bool:
+            try:
+                msg = decode_message(kind, data)
+            except DecodeError as exc:
+                log.debug("invalid %s from %s: %s", kind, peer_id, exc)
+                return False
+            if isinstance(msg, Vote | Proposal) and not msg.verify(self.chain_id):
+                log.debug("bad %s signature from %s", kind, peer_id)
+                return False
+            if isinstance(msg, DuplicateVote) and (
+                not msg.vote_a.verify(self.chain_id) or not msg.vote_b.verify(self.chain_id)
+            ):
+                return False
+            self._remember(sha256(data), msg)
+            return True
+
+        return validate
+
+    def _remember(self, key: bytes, msg: ConsensusMessage) -> None:
+        self._decoded[key] = msg
+        if len(self._decoded) > 512:
+            self._decoded.popitem(last=False)
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for kind, channel in self._subs.items():
+                nursery.start_soon(self._pump, kind, channel)
+            task_status.started()
+
+    async def _pump(self, kind: str, channel: trio.MemoryReceiveChannel) -> None:
+        async for peer_id, data in channel:
+            msg = self._decoded.pop(sha256(data), None)
+            if msg is None:
+                try:
+                    msg = decode_message(kind, data)
+                except DecodeError:
+                    continue
+            await self._send.send((peer_id, msg))
+
+    # ConsensusTransport -------------------------------------------------------------------------
+    @property
+    def incoming(self) -> trio.MemoryReceiveChannel[Incoming]:
+        return self._recv
+
+    async def broadcast_proposal(self, proposal: Proposal) -> None:
+        await self.p2p.publish("block", proposal.encode())
+
+    async def broadcast_vote(self, vote: Vote) -> None:
+        await self.p2p.publish("vote", vote.encode())
+
+    async def broadcast_evidence(self, evidence: DuplicateVote) -> None:
+        await self.p2p.publish("evidence", evidence.encode())
+
+    def report_peer(self, peer_id: str, reason: str) -> None:
+        try:
+            self.p2p.penalize(peer_id, 10.0, reason)
+        except ValueError:
+            pass
+
+
+def _check_tx_batch(peer_id: str, data: bytes) -> bool:
+    """Stateless check of a tx batch: a CBOR list of 1..MAX_TX_BATCH byte strings."""
+    try:
+        obj = codec.decode(data, max_bytes=8 << 20)
+    except DecodeError:
+        return False
+    return type(obj) is list and 0 < len(obj) <= MAX_TX_BATCH and all(type(x) is bytes for x in obj)
+
+
+class TxGossip:
+    """Batches local transactions onto the ``tx`` topic and feeds peers' batches to the mempool."""
+
+    def __init__(
+        self,
+        p2p: Any,
+        submit: Callable[[Sequence[bytes]], Awaitable[list]],
+        *,
+        flush_interval: float = 0.05,
+        max_batch: int = 2_000,
+        max_batch_bytes: int = 2 << 20,
+    ) -> None:
+        self.p2p = p2p
+        self.submit = submit
+        self.flush_interval = flush_interval
+        self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
+        self._queue: list[bytes] = []
+        self._queued_bytes = 0
+        self._wakeup = trio.Event()
+        p2p.register_topic("tx", _check_tx_batch)
+        self._sub = p2p.subscribe("tx")
+
+    def queue(self, raws: Sequence[bytes]) -> None:
+        """Transactions accepted from local clients, to be gossiped."""
+        for raw in raws:
+            self._queue.append(raw)
+            self._queued_bytes += len(raw)
+        if len(self._queue) >= self.max_batch or self._queued_bytes >= self.max_batch_bytes:
+            self._wakeup.set()
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._publisher)
+            nursery.start_soon(self._receiver)
+            task_status.started()
+
+    async def _publisher(self) -> None:
+        while True:
+            with trio.move_on_after(self.flush_interval):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            while self._queue:
+                batch: list[bytes] = []
+                size = 0
+                for raw in self._queue:
+                    if batch and (len(batch) >= self.max_batch or size + len(raw) > self.max_batch_bytes):
+                        break
+                    batch.append(raw)
+                    size += len(raw)
+                del self._queue[: len(batch)]
+                self._queued_bytes -= size
+                await self.p2p.publish("tx", codec.encode(batch))
+
+    async def _receiver(self) -> None:
+        async for peer_id, data in self._sub:
+            try:
+                raws = codec.decode(data, max_bytes=8 << 20)
+            except DecodeError:
+                continue
+            results = await self.submit(raws)
+            bad = sum(1 for r in results if r.error is not None and r.error.reason in ("bad_signature", "malformed"))
+            if bad:
+                try:
+                    self.p2p.penalize(peer_id, TX_PENALTY * min(bad, 10), f"{bad} invalid txs in a batch")
+                except ValueError:
+                    pass
