@@ -8,6 +8,7 @@ thread doing it is not abandoned).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -225,6 +226,8 @@ class Node:
             self._on_commit,
             self.wal,
             on_behind=lambda height: self.sync.behind(height) if self.sync is not None else None,
+            # Test-only fault injection (tests/test_network.py): this validator double-signs prevotes.
+            byzantine_double_sign=os.environ.get("AITBC_TEST_BYZANTINE_DOUBLE_SIGN") == "1",
         )
 
     # events -------------------------------------------------------------------------------------

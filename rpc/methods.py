@@ -58,9 +58,10 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
     genesis = node.genesis
 
     # system_ ------------------------------------------------------------------------------------
-    @reg.method("system_health", summary="Liveness: ok while the node runs", result=OBJ)
+    @reg.method("system_health", summary="Liveness: ok while the node runs; catching_up while syncing", result=OBJ)
     async def system_health() -> dict:
-        return {"status": "ok", "height": chain.head.height, "catching_up": False}
+        syncing = node.sync is not None and node.sync.catching_up
+        return {"status": "ok", "height": chain.head.height, "catching_up": syncing}
 
     @reg.method("system_info", summary="Chain id, genesis hash, version, node id, roles", result=OBJ)
     async def system_info() -> dict:
@@ -246,6 +247,25 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
         st["proposer"] = encode_address(st["proposer"]) if st.get("proposer") else None
         return st
 
+    @reg.method("consensus_getEvidence", summary="Evidence of misbehaviour (duplicate votes) seen by this node",
+                result={"type": "array"})
+    async def consensus_get_evidence() -> list:
+        eng = node.engine
+        if eng is None:
+            return []
+        return [
+            {
+                "type": "duplicate_vote",
+                "validator": encode_address(ev.validator),
+                "height": ev.height,
+                "round": ev.round,
+                "vote_type": ev.type,
+                "block_hashes": [hx(ev.vote_a.block_hash), hx(ev.vote_b.block_hash)],
+                "hash": hx(ev.hash()),
+            }
+            for ev in eng.pending_evidence()
+        ]
+
     @reg.method("consensus_getValidators", summary="The validator set (address, power, name)", result=OBJ)
     async def consensus_get_validators() -> dict:
         vs = node.validators
@@ -258,13 +278,34 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
             ],
         }
 
-    @reg.method("net_info", summary="Peer id, listening state and peer count", result=OBJ)
+    @reg.method("net_info", summary="Peer id, listen addresses, peer count, sync state", result=OBJ)
     async def net_info() -> dict:
-        return {"node_id": node.peer_id, "listening": False, "listen_addrs": [], "peers": 0}
+        p2p = node.p2p
+        if p2p is None:
+            return {"node_id": node.peer_id, "listening": False, "listen_addrs": [], "peers": 0, "sync": None}
+        return {
+            "node_id": node.peer_id,
+            "listening": True,
+            "listen_addrs": p2p.listen_addrs(),
+            "peers": len(p2p.peers()),
+            "sync": node.sync.status() if node.sync is not None else None,
+        }
 
-    @reg.method("net_peers", summary="Connected peers", result={"type": "array"})
+    @reg.method("net_peers", summary="Connected peers: id, addresses, their head, score", result={"type": "array"})
     async def net_peers() -> list:
-        return []
+        if node.p2p is None:
+            return []
+        out = []
+        for p in node.p2p.peers():
+            st = p.status
+            out.append({
+                "peer_id": p.peer_id,
+                "addrs": list(p.addrs),
+                "height": st.height if st is not None else None,
+                "finalized_height": st.finalized_height if st is not None else None,
+                "score": round(p.score, 2),
+            })
+        return out
 
     # WebSocket topics ---------------------------------------------------------------------------
     hub.register_topic("newHeads", summary="Every committed block header")

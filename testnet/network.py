@@ -174,7 +174,7 @@ def _reap(pid: int) -> None:
 
 def create(
     directory: Path, *, nodes: int, base_port: int = 26600, block_interval_ms: int = 1000,
-    consensus: str = "poa", chain_id: str | None = None,
+    consensus: str = "poa", chain_id: str | None = None, params: dict | None = None,
 ) -> Network:
     """Generate homes for ``nodes`` validators sharing one genesis (PoA, equal power)."""
     if (directory / "network.json").exists():
@@ -199,7 +199,7 @@ def create(
         chain_id=chain_id or f"aitbc-testnet-{secrets.token_hex(3)}",
         genesis_time=now_ms(),
         consensus=consensus,
-        params=ChainParams(block_interval_ms=block_interval_ms),
+        params=ChainParams(**{"block_interval_ms": block_interval_ms, **(params or {})}),
         accounts=tuple(sorted((SigningKey.from_seed(s).public_key, FAUCET_FUNDS) for s in faucet)),
         validators=tuple(validators),
     )

@@ -1,0 +1,210 @@
+"""Multi-process networks on loopback: every node is its own `aitbc-peer run` process, talking libp2p.
+
+Invariant checked everywhere: no two nodes ever finalize different blocks at the same height.
+Every wait is bounded; every process is stopped by pid in teardown (Network.stop / SIGKILL).
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testnet.network import Network, NodeInfo, TestnetError, create
+
+FAST = {"timeout_propose_ms": 800, "timeout_vote_ms": 300, "timeout_delta_ms": 200}
+
+
+def free_base_port(nodes: int) -> int:
+    """A base port such that base+10i and base+10i+2 are free for every node."""
+    for _ in range(200):
+        base = random.randrange(30_000, 60_000, 10)
+        ok = True
+        for i in range(nodes):
+            for off in (0, 2):
+                with socket.socket() as s:
+                    try:
+                        s.bind(("127.0.0.1", base + 10 * i + off))
+                    except OSError:
+                        ok = False
+        if ok:
+            return base
+    raise RuntimeError("no free port range")
+
+
+@pytest.fixture
+def make_net(tmp_path: Path) -> Iterator:
+    nets: list[Network] = []
+
+    def make(nodes: int = 4, *, block_interval_ms: int = 250, start: bool = True) -> Network:
+        net = create(tmp_path / f"net{len(nets)}", nodes=nodes, base_port=free_base_port(nodes),
+                     block_interval_ms=block_interval_ms, params=FAST)
+        nets.append(net)
+        if start:
+            for n in net.nodes:
+                net.start(n)
+        return net
+
+    yield make
+    for net in nets:
+        for n in net.nodes:
+            net.stop(n, timeout=5)
+
+
+def head(net: Network, n: NodeInfo) -> int:
+    try:
+        return net.rpc(n, "chain_getHead", timeout=3)["finalized_height"]
+    except Exception:
+        return -1
+
+
+def wait_heights(net: Network, nodes: list[NodeInfo], height: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(head(net, n) >= height for n in nodes):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not all of {[n.index for n in nodes]} reached {height}: "
+                         f"{[head(net, n) for n in nodes]}")
+
+
+def assert_no_fork(net: Network, nodes: list[NodeInfo] | None = None) -> int:
+    """Every height finalized by two nodes has the same block hash on both. Returns the common height."""
+    nodes = [n for n in (nodes or net.nodes) if head(net, n) >= 0]
+    top = min(head(net, n) for n in nodes)
+    for h in range(1, top + 1):
+        hashes = {net.rpc(n, "chain_getBlock", height=h)["hash"] for n in nodes}
+        assert len(hashes) == 1, f"fork at height {h}: {hashes}"
+    return top
+
+
+def test_four_validators_agree_and_survive_one_failure(make_net) -> None:
+    net = make_net(4)
+    wait_heights(net, net.nodes, 5, 90)
+    assert assert_no_fork(net) >= 5
+    # every validator proposes in turn
+    proposers = {net.rpc(net.nodes[0], "chain_getBlock", height=h)["proposer"] for h in range(1, 9)
+                 if head(net, net.nodes[0]) >= h}
+    assert len(proposers) >= 3
+    # one of four dies: the other three (3/4 > 2/3) keep finalizing
+    net.stop(net.nodes[3], timeout=5)
+    live = net.nodes[:3]
+    h = max(head(net, n) for n in live)
+    wait_heights(net, live, h + 5, 60)
+    assert_no_fork(net, live)
+    # it comes back and catches up
+    net.start(net.nodes[3])
+    wait_heights(net, net.nodes, max(head(net, n) for n in live) + 2, 60)
+    assert_no_fork(net)
+
+
+def test_two_of_four_down_stops_finality_then_resumes(make_net) -> None:
+    net = make_net(4)
+    wait_heights(net, net.nodes, 3, 90)
+    net.stop(net.nodes[2], timeout=5)
+    net.stop(net.nodes[3], timeout=5)
+    live = net.nodes[:2]
+    stalled = max(head(net, n) for n in live)
+    # 2/4 is not more than 2/3: no node may finalize anything new. Several rounds of timeouts pass.
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        assert max(head(net, n) for n in live) <= stalled + 1  # at most a block already decided
+        time.sleep(0.2)
+    frozen = max(head(net, n) for n in live)
+    assert_no_fork(net, live)
+    net.start(net.nodes[2])
+    net.start(net.nodes[3])
+    wait_heights(net, net.nodes, frozen + 3, 90)
+    assert_no_fork(net)
+
+
+def test_late_joiner_syncs_hundreds_of_blocks_then_votes(make_net) -> None:
+    net = make_net(4, block_interval_ms=40, start=False)
+    for n in net.nodes[:3]:
+        net.start(n)
+    wait_heights(net, net.nodes[:3], 500, 240)
+    late = net.nodes[3]
+    net.start(late)
+    target = max(head(net, n) for n in net.nodes[:3])
+    wait_heights(net, [late], target, 120)
+    log = late.log.read_text()
+    assert "sync: caught up" in log, log[-2000:]
+    # ... and then takes part in consensus: its validator signs commits again
+    validator = net.meta["nodes"][3]["validator"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        h = head(net, late)
+        sigs = net.rpc(late, "chain_getCommit", height=h)["signatures"] if h > 0 else []
+        if any(s["validator"] == validator for s in sigs):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the late joiner never signed a commit")
+    assert_no_fork(net)
+
+
+def test_node_with_another_genesis_is_refused(make_net, tmp_path: Path) -> None:
+    net = make_net(2)
+    wait_heights(net, net.nodes, 2, 60)
+    other = create(tmp_path / "other", nodes=1, base_port=free_base_port(1), block_interval_ms=250, params=FAST)
+    try:
+        # point the foreign node at the network
+        from node.config import load_config, render_default_toml
+        from node.home import Home
+
+        h = Home(other.nodes[0].home)
+        cfg = load_config(h.config_path, env={})
+        cfg.p2p.bootstrap = [n.multiaddr for n in net.nodes]
+        h.config_path.write_text(render_default_toml(cfg))
+        other.start(other.nodes[0])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if "genesis" in other.nodes[0].log.read_text().lower() and "mismatch" in (
+                other.nodes[0].log.read_text() + "".join(n.log.read_text() for n in net.nodes)
+            ).lower():
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("no genesis mismatch was logged")
+        foreign = other.nodes[0].peer_id
+        for n in net.nodes:
+            assert foreign not in {p["peer_id"] for p in net.rpc(n, "net_peers")}
+        assert_no_fork(net)
+    finally:
+        other.stop(other.nodes[0], timeout=5)
+
+
+def test_double_signing_validator_produces_evidence(make_net, monkeypatch) -> None:
+    net = make_net(4, start=False)
+    for n in net.nodes[:3]:
+        net.start(n)
+    monkeypatch.setenv("AITBC_TEST_BYZANTINE_DOUBLE_SIGN", "1")
+    net.start(net.nodes[3])
+    monkeypatch.delenv("AITBC_TEST_BYZANTINE_DOUBLE_SIGN")
+    byz = net.meta["nodes"][3]["validator"]
+    deadline = time.monotonic() + 90
+    seen: dict[int, list] = {}
+    while time.monotonic() < deadline:
+        seen = {n.index: net.rpc(n, "consensus_getEvidence") for n in net.nodes[:3]}
+        if all(any(e["validator"] == byz for e in ev) for ev in seen.values()):
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError(f"evidence not seen by every honest node: {seen}")
+    # identical evidence bytes (hash) on every honest node
+    hashes = [{e["hash"] for e in ev if e["validator"] == byz} for ev in seen.values()]
+    assert set.intersection(*hashes)
+    assert_no_fork(net)
+
+
+def test_network_status_commands(make_net) -> None:
+    net = make_net(2)
+    wait_heights(net, net.nodes, 2, 60)
+    rows = net.status_rows()
+    assert all(r["peers"] == 1 and r["finalized"] >= 2 for r in rows), rows
+    with pytest.raises(TestnetError):
+        net.node("node9")
