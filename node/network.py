@@ -1,9 +1,12 @@
 """The node's use of the p2p layer: consensus messages and batched transactions over gossipsub.
 
 - :class:`P2PConsensusTransport` implements :class:`consensus.transport.ConsensusTransport` on the
-  ``block`` (proposals), ``vote`` and ``evidence`` topics. The gossip validator decodes the message
-  strictly and checks its signature before it is forwarded; the decoded object is kept (keyed by the
-  data's hash) so the engine does not decode it twice.
+  ``block`` (proposals), ``vote`` and ``evidence`` topics. Each message travels in an envelope
+  ``[message, send-nonce]``: gossipsub drops content it has seen in the last two minutes, and the
+  engine's re-broadcasts of the same vote (to reach peers that reconnected) must not be swallowed.
+  The gossip validator decodes the message strictly and checks its signature before it is forwarded;
+  the decoded object is kept (keyed by the data's hash) so the engine does not decode it twice.
+  Broadcasts never block the engine: they go through a bounded queue drained by a sender task.
 - :class:`TxGossip` batches transactions accepted from local clients into one ``tx`` message every
   ``flush_interval`` (or when a batch is full), and feeds batches from peers into the mempool through
   the node's normal submission path (decode, signature check in worker threads, mempool rules).
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -42,6 +46,13 @@ MAX_TX_BATCH = 5_000
 TX_PENALTY = 5.0
 
 
+def _open_envelope(data: bytes) -> bytes:
+    obj = codec.decode(data, max_bytes=40 << 20)
+    if type(obj) is not list or len(obj) != 2 or type(obj[0]) is not bytes or type(obj[1]) is not int:
+        raise DecodeError("consensus envelope must be [message, nonce]")
+    return obj[0]
+
+
 class P2PConsensusTransport:
     """ConsensusTransport over a :class:`p2p.service.P2PService` (register before the service runs)."""
 
@@ -49,6 +60,8 @@ class P2PConsensusTransport:
         self.p2p = p2p
         self.chain_id = chain_id
         self._send, self._recv = trio.open_memory_channel[Incoming](4096)
+        self._out_send, self._out_recv = trio.open_memory_channel[tuple[str, bytes]](1024)
+        self._nonce = time.time_ns()
         self._decoded: OrderedDict[bytes, ConsensusMessage] = OrderedDict()
         self._subs = {}
         for kind, topic in TOPIC_OF.items():
@@ -58,7 +71,7 @@ class P2PConsensusTransport:
     def _make_validator(self, kind: str) -> Callable[[str, bytes], bool]:
         def validate(peer_id: str, data: bytes) -> bool:
             try:
-                msg = decode_message(kind, data)
+                msg = decode_message(kind, _open_envelope(data))
             except DecodeError as exc:
                 log.debug("invalid %s from %s: %s", kind, peer_id, exc)
                 return False
@@ -83,14 +96,29 @@ class P2PConsensusTransport:
         async with trio.open_nursery() as nursery:
             for kind, channel in self._subs.items():
                 nursery.start_soon(self._pump, kind, channel)
+            nursery.start_soon(self._sender)
             task_status.started()
+
+    async def _sender(self) -> None:
+        async for topic, payload in self._out_recv:
+            try:
+                await self.p2p.publish(topic, payload)
+            except Exception as exc:  # not running yet / stopping, or no peers: the engine re-sends
+                log.debug("publish on %s failed: %s", topic, exc)
+
+    def _enqueue(self, topic: str, message_bytes: bytes) -> None:
+        self._nonce += 1
+        try:
+            self._out_send.send_nowait((topic, codec.encode([message_bytes, self._nonce])))
+        except trio.WouldBlock:
+            log.warning("consensus send queue full: dropping a %s message (the engine re-sends)", topic)
 
     async def _pump(self, kind: str, channel: trio.MemoryReceiveChannel) -> None:
         async for peer_id, data in channel:
             msg = self._decoded.pop(sha256(data), None)
             if msg is None:
                 try:
-                    msg = decode_message(kind, data)
+                    msg = decode_message(kind, _open_envelope(data))
                 except DecodeError:
                     continue
             await self._send.send((peer_id, msg))
@@ -101,13 +129,13 @@ class P2PConsensusTransport:
         return self._recv
 
     async def broadcast_proposal(self, proposal: Proposal) -> None:
-        await self.p2p.publish("block", proposal.encode())
+        self._enqueue("block", proposal.encode())
 
     async def broadcast_vote(self, vote: Vote) -> None:
-        await self.p2p.publish("vote", vote.encode())
+        self._enqueue("vote", vote.encode())
 
     async def broadcast_evidence(self, evidence: DuplicateVote) -> None:
-        await self.p2p.publish("evidence", evidence.encode())
+        self._enqueue("evidence", evidence.encode())
 
     def report_peer(self, peer_id: str, reason: str) -> None:
         try:

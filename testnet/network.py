@@ -37,6 +37,7 @@ FAUCET_FUNDS = 1_000_000 * AIT
 
 
 class TestnetError(Exception):
+    __test__ = False  # not a pytest test class
     pass
 
 

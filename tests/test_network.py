@@ -150,7 +150,9 @@ def test_late_joiner_syncs_hundreds_of_blocks_then_votes(make_net) -> None:
 def test_node_with_another_genesis_is_refused(make_net, tmp_path: Path) -> None:
     net = make_net(2)
     wait_heights(net, net.nodes, 2, 60)
-    other = create(tmp_path / "other", nodes=1, base_port=free_base_port(1), block_interval_ms=250, params=FAST)
+    # same chain id (so the protocols match), another genesis (other validators, time, allocations)
+    other = create(tmp_path / "other", nodes=1, base_port=free_base_port(1), block_interval_ms=250, params=FAST,
+                   chain_id=net.chain_id)
     try:
         # point the foreign node at the network
         from node.config import load_config, render_default_toml
@@ -186,6 +188,7 @@ def test_double_signing_validator_produces_evidence(make_net, monkeypatch) -> No
     net.start(net.nodes[3])
     monkeypatch.delenv("AITBC_TEST_BYZANTINE_DOUBLE_SIGN")
     byz = net.meta["nodes"][3]["validator"]
+    wait_heights(net, net.nodes, 2, 90)
     deadline = time.monotonic() + 90
     seen: dict[int, list] = {}
     while time.monotonic() < deadline:
