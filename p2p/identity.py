@@ -16,6 +16,19 @@ def b58encode(data: bytes) -> str:
     return "1" * pad + "".join(reversed(out))
 
 
+def b58decode(text: str) -> bytes:
+    """Inverse of :func:`b58encode`; ValueError on characters outside the base58btc alphabet."""
+    n = 0
+    for ch in text:
+        i = _B58.find(ch)
+        if i < 0:
+            raise ValueError(f"invalid base58 character {ch!r}")
+        n = n * 58 + i
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
+    pad = len(text) - len(text.lstrip("1"))
+    return b"\x00" * pad + body
+
+
 def peer_id_from_ed25519(public_key: bytes) -> str:
     """The libp2p peer id ("12D3KooW…") of an Ed25519 public key."""
     if len(public_key) != 32:
