@@ -40,9 +40,9 @@ def free_base_port(nodes: int) -> int:
 def make_net(tmp_path: Path) -> Iterator:
     nets: list[Network] = []
 
-    def make(nodes: int = 4, *, block_interval_ms: int = 250, start: bool = True) -> Network:
+    def make(nodes: int = 4, *, block_interval_ms: int = 250, start: bool = True, params: dict | None = None) -> Network:
         net = create(tmp_path / f"net{len(nets)}", nodes=nodes, base_port=free_base_port(nodes),
-                     block_interval_ms=block_interval_ms, params=FAST)
+                     block_interval_ms=block_interval_ms, params=params or FAST)
         nets.append(net)
         if start:
             for n in net.nodes:
@@ -123,10 +123,11 @@ def test_two_of_four_down_stops_finality_then_resumes(make_net) -> None:
 
 
 def test_late_joiner_syncs_hundreds_of_blocks_then_votes(make_net) -> None:
-    net = make_net(4, block_interval_ms=40, start=False)
+    # the absent validator's proposer turns time out: keep that timeout short so 500 blocks come fast
+    net = make_net(4, block_interval_ms=40, start=False, params={**FAST, "timeout_propose_ms": 300})
     for n in net.nodes[:3]:
         net.start(n)
-    wait_heights(net, net.nodes[:3], 500, 240)
+    wait_heights(net, net.nodes[:3], 500, 400)
     late = net.nodes[3]
     net.start(late)
     target = max(head(net, n) for n in net.nodes[:3])
