@@ -40,6 +40,14 @@ class NodeMetrics:
         )
         self.sync_blocks = Counter("sync_blocks_received_total", "Blocks applied by block sync", registry=r)
         self.sync_target = Gauge("sync_target_height", "Highest finalized height reported by peers", registry=r)
+        self.rounds_per_height = Histogram(
+            "consensus_rounds_per_height", "Rounds needed to decide a height (1 = decided in round 0)",
+            buckets=(1, 2, 3, 4, 6, 8, 16), registry=r,
+        )
+        self.missed_proposals = Counter(
+            "consensus_missed_proposals_total", "Rounds whose proposer's block was not decided, by validator",
+            ["validator"], registry=r,
+        )
         self.proposer_switches = Counter(
             "poa_proposer_switches_total", "Times the block proposer changed between heights", registry=r
         )

@@ -253,6 +253,12 @@ class Node:
             m.block_interval.observe(interval)
             m.poa_last_interval.set(interval)
         self._last_block_time = h.time
+        m.rounds_per_height.observe(commit.round + 1)
+        if commit.round > 0 and self.engine is not None:
+            from state.address import encode_address
+
+            for r in range(commit.round):  # proposers of the rounds that did not decide
+                m.missed_proposals.labels(encode_address(self.engine.schedule.proposer(h.height, r).public_key)).inc()
         if self._last_proposer is not None and self._last_proposer != h.proposer:
             m.proposer_switches.inc()
         self._last_proposer = h.proposer

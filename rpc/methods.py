@@ -266,11 +266,18 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
             for ev in eng.pending_evidence()
         ]
 
-    @reg.method("consensus_getValidators", summary="The validator set (address, power, name)", result=OBJ)
-    async def consensus_get_validators() -> dict:
-        vs = node.validators
+    @reg.method(
+        "consensus_getValidators",
+        params=[Param("height", {"type": "integer", "minimum": 1, "maximum": 2**63}, required=False,
+                      description="height whose validator set to return (default: the next height)")],
+        summary="The validator set at a height (address, power, name)",
+        result=OBJ,
+    )
+    async def consensus_get_validators(height: int | None = None) -> dict:
+        h = height if height is not None else chain.head.height + 1
+        vs = node.engine.schedule.validators(h) if node.engine is not None else node.validators
         return {
-            "height": chain.head.height,
+            "height": h,
             "total_power": vs.total_power,
             "validators_hash": hx(vs.hash),
             "validators": [
