@@ -212,3 +212,54 @@ def test_network_status_commands(make_net) -> None:
     assert all(r["peers"] == 1 and r["finalized"] >= 2 for r in rows), rows
     with pytest.raises(TestnetError):
         net.node("node9")
+
+
+async def test_rogue_peer_gossiping_garbage_is_banned_and_changes_nothing(make_net) -> None:
+    """A libp2p peer with the right chain and genesis sends garbage, forged votes and forged proposals
+    on the consensus topics: the node drops them, penalises the sender until it is disconnected, and
+    keeps finalizing the same chain as the others."""
+    import trio
+
+    from p2p import ChainStatus, P2PConfig, P2PService
+    from state import codec
+    from state.crypto import SigningKey
+    from state.types import PREVOTE, Vote
+
+    net = make_net(2)
+    await trio.to_thread.run_sync(wait_heights, net, net.nodes, 2, 60)
+    target = net.nodes[0]
+    genesis_hash = bytes.fromhex(net.meta["genesis_hash"])
+    rogue = P2PService(
+        P2PConfig(bootstrap=[target.multiaddr], target_peers=1),
+        SigningKey.generate(),
+        net.chain_id,
+        genesis_hash,
+        status_provider=lambda: ChainStatus(net.chain_id, genesis_hash, 0, b"\x00" * 32, 0),
+        blocks_provider=lambda start, count: [],
+    )
+    for topic in ("vote", "block", "tx"):
+        rogue.register_topic(topic, lambda peer, data: True, 1 << 20, require_cbor=False)
+    outsider = SigningKey.generate()  # not a validator: its votes verify but must be refused
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rogue.run)
+            await rogue.wait_for_mesh("vote", target.peer_id)
+            i = 0
+            while rogue.connected(target.peer_id):
+                i += 1
+                forged = Vote.create(outsider, net.chain_id, 10**6 + i, 0, PREVOTE, b"\x01" * 32)
+                bad_sig = Vote(forged.height, 0, PREVOTE, forged.block_hash, outsider.public_key, b"\x00" * 64)
+                for topic, data in (
+                    ("vote", b"\xff\x00garbage" + bytes([i % 256])),
+                    ("vote", codec.encode([bad_sig.encode(), i])),
+                    ("block", codec.encode([b"not a proposal", i])),
+                    ("tx", codec.encode(["not", "txs", i])),
+                ):
+                    await rogue.publish(topic, data)
+                await trio.sleep(0.05)  # pace the attack; the loop ends when the node drops us
+            nursery.cancel_scope.cancel()
+    peers = await trio.to_thread.run_sync(lambda: net.rpc(target, "net_peers"))
+    assert rogue.peer_id not in {p["peer_id"] for p in peers}
+    h = max(head(net, n) for n in net.nodes)
+    await trio.to_thread.run_sync(wait_heights, net, net.nodes, h + 2, 60)
+    await trio.to_thread.run_sync(assert_no_fork, net)
