@@ -33,6 +33,7 @@ from consensus.transport import (
     Incoming,
     decode_message,
 )
+from p2p.batch import GossipBatcher, decode_batch
 from state import codec
 from state.codec import sha256
 from state.errors import DecodeError
@@ -145,16 +146,16 @@ class P2PConsensusTransport:
 
 
 def _check_tx_batch(peer_id: str, data: bytes) -> bool:
-    """Stateless check of a tx batch: a CBOR list of 1..MAX_TX_BATCH byte strings."""
+    """Stateless check of a tx batch: a canonical CBOR list of 1..MAX_TX_BATCH byte strings."""
     try:
-        obj = codec.decode(data, max_bytes=8 << 20)
+        return len(decode_batch(data, max_bytes=8 << 20, max_items=MAX_TX_BATCH)) > 0
     except DecodeError:
         return False
-    return type(obj) is list and 0 < len(obj) <= MAX_TX_BATCH and all(type(x) is bytes for x in obj)
 
 
 class TxGossip:
-    """Batches local transactions onto the ``tx`` topic and feeds peers' batches to the mempool."""
+    """Batches local transactions onto the ``tx`` topic (``p2p.batch.GossipBatcher``) and feeds
+    peers' batches to the mempool."""
 
     def __init__(
         self,
@@ -167,50 +168,29 @@ class TxGossip:
     ) -> None:
         self.p2p = p2p
         self.submit = submit
-        self.flush_interval = flush_interval
-        self.max_batch = max_batch
-        self.max_batch_bytes = max_batch_bytes
-        self._queue: list[bytes] = []
-        self._queued_bytes = 0
-        self._wakeup = trio.Event()
         p2p.register_topic("tx", _check_tx_batch)
+        self._batcher = GossipBatcher(
+            p2p, "tx", max_items=max_batch, max_bytes=max_batch_bytes, max_delay=flush_interval
+        )
         self._sub = p2p.subscribe("tx")
 
     def queue(self, raws: Sequence[bytes]) -> None:
         """Transactions accepted from local clients, to be gossiped."""
         for raw in raws:
-            self._queue.append(raw)
-            self._queued_bytes += len(raw)
-        if len(self._queue) >= self.max_batch or self._queued_bytes >= self.max_batch_bytes:
-            self._wakeup.set()
+            if not self._batcher.add(raw):
+                log.warning("tx gossip backlog full: %d accepted txs not gossiped", len(raws))
+                return
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._publisher)
+            await nursery.start(self._batcher.run)
             nursery.start_soon(self._receiver)
             task_status.started()
-
-    async def _publisher(self) -> None:
-        while True:
-            with trio.move_on_after(self.flush_interval):
-                await self._wakeup.wait()
-            self._wakeup = trio.Event()
-            while self._queue:
-                batch: list[bytes] = []
-                size = 0
-                for raw in self._queue:
-                    if batch and (len(batch) >= self.max_batch or size + len(raw) > self.max_batch_bytes):
-                        break
-                    batch.append(raw)
-                    size += len(raw)
-                del self._queue[: len(batch)]
-                self._queued_bytes -= size
-                await self.p2p.publish("tx", codec.encode(batch))
 
     async def _receiver(self) -> None:
         async for peer_id, data in self._sub:
             try:
-                raws = codec.decode(data, max_bytes=8 << 20)
+                raws = decode_batch(data, max_bytes=8 << 20, max_items=MAX_TX_BATCH)
             except DecodeError:
                 continue
             results = await self.submit(raws)
