@@ -41,7 +41,7 @@ from state.chain import ChainState, PendingBlock
 from state.codec import sha256
 from state.crypto import SigningKey
 from state.errors import AitbcError, BlockError
-from state.types import PRECOMMIT, PREVOTE, Block, Commit, Vote
+from state.types import PRECOMMIT, PREVOTE, Block, Commit, CommitSig, Vote
 
 from .bft import (
     NIL,
@@ -64,7 +64,7 @@ from .evidence import DuplicateVote, EvidenceError
 from .schedule import ProposerSchedule
 from .signstate import SignState
 from .transport import ConsensusMessage, ConsensusTransport
-from .validators import ValidatorSet
+from .validators import Validator, ValidatorSet
 from .wal import WAL, WalEntry
 
 log = logging.getLogger("aitbc.consensus.bft")
@@ -184,6 +184,16 @@ class BftEngine:
         self.rejected: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
         self.decided_rounds: dict[int, int] = {}  # height -> round it was decided in (recent only)
+        # Precommits for the last committed block that arrived after the decision: the next proposal's
+        # last_commit carries them too, so slow validators are credited (rewards, downtime).
+        self._late_sigs: dict[bytes, bytes] = {}
+        self._last_commit: Commit | None = None
+        self.install_validator_sets()
+
+    def install_validator_sets(self) -> None:
+        """Install the validator sets the staking rules stored in state (boot, or after a sync)."""
+        for from_height, vals in self.chain.validator_sets():
+            self.schedule.set_validators(from_height, ValidatorSet([Validator(pk, p) for pk, p in vals]))
 
     # public API -----------------------------------------------------------------------------------
     def notify_tx(self) -> None:
@@ -380,6 +390,8 @@ class BftEngine:
         if not isinstance(msg, Proposal | Vote):
             return
         if msg.height < self.height:
+            if isinstance(msg, Vote) and msg.height == self.height - 1:
+                self._on_late_precommit(msg)
             self.stats["old"] += 1
             return
         if msg.height > self.height or not self._started:
@@ -389,6 +401,34 @@ class BftEngine:
             await self._on_vote(peer, msg)
         else:
             await self._on_proposal(peer, msg)
+
+    def _on_late_precommit(self, vote: Vote) -> None:
+        lc = self._last_commit
+        if (
+            lc is None
+            or vote.type != PRECOMMIT
+            or vote.height != lc.height
+            or vote.round != lc.round
+            or vote.block_hash != lc.block_hash
+            or vote.validator in self._late_sigs
+            or any(s.validator == vote.validator for s in lc.signatures)
+            or vote.validator not in self.schedule.validators(lc.height)
+            or not vote.verify(self.chain_id)
+        ):
+            return
+        self._late_sigs[vote.validator] = vote.sig
+
+    def _commit_for_proposal(self, h: int) -> Commit | None:
+        """The previous height's commit, topped up with late precommits for the same block and round."""
+        stored = self.chain.commit_at(h - 1) if h > 1 else None
+        if stored is None or not self._late_sigs:
+            return stored
+        lc = self._last_commit
+        if lc is None or lc.height != stored.height or lc.block_hash != stored.block_hash or lc.round != stored.round:
+            return stored
+        have = {s.validator for s in stored.signatures}
+        extra = [CommitSig(v, sig) for v, sig in self._late_sigs.items() if v not in have]
+        return Commit(stored.height, stored.round, stored.block_hash, stored.signatures + tuple(extra))
 
     def _buffer_future(self, peer: str, msg: Proposal | Vote) -> None:
         if msg.height > self.height + 1:
@@ -447,6 +487,11 @@ class BftEngine:
         try:
             actions = core.on_vote(vote)
         except VoteRejected as exc:
+            if exc.reason == "unknown_validator" and vote.height > 1 and vote.validator in self.schedule.validators(
+                vote.height - 1
+            ):
+                self.rejected["removed_validator"] += 1  # left the set at an epoch change: not an offence
+                return
             self._reject(peer, exc)
             return
         if core.has_vote(vote):
@@ -559,7 +604,8 @@ class BftEngine:
 
     def _build_sync(self, h: int, txs: list, verified: frozenset[bytes], now: int, vh: bytes, nvh: bytes) -> PendingBlock:
         assert self.key is not None
-        last_commit = self.chain.commit_at(h - 1) if h > 1 else None
+        last_commit = self._commit_for_proposal(h)
+        evidence = [ev.encode() for ev in list(self.evidence.values())]
         t0 = time.perf_counter()
         pending = self.chain.build_block(
             txs,
@@ -569,6 +615,7 @@ class BftEngine:
             validators_hash=vh,
             next_validators_hash=nvh,
             is_verified=lambda tx: tx.hash in verified,
+            evidence=evidence,
         )
         pending.build_seconds = time.perf_counter() - t0
         return pending
@@ -722,6 +769,15 @@ class BftEngine:
         t0 = time.perf_counter()
         await self.offload(self.chain.commit, pending, commit)
         pending.commit_seconds = time.perf_counter() - t0
+        upd = pending.outcome.valset_update
+        if upd is not None:
+            from_height, vals = upd
+            self.schedule.set_validators(from_height, ValidatorSet([Validator(pk, p) for pk, p in vals]))
+            log.info("validator set changes at height %d: %d validators", from_height, len(vals))
+        for raw in pending.block.evidence:  # included: no need to propose it again
+            self.evidence.pop(sha256(raw), None)
+        self._last_commit = commit
+        self._late_sigs = {}
         self.wal.end_height(h)
         self.decided_rounds[h] = commit.round
         if len(self.decided_rounds) > 1000:

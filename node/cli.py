@@ -120,6 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "rpc.host": args.rpc_host,
         "p2p.port": args.p2p_port,
         "node.log_level": args.log_level,
+        "miner.enabled": True if args.miner else None,
+        "miner.verify": True if args.verify else None,
     }
     cfg = load_config(home.config_path, overrides=overrides)
     logging.basicConfig(
@@ -297,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rpc-host")
     sp.add_argument("--p2p-port", type=int)
     sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sp.add_argument("--miner", action="store_true", help="run the miner role (register, bid, execute, receipt)")
+    sp.add_argument("--verify", action="store_true", help="with --miner: re-check others' results, challenge")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("keys", help="manage the encrypted keystore")
@@ -343,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     rpc_arg(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_status)
+
+    from .cli_market import add_market_commands
+    from .cli_staking import add_staking_commands
+
+    add_market_commands(sub, home_arg, rpc_arg)
+    add_staking_commands(sub, home_arg, rpc_arg)
     return p
 
 

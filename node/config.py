@@ -66,12 +66,23 @@ class ValidatorSection:
 
 
 @dataclass
+class MinerSection:
+    enabled: bool = False  # `aitbc-peer run --miner` sets it
+    bond: int = 100_000_000  # base units locked by miner_register (if not registered yet)
+    prices: list[str] = field(default_factory=list)  # "kind=unit price in base units"; empty: every kind at 1000
+    max_concurrent: int = 1  # jobs executed at once
+    verify: bool = False  # re-execute a sample of other miners' results and challenge wrong ones
+    job_time_limit_s: int = 300
+
+
+@dataclass
 class Config:
     node: NodeSection = field(default_factory=NodeSection)
     rpc: RpcSection = field(default_factory=RpcSection)
     p2p: P2pSection = field(default_factory=P2pSection)
     mempool: MempoolSection = field(default_factory=MempoolSection)
     validator: ValidatorSection = field(default_factory=ValidatorSection)
+    miner: MinerSection = field(default_factory=MinerSection)
 
     # ---------------------------------------------------------------------------------------------
     def set(self, dotted: str, value: Any, *, source: str) -> None:

@@ -4,6 +4,7 @@
     <home>/genesis.json
     <home>/keys/node_key.json          libp2p identity (plain, 0600)
     <home>/keys/validator_key.json     consensus key (plain, 0600)
+    <home>/keys/miner_key.json         the miner role's account key (plain, 0600; created on first use)
     <home>/keys/keystore/<name>.json   wallets (Argon2id + XChaCha20-Poly1305)
     <home>/keys/<name>.password        only for the --dev account, so dev wallets need no prompt
     <home>/data/db/                    LevelDB
@@ -69,6 +70,17 @@ class Home:
     @property
     def validator_key_path(self) -> Path:
         return self.keys_dir / "validator_key.json"
+
+    @property
+    def miner_key_path(self) -> Path:
+        return self.keys_dir / "miner_key.json"
+
+    def miner_key(self):
+        """The miner role's account key (plain, like the validator key: the role signs unattended);
+        created on first use."""
+        if not self.miner_key_path.exists():
+            return write_plain_key_file(self.miner_key_path, secrets.token_bytes(32))
+        return read_plain_key_file(self.miner_key_path)
 
     @property
     def keystore(self) -> Keystore:

@@ -30,6 +30,7 @@ from state.mempool import Mempool, MempoolConfig
 from state.store import Store
 from state.types import Commit, Transaction
 
+from .blobs import BlobStore
 from .config import Config
 from .home import Home, load_node_keys
 from .metrics import NodeMetrics
@@ -38,6 +39,16 @@ log = logging.getLogger("aitbc.node")
 
 VERSION = "0.1.0"
 PARALLEL_VERIFY_MIN = 64  # batches at least this large are verified in worker threads
+
+
+# State-machine events -> WebSocket topics.
+_EVENT_TOPICS = {
+    "job": "jobs",
+    "validator_set": "validatorSet",
+    "slash": "slashes",
+    "jail": "slashes",
+    "unjail": "slashes",
+}
 
 
 class NodeError(AitbcError):
@@ -88,11 +99,15 @@ class Node:
         self._last_block_time: int | None = None
         self._last_proposer: bytes | None = None
         self.hub = None  # rpc.subscriptions.SubscriptionHub, set in run()
+        self.blobs: BlobStore | None = None  # job inputs and results, served to peers
+        self.miner = None  # node.miner.MinerService with the miner role
+        self._commit_listeners: list[trio.MemorySendChannel] = []
 
     # lifecycle ------------------------------------------------------------------------------------
     def open(self) -> None:
         data = self.home.data_dir(self.cfg)
         data.mkdir(parents=True, exist_ok=True)
+        self.blobs = BlobStore(data / "blobs")
         self.store = Store(data / "db")
         try:
             self.chain = ChainState(self.store, self.genesis)
@@ -195,6 +210,7 @@ class Node:
             status_provider=status,
             blocks_provider=lambda start, count: serve_blocks(chain, start, count),
             metrics_registry=self.metrics.registry,
+            blob_provider=self.blobs.get if self.blobs is not None else None,
         )
         transport = P2PConsensusTransport(self.p2p, self.genesis.chain_id)
         self.tx_gossip = TxGossip(self.p2p, lambda raws: self.submit_raw(raws, gossip=False))
@@ -212,7 +228,10 @@ class Node:
         vk = self.validator_key
         self.wal = WAL(data / "cs.wal")
         key, sign_state = None, None
-        if self.cfg.validator.enabled and vk.public_key in self.validators:
+        # Under PoS a key outside the genesis set may join later: the engine votes whenever it is in the
+        # set of a height.
+        staked = self.genesis.consensus != "poa"
+        if self.cfg.validator.enabled and (vk.public_key in self.validators or staked):
             key, sign_state = vk, SignState(data / "priv_validator_state.json", vk)
         else:
             log.info("not a validator of this chain: following consensus only")
@@ -264,15 +283,55 @@ class Node:
         self._last_proposer = h.proposer
         m.mempool_size.set(len(self.mempool))
         m.mempool_bytes.set(self.mempool.size_bytes)
+        self._notify_commit_listeners(pending, commit)
         hub = self.hub
         if hub is not None:
             from rpc.views import header_json, tx_status_json
+
+            for event, fields in pending.outcome.events:
+                topic = _EVENT_TOPICS.get(event)
+                if topic is not None and hub.subscriber_count(topic):
+                    hub.publish(topic, {"event": event, "height": h.height, **fields})
 
             if hub.subscriber_count("newHeads"):
                 hub.publish("newHeads", header_json(block, len(block.txs)))
             if hub.subscriber_count("tx"):
                 for i, (tx, res) in enumerate(zip(block.txs, pending.outcome.results, strict=True)):
                     hub.publish("tx", tx_status_json(tx.hash, h.height, i, res), key="0x" + tx.hash.hex())
+
+    def commit_events(self, size: int = 64) -> trio.MemoryReceiveChannel:
+        """A channel receiving ``(pending, commit)`` after every committed block (slow readers drop)."""
+        send, recv = trio.open_memory_channel(size)
+        self._commit_listeners.append(send)
+        return recv
+
+    def _notify_commit_listeners(self, pending: PendingBlock, commit: Commit) -> None:
+        for ch in list(self._commit_listeners):
+            try:
+                ch.send_nowait((pending, commit))
+            except trio.WouldBlock:
+                pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._commit_listeners.remove(ch)
+
+    # blobs --------------------------------------------------------------------------------------
+    async def fetch_blob(self, blob_hash: bytes, *, timeout_s: float = 30.0) -> bytes | None:
+        """A blob from the local store, else from connected peers (verified, then stored locally)."""
+        assert self.blobs is not None
+        data = self.blobs.get(blob_hash)
+        if data is not None or self.p2p is None:
+            return data
+        with trio.move_on_after(timeout_s):
+            for peer in self.p2p.peers():
+                try:
+                    data = await self.p2p.request_blob(peer.peer_id, blob_hash)
+                except Exception as exc:  # unreachable peer, refusal, bad content: try the next one
+                    log.debug("blob %s from %s: %s", blob_hash.hex()[:16], peer.peer_id, exc)
+                    continue
+                if data is not None:
+                    self.blobs.put(data)
+                    return data
+        return None
 
     # transactions -------------------------------------------------------------------------------
     async def submit_raw(self, raws: Sequence[bytes], *, gossip: bool = True) -> list[SubmitResult]:

@@ -18,9 +18,20 @@ import cbor2
 
 from . import codec
 from .codec import sha256
-from .errors import BlockError
+from .errors import AitbcError, BlockError
+from .evidence import DuplicateVote
 from .genesis import Genesis
-from .machine import BlockEnv, BlockOutcome, TxResult, account_state_key, execute_block
+from .machine import (
+    VALSETS_KEY,
+    BlockEnv,
+    BlockOutcome,
+    HookError,
+    TxResult,
+    account_state_key,
+    execute_block,
+    execute_genesis,
+    object_state_key,
+)
 from .smt import SmtProof, SparseMerkleTree, TreeUpdate
 from .store import (
     K_GENESIS,
@@ -89,12 +100,12 @@ class ChainState:
     def _init_genesis(self) -> None:
         g = self.genesis
         puts: dict[bytes, bytes | None] = {}
-        changes: dict[bytes, bytes | None] = {}
-        for pk, bal in g.accounts:
-            enc = Account(bal, 0).encode()
-            puts[P_ACCOUNT + pk] = enc
-            changes[account_state_key(pk)] = sha256(enc)
-        upd = self.tree.compute_update(changes)
+        outcome = execute_genesis(self, self._env(0, g.genesis_time, b"\x00" * 32), g)
+        for pk, acc in outcome.accounts.items():
+            puts[P_ACCOUNT + pk] = acc.encode()
+        for key, value in outcome.objects.items():
+            puts[P_OBJECT + key] = value
+        upd = self.tree.compute_update(outcome.state_changes)
         puts.update({k: v for k, v in upd.writes.items()})
         head = Head(0, g.hash, g.genesis_time, upd.root)
         puts[K_HEAD] = head.encode()
@@ -116,8 +127,54 @@ class ChainState:
         return self.store.account(public_key) or Account()
 
     # building and validating ------------------------------------------------------------------------
-    def _env(self, height: int, time_ms: int, proposer: bytes) -> BlockEnv:
-        return BlockEnv(self.chain_id, height, time_ms, proposer, self.params)
+    def _env(
+        self,
+        height: int,
+        time_ms: int,
+        proposer: bytes,
+        last_commit: Commit | None = None,
+        evidence: tuple[bytes, ...] = (),
+    ) -> BlockEnv:
+        signers = frozenset(s.validator for s in last_commit.signatures) if last_commit is not None else frozenset()
+        return BlockEnv(
+            self.chain_id, height, time_ms, proposer, self.params, signers, evidence, self.genesis.consensus
+        )
+
+    def check_evidence(self, items: Sequence[bytes]) -> list[DuplicateVote]:
+        """Decode block evidence and verify its signatures (membership and age are the staking rules')."""
+        out: list[DuplicateVote] = []
+        seen: set[bytes] = set()
+        for i, raw in enumerate(items):
+            try:
+                ev = DuplicateVote.decode(raw)
+                for v in (ev.vote_a, ev.vote_b):
+                    if not v.verify(self.chain_id):
+                        raise BlockError("a signature does not verify")
+            except AitbcError as exc:
+                raise BlockError(f"evidence {i} is invalid: {exc}") from None
+            if ev.hash() in seen:
+                raise BlockError(f"evidence {i} is a duplicate within the block")
+            seen.add(ev.hash())
+            out.append(ev)
+        return out
+
+    def validator_sets(self) -> list[tuple[int, list[tuple[bytes, int]]]]:
+        """Validator sets installed by the staking rules: (from_height, [(pubkey, power)]), oldest first."""
+        raw = self.store.object(VALSETS_KEY)
+        if raw is None:
+            return []
+        return [(h, [(pk, p) for pk, p in vs]) for h, vs in cbor2.loads(raw)]
+
+    def supply(self) -> int:
+        from .machine import SUPPLY_KEY
+
+        raw = self.store.object(SUPPLY_KEY)
+        return cbor2.loads(raw) if raw is not None else 0
+
+    def prove_object(self, key: bytes) -> tuple[SmtProof, Head, bytes | None]:
+        """State-tree proof of a generic object, with the head it belongs to and the object."""
+        with self.lane:
+            return self.tree.prove(object_state_key(key)), self.head, self.store.object(key)
 
     def build_block(
         self,
@@ -129,15 +186,22 @@ class ChainState:
         validators_hash: bytes,
         next_validators_hash: bytes,
         is_verified: Callable[[Transaction], bool] | None = None,
+        evidence: Sequence[bytes] = (),
     ) -> PendingBlock:
         """Execute ``txs`` on the head (leaving out those that would make the block invalid) and
-        return the proposed block with its outcome. Changes nothing."""
+        return the proposed block with its outcome. Changes nothing. ``evidence`` items the rules refuse
+        (too old, already punished) are left out."""
         with self.lane:
             head = self.head
             height = head.height + 1
             time_ms = max(time_ms, head.time + 1)
+            ev = tuple(self._admissible_evidence(evidence, height, time_ms, proposer, last_commit))
             outcome = execute_block(
-                self, self._env(height, time_ms, proposer), txs, is_verified=is_verified, skip_invalid=True
+                self,
+                self._env(height, time_ms, proposer, last_commit, ev),
+                txs,
+                is_verified=is_verified,
+                skip_invalid=True,
             )
             upd = self.tree.compute_update(outcome.state_changes)
             header = BlockHeader(
@@ -152,9 +216,9 @@ class ChainState:
                 validators_hash=validators_hash,
                 next_validators_hash=next_validators_hash,
                 last_commit_hash=last_commit.hash() if last_commit is not None else EMPTY_HASH,
-                evidence_hash=merkle_root([]),
+                evidence_hash=merkle_root(list(ev)),
             )
-            block = Block(header, tuple(outcome.included), last_commit, ())
+            block = Block(header, tuple(outcome.included), last_commit, ev)
             return PendingBlock(block, outcome, upd)
 
     def validate_block(
@@ -188,8 +252,14 @@ class ChainState:
                 block.last_commit.height != head.height or block.last_commit.block_hash != head.hash
             ):
                 raise BlockError("last_commit is not for the previous block")
+            if h.evidence_hash != merkle_root(list(block.evidence)):
+                raise BlockError("evidence_hash does not match the block's evidence")
+            self.check_evidence(block.evidence)
+            env = self._env(h.height, h.time, h.proposer, block.last_commit, block.evidence)
             try:
-                outcome = execute_block(self, self._env(h.height, h.time, h.proposer), block.txs, is_verified=is_verified)
+                outcome = execute_block(self, env, block.txs, is_verified=is_verified)
+            except HookError as exc:
+                raise BlockError(f"block rules: {exc}") from None
             except Exception as exc:  # TxError and friends: one bad tx invalidates the block
                 raise BlockError(f"invalid transaction in block: {exc}") from None
             if h.results_hash != outcome.results_hash():
@@ -198,6 +268,22 @@ class ChainState:
             if h.state_root != upd.root:
                 raise BlockError("state_root does not match re-execution")
             return PendingBlock(block, outcome, upd)
+
+    def _admissible_evidence(
+        self, items: Sequence[bytes], height: int, time_ms: int, proposer: bytes, last_commit: Commit | None
+    ) -> list[bytes]:
+        """The evidence items (in order, deduplicated) that a block at ``height`` may carry: each is tried
+        alone against the rules, so one refused item never invalidates the proposal."""
+        out: list[bytes] = []
+        for raw in dict.fromkeys(items):
+            try:
+                self.check_evidence([raw])
+                execute_block(self, self._env(height, time_ms, proposer, last_commit, tuple(out) + (raw,)), [])
+            except (AitbcError, HookError) as exc:
+                log.info("evidence %s left out of block %d: %s", sha256(raw).hex()[:16], height, exc)
+                continue
+            out.append(raw)
+        return out
 
     # commit ------------------------------------------------------------------------------------
     def commit(self, pending: PendingBlock, commit: Commit) -> Head:

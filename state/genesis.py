@@ -15,6 +15,7 @@ from typing import Any
 from . import codec
 from .address import decode_address, encode_address
 from .errors import AddressError, AitbcError
+from .params import MarketParams, ParamsError, StakingParams, parse_section
 from .types import U64_MAX
 
 CONSENSUS_KINDS = ("poa", "pos", "hybrid")
@@ -36,6 +37,8 @@ class ChainParams:
     timeout_propose_ms: int = 3000
     timeout_vote_ms: int = 1000
     timeout_delta_ms: int = 500
+    market: MarketParams = field(default_factory=MarketParams)
+    staking: StakingParams = field(default_factory=StakingParams)
 
     @classmethod
     def from_json(cls, obj: Any) -> ChainParams:
@@ -50,6 +53,12 @@ class ChainParams:
             if name not in obj:
                 continue
             v = obj[name]
+            if name in _SECTIONS:
+                try:
+                    values[name] = parse_section(_SECTIONS[name], v, f"params.{name}")
+                except ParamsError as exc:
+                    raise GenesisError(str(exc)) from None
+                continue
             if f.type in ("bool", bool):
                 if type(v) is not bool:
                     raise GenesisError(f"genesis: params.{name} must be true or false")
@@ -65,6 +74,9 @@ class ChainParams:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+_SECTIONS: dict[str, type] = {"market": MarketParams, "staking": StakingParams}
 
 
 @dataclass(frozen=True)

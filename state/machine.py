@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import codec
 from .codec import sha256
@@ -74,17 +74,34 @@ class TxResult:
 
 @dataclass(frozen=True, slots=True)
 class BlockEnv:
+    """What a block's execution may know besides state: its header fields and consensus inputs."""
+
     chain_id: str
     height: int
     time: int
     proposer: bytes
     params: ChainParams
+    # Validators whose precommit is in the block's last_commit (empty at height 1).
+    last_commit_signers: frozenset[bytes] = frozenset()
+    # Encoded evidence items carried by the block (structurally checked and signature-verified by the
+    # chain before execution; the staking hook decides what they cost).
+    evidence: tuple[bytes, ...] = ()
+    consensus: str = "poa"
+
+
+SUPPLY_KEY = b"sys/supply"
+VALSETS_KEY = b"sys/valsets"
+MAX_VALSETS_KEPT = 4
+
+
+class HookError(Exception):
+    """A block hook found the block invalid (e.g. evidence that may not be included)."""
 
 
 class Execution:
     """Overlay of state read and written while executing one block."""
 
-    __slots__ = ("reader", "env", "accounts", "dirty", "fees", "objects", "journal")
+    __slots__ = ("reader", "env", "accounts", "dirty", "fees", "objects", "journal", "events", "valset_update")
 
     def __init__(self, reader: StateReader, env: BlockEnv) -> None:
         self.reader = reader
@@ -95,6 +112,10 @@ class Execution:
         self.objects: dict[bytes, bytes | None] = {}  # written generic objects (None = deleted)
         # Undo log of the transaction body being applied: entries replayed in reverse on failure.
         self.journal: list[tuple] = []
+        # Notifications for subscribers (job awarded, validator slashed, ...): [type, {fields}].
+        self.events: list[tuple[str, dict]] = []
+        # (from_height, [(pubkey, power)]) when this block changes the validator set.
+        self.valset_update: tuple[int, list[tuple[bytes, int]]] | None = None
 
     def account(self, pk: bytes) -> Account:
         acc = self.accounts.get(pk)
@@ -129,6 +150,44 @@ class Execution:
         """Write (or delete, with None) a generic state object."""
         self.journal.append(("o", key, key in self.objects, self.objects.get(key)))
         self.objects[key] = value
+
+    # supply ---------------------------------------------------------------------------------------
+    def supply(self) -> int:
+        """Total supply in base units: balances + everything locked (escrow, bonds, unbonding, rewards)."""
+        raw = self.get_object(SUPPLY_KEY)
+        return codec.decode(raw) if raw is not None else 0
+
+    def _set_supply(self, value: int) -> None:
+        if not 0 <= value <= U64_MAX:
+            raise ExecFailure("overflow", "total supply out of range")
+        self.put_object(SUPPLY_KEY, codec.encode(value))
+
+    def mint(self, amount: int) -> None:
+        """Create ``amount`` new base units (the caller puts them somewhere: a balance or a bond)."""
+        if amount:
+            self._set_supply(self.supply() + amount)
+
+    def burn(self, amount: int) -> None:
+        """Destroy ``amount`` base units the caller already took out of a balance or a bond."""
+        if amount:
+            self._set_supply(self.supply() - amount)
+
+    def emit(self, event: str, **fields: object) -> None:
+        """Record a notification for subscribers (not part of consensus state)."""
+        self.events.append((event, fields))
+
+    def set_validators(self, from_height: int, validators: list[tuple[bytes, int]]) -> None:
+        """Install a new validator set from ``from_height`` (>= height + 2) on, in state and for the engine."""
+        if from_height < self.env.height + 2:
+            raise ValueError("a validator set change takes effect two blocks later at the earliest")
+        vs = sorted((pk, p) for pk, p in validators if p > 0)
+        if not vs:
+            raise ValueError("a validator set may not be empty")
+        raw = self.get_object(VALSETS_KEY)
+        sets = codec.decode(raw) if raw is not None else []
+        sets = [e for e in sets if e[0] < from_height][-(MAX_VALSETS_KEPT - 1):] + [[from_height, [list(v) for v in vs]]]
+        self.put_object(VALSETS_KEY, codec.encode(sets))
+        self.valset_update = (from_height, vs)
 
     def rollback(self) -> None:
         """Undo everything journaled since the journal was last cleared."""
@@ -184,6 +243,44 @@ TX_KINDS: dict[str, TxKind] = {
 def register_tx_kind(kind: TxKind) -> None:
     """Add a transaction type (market and staking modules register theirs)."""
     TX_KINDS[kind.name] = kind
+
+
+@dataclass(frozen=True)
+class BlockHook:
+    """System logic that runs in every block, outside transactions (awards, expiries, epochs, rewards).
+
+    ``begin`` runs before the block's transactions, ``end`` after them and before leftover fees go to
+    the proposer (a hook that distributes fees itself sets ``ex.fees = 0``). ``genesis`` runs once
+    when the chain is created, on an empty state. Hooks run in ascending ``order``. A hook raising
+    :class:`HookError` makes the block invalid; ExecFailure from a hook is a bug and also invalidates it.
+    """
+
+    name: str
+    order: int = 100
+    begin: Callable[[Execution], None] | None = None
+    end: Callable[[Execution], None] | None = None
+    genesis: Callable[[Execution, Any], None] | None = None
+
+
+BLOCK_HOOKS: list[BlockHook] = []
+
+
+def register_block_hook(hook: BlockHook) -> None:
+    """Add (or replace, by name) a block hook."""
+    BLOCK_HOOKS[:] = sorted([h for h in BLOCK_HOOKS if h.name != hook.name] + [hook], key=lambda h: (h.order, h.name))
+
+
+def _run_hooks(ex: Execution, phase: str) -> None:
+    for hook in BLOCK_HOOKS:
+        fn = getattr(hook, phase)
+        if fn is None:
+            continue
+        ex.journal.clear()
+        try:
+            fn(ex)
+        except ExecFailure as exc:
+            raise HookError(f"block hook {hook.name}.{phase} failed: {exc}") from None
+        ex.journal.clear()
 
 
 def check_tx_static(tx: Transaction, chain_id: str, params: ChainParams) -> TxKind:
@@ -245,6 +342,8 @@ class BlockOutcome:
     skipped: list[tuple[Transaction, TxError]] = field(default_factory=list)
     included: list[Transaction] = field(default_factory=list)
     objects: dict[bytes, bytes | None] = field(default_factory=dict)
+    events: list[tuple[str, dict]] = field(default_factory=list)
+    valset_update: tuple[int, list[tuple[bytes, int]]] | None = None
 
     def results_hash(self) -> bytes:
         from .types import merkle_root
@@ -263,6 +362,7 @@ def execute_block(
     """Execute ``txs`` on top of ``reader``. With ``skip_invalid`` (block building) a transaction that
     would make the block invalid is left out and reported in ``skipped``; otherwise it raises."""
     ex = Execution(reader, env)
+    _run_hooks(ex, "begin")
     results: list[TxResult] = []
     included: list[Transaction] = []
     skipped: list[tuple[Transaction, TxError]] = []
@@ -278,6 +378,7 @@ def execute_block(
         else:
             results.append(apply_tx(ex, tx, verified=verified))
         included.append(tx)
+    _run_hooks(ex, "end")
     if ex.fees:
         ex.credit(env.proposer, ex.fees)
     changed = {pk: ex.accounts[pk] for pk in ex.dirty}
@@ -286,4 +387,25 @@ def execute_block(
     }
     for key, value in ex.objects.items():
         state_changes[object_state_key(key)] = sha256(value) if value is not None else None
-    return BlockOutcome(results, changed, ex.fees, state_changes, skipped, included, dict(ex.objects))
+    return BlockOutcome(
+        results, changed, ex.fees, state_changes, skipped, included, dict(ex.objects), ex.events, ex.valset_update
+    )
+
+
+def execute_genesis(reader: StateReader, env: BlockEnv, genesis: Any) -> BlockOutcome:
+    """Create the genesis state: allocations, the supply record, then every hook's ``genesis``."""
+    ex = Execution(reader, env)
+    for pk, bal in genesis.accounts:
+        ex.credit(pk, bal)
+    ex.mint(genesis.total_supply)
+    for hook in BLOCK_HOOKS:
+        if hook.genesis is not None:
+            hook.genesis(ex, genesis)
+            ex.journal.clear()
+    changed = {pk: ex.accounts[pk] for pk in ex.dirty}
+    state_changes: dict[bytes, bytes | None] = {
+        account_state_key(pk): sha256(acc.encode()) for pk, acc in changed.items()
+    }
+    for key, value in ex.objects.items():
+        state_changes[object_state_key(key)] = sha256(value) if value is not None else None
+    return BlockOutcome([], changed, 0, state_changes, [], [], dict(ex.objects), ex.events, ex.valset_update)

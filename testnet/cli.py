@@ -17,7 +17,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     d = Path(args.dir)
     net = Network(d) if (d / "network.json").exists() else create(
         d, nodes=args.nodes, base_port=args.base_port, block_interval_ms=int(args.block_interval * 1000),
-        consensus=args.consensus,
+        consensus=args.consensus, validators=args.validators,
+        miners=[int(x) for x in args.miners.split(",")] if args.miners else (),
     )
     for n in net.nodes:
         net.start(n)
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--base-port", type=int, default=26600, help="node i uses P2P base+10i, RPC base+10i+2")
     sp.add_argument("--block-interval", type=float, default=1.0, help="seconds")
     sp.add_argument("--consensus", choices=["poa", "pos", "hybrid"], default="poa")
+    sp.add_argument("--validators", type=int, help="how many of the nodes are genesis validators (default all)")
+    sp.add_argument("--miners", help="comma-separated node indexes that run the miner role, e.g. 2,3")
     sp.add_argument("--timeout", type=float, default=90.0)
     sp.set_defaults(func=cmd_up)
     sp = sub.add_parser("status", help="height, finalized height, peers and head hash of every node")

@@ -100,13 +100,15 @@ class Network:
         return [SigningKey.from_seed(bytes.fromhex(s)) for s in self.meta["faucet_seeds"]]
 
     # processes ----------------------------------------------------------------------------------
-    def start(self, node: NodeInfo, extra_args: list[str] | None = None) -> int:
+    def start(self, node: NodeInfo, extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> int:
+        """Start ``node`` (``env`` adds environment variables, e.g. test fault flags)."""
         if node.pid() is not None:
             return node.pid()  # already running
         logf = open(node.log, "ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "node.cli", "run", "--home", str(node.home), *(extra_args or [])],
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **env} if env else None,
         )
         logf.close()
         node.pidfile.write_text(str(proc.pid))
@@ -176,15 +178,22 @@ def _reap(pid: int) -> None:
 def create(
     directory: Path, *, nodes: int, base_port: int = 26600, block_interval_ms: int = 1000,
     consensus: str = "poa", chain_id: str | None = None, params: dict | None = None,
+    validators: int | None = None, miners: list[int] | tuple[int, ...] = (), verifiers: list[int] | tuple[int, ...] = (),
+    miner_prices: dict[int, list[str]] | None = None,
 ) -> Network:
-    """Generate homes for ``nodes`` validators sharing one genesis (PoA, equal power)."""
+    """Generate homes for ``nodes`` nodes sharing one genesis. The first ``validators`` (default: all)
+    are genesis validators with power 1 (PoA authorities, PoS validators with power × power_unit staked,
+    or hybrid authorities); nodes listed in ``miners`` run the miner role (``verifiers`` also re-check
+    other miners' results). ``params`` is the genesis ``params`` JSON (sections ``market``/``staking``
+    allowed)."""
     if (directory / "network.json").exists():
         raise TestnetError(f"{directory} already holds a network (testnet/down --clean removes it)")
     if nodes < 1:
         raise TestnetError("--nodes must be at least 1")
     directory.mkdir(parents=True, exist_ok=True)
     infos: list[NodeInfo] = []
-    validators: list[GenesisValidator] = []
+    val_list: list[GenesisValidator] = []
+    val_keys: list[bytes] = []
     for i in range(nodes):
         home = directory / f"node{i}"
         init_home(home, moniker=f"node{i}")
@@ -193,16 +202,18 @@ def create(
 
         node_key = read_plain_key_file(h.node_key_path)
         val_key = read_plain_key_file(h.validator_key_path)
-        validators.append(GenesisValidator(val_key.public_key, 1, f"node{i}"))
+        if validators is None or i < validators:
+            val_list.append(GenesisValidator(val_key.public_key, 1, f"node{i}"))
+        val_keys.append(val_key.public_key)
         infos.append(NodeInfo(i, home, base_port + 10 * i, base_port + 10 * i + 2, peer_id_from_ed25519(node_key.public_key)))
     faucet = [secrets.token_bytes(32) for _ in range(FAUCET_ACCOUNTS)]
     genesis = Genesis(
         chain_id=chain_id or f"aitbc-testnet-{secrets.token_hex(3)}",
         genesis_time=now_ms(),
         consensus=consensus,
-        params=ChainParams(**{"block_interval_ms": block_interval_ms, **(params or {})}),
+        params=ChainParams.from_json({"block_interval_ms": block_interval_ms, **(params or {})}),
         accounts=tuple(sorted((SigningKey.from_seed(s).public_key, FAUCET_FUNDS) for s in faucet)),
-        validators=tuple(validators),
+        validators=tuple(val_list),
     )
     for info in infos:
         h = Home(info.home)
@@ -213,14 +224,20 @@ def create(
         cfg.p2p.enabled = True
         cfg.p2p.port = info.p2p_port
         cfg.p2p.bootstrap = [o.multiaddr for o in infos if o.index != info.index]
+        if info.index in miners or info.index in verifiers:
+            cfg.miner.enabled = True
+            cfg.miner.verify = info.index in verifiers
+            cfg.miner.prices = list((miner_prices or {}).get(info.index, []))
         h.config_path.write_text(render_default_toml(cfg))
     meta = {
         "chain_id": genesis.chain_id,
         "genesis_hash": genesis.hash.hex(),
         "nodes": [
             {"index": n.index, "home": n.home.name, "p2p_port": n.p2p_port, "rpc_port": n.rpc_port,
-             "peer_id": n.peer_id, "validator": encode_address(v.public_key)}
-            for n, v in zip(infos, validators, strict=True)
+             "peer_id": n.peer_id, "validator": encode_address(v),
+             "miner": encode_address(Home(n.home).miner_key().public_key) if n.index in miners or n.index in verifiers
+             else None}
+            for n, v in zip(infos, val_keys, strict=True)
         ],
         "faucet_seeds": [s.hex() for s in faucet],
     }

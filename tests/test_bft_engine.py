@@ -452,22 +452,28 @@ async def test_byzantine_double_signer_produces_identical_verifiable_evidence(tm
             with trio.fail_after(60):
                 await cl.wait_all(5)
                 for n in honest:
-                    await n.engine.wait_until(lambda n=n: len(n.engine.evidence) >= 3)
+                    await n.engine.wait_until(lambda n=n: len(n.evidence_seen) >= 3)
             nursery.cancel_scope.cancel()
         cl.check_agreement()
         vs = genesis_set(g)
         by_key: dict[tuple[int, int, int], set[bytes]] = {}
         for n in honest:
             assert n.evidence_seen, "the evidence listener must be called"
-            for ev in n.engine.pending_evidence():
+            for ev in n.evidence_seen:
                 assert ev.validator == byz.key.public_key and ev.type == PREVOTE
                 ev.verify(g.chain_id, vs)
                 assert DuplicateVote.decode(ev.encode()) == ev
                 by_key.setdefault((ev.height, ev.round, ev.type), set()).add(ev.encode())
         # every honest node holds byte-identical evidence for the same equivocation
         assert by_key and all(len(v) == 1 for v in by_key.values())
-        common = set.intersection(*({ev.hash() for ev in n.engine.pending_evidence()} for n in honest))
+        common = set.intersection(*({ev.hash() for ev in n.evidence_seen} for n in honest))
         assert common
+        # evidence is carried by blocks (once each) and leaves the pending pool when included
+        chain = honest[0].chain
+        included = [raw for h in range(1, chain.head.height + 1) for raw in chain.block_at(h).evidence]
+        assert included and len(included) == len(set(included))
+        assert all(DuplicateVote.decode(raw).validator == byz.key.public_key for raw in included)
+        assert not {sha256(r) for r in included} & {ev.hash() for ev in honest[0].engine.pending_evidence()}
     finally:
         cl.close()
 

@@ -1,0 +1,127 @@
+"""Consensus-critical parameter sections of genesis ``params``: ``market`` and ``staking``.
+
+Every field is a non-negative integer (base units, blocks or basis points — 10,000 bps = 100 %) or a
+bool; ``parse_section`` turns the JSON object of a section into the dataclass with precise errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .errors import AitbcError
+from .types import U64_MAX
+
+AIT = 1_000_000  # base units per AIT
+BPS = 10_000  # basis points in 100 %
+
+
+class ParamsError(AitbcError):
+    reason = "genesis"
+
+
+@dataclass(frozen=True)
+class MarketParams:
+    """Rules of the compute market (jobs, bids, receipts, challenges, miner bonds)."""
+
+    min_miner_bond: int = 100 * AIT
+    miner_unbonding_blocks: int = 20
+    min_bid_window: int = 1
+    max_bid_window: int = 1_000
+    max_deadline_blocks: int = 10_000  # from award to receipt
+    max_inline_input: int = 16 * 1024
+    max_blob_input: int = 16 << 20
+    max_bids_per_job: int = 64
+    max_challenge_window: int = 1_000
+    challenge_bond: int = 10 * AIT
+    slash_wrong_result_bps: int = 5_000  # of the miner's bond, for a proven wrong result
+    slash_timeout_bps: int = 500  # of the miner's bond, for no receipt by the deadline
+    slash_false_challenge_bps: int = BPS  # of the challenge bond, for a challenge proven false
+    challenger_reward_bps: int = 5_000  # share of a slash paid to the winning challenger (rest burned)
+    max_open_jobs_per_miner: int = 16  # awarded jobs a miner may hold without a receipt
+    # A challenge must carry a blob input in its transaction, so a job whose blob input is larger than
+    # this cannot ask for a challenge window (inline inputs are always re-checkable).
+    max_challenge_input: int = 48 * 1024
+    reputation_success: int = 1  # added when a job settles (payment released)
+    reputation_timeout_penalty: int = 10  # subtracted when an awarded miner misses the deadline
+    reputation_wrong_result_penalty: int = 100  # subtracted when a challenge proves a wrong result
+
+    def validate(self) -> None:
+        for name in ("slash_wrong_result_bps", "slash_timeout_bps", "slash_false_challenge_bps", "challenger_reward_bps"):
+            if getattr(self, name) > BPS:
+                raise ParamsError(f"genesis: params.market.{name} must be <= {BPS} (basis points)")
+        if not (1 <= self.min_bid_window <= self.max_bid_window):
+            raise ParamsError("genesis: params.market needs 1 <= min_bid_window <= max_bid_window")
+        if self.min_miner_bond < 1 or self.max_deadline_blocks < 1 or self.max_bids_per_job < 1:
+            raise ParamsError("genesis: params.market min_miner_bond, max_deadline_blocks and max_bids_per_job must be >= 1")
+        if self.max_open_jobs_per_miner < 1:
+            raise ParamsError("genesis: params.market.max_open_jobs_per_miner must be >= 1")
+        for name in ("reputation_success", "reputation_timeout_penalty", "reputation_wrong_result_penalty"):
+            if getattr(self, name) > 1_000_000:
+                raise ParamsError(f"genesis: params.market.{name} must be <= 1000000")
+
+
+@dataclass(frozen=True)
+class StakingParams:
+    """Rules of proof of stake (validator set, rewards, slashing). Unused by a pure PoA chain."""
+
+    epoch_blocks: int = 100
+    max_validators: int = 100
+    min_self_bond: int = 1_000 * AIT
+    power_unit: int = AIT  # voting power = bonded stake // power_unit
+    unbonding_blocks: int = 200
+    block_reward: int = AIT  # minted per block, split like fees
+    proposer_bonus_bps: int = 500  # of reward + fees, to the proposer first
+    max_commission_bps: int = 5_000
+    max_commission_change_bps: int = 1_000  # per edit
+    slash_double_sign_bps: int = 500
+    slash_downtime_bps: int = 10
+    signed_blocks_window: int = 100
+    min_signed_bps: int = 5_000  # a validator that signed fewer of the window's commits is jailed
+    jail_blocks: int = 100
+    max_evidence_age: int = 1_000  # blocks
+    hybrid_switch_height: int = 0  # hybrid: genesis authorities vote until this height (0 = forever)
+
+    def validate(self) -> None:
+        for name in (
+            "proposer_bonus_bps",
+            "max_commission_bps",
+            "max_commission_change_bps",
+            "slash_double_sign_bps",
+            "slash_downtime_bps",
+            "min_signed_bps",
+        ):
+            if getattr(self, name) > BPS:
+                raise ParamsError(f"genesis: params.staking.{name} must be <= {BPS} (basis points)")
+        if self.epoch_blocks < 1 or self.max_validators < 1 or self.power_unit < 1 or self.signed_blocks_window < 1:
+            raise ParamsError(
+                "genesis: params.staking epoch_blocks, max_validators, power_unit and signed_blocks_window must be >= 1"
+            )
+
+
+def parse_section(cls: type, obj: Any, where: str) -> Any:
+    """Build the frozen dataclass ``cls`` from a JSON object of ints/bools; unknown keys are errors."""
+    if not isinstance(obj, dict):
+        raise ParamsError(f"genesis: {where} must be an object")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(obj) - set(known))
+    if unknown:
+        raise ParamsError(f"genesis: unknown {where} {unknown}")
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        if name not in obj:
+            continue
+        v = obj[name]
+        if f.type in ("bool", bool):
+            if type(v) is not bool:
+                raise ParamsError(f"genesis: {where}.{name} must be true or false")
+        elif type(v) is not int or v < 0 or v > U64_MAX:
+            raise ParamsError(f"genesis: {where}.{name} must be a non-negative integer")
+        values[name] = v
+    out = cls(**values)
+    out.validate()
+    return out
+
+
+def section_to_json(section: Any) -> dict:
+    return asdict(section)
