@@ -77,7 +77,6 @@ def _wait_job(rpc: Any, job_id: str, timeout: float) -> dict:
 
 def cmd_job(args: argparse.Namespace) -> int:
     from state import market
-    from state.types import Transaction
 
     from .cli import _client, _resolve_address, parse_ait
 
@@ -86,29 +85,30 @@ def cmd_job(args: argparse.Namespace) -> int:
         if c == "submit":
             key = load_signer(args)
             params = _params(args.params)
-            input_desc = None
+            inline, blob = None, None
             if args.input:
                 data = Path(args.input).read_bytes()
                 info = rpc.call("system_info")
                 if len(data) <= info["params"]["market"]["max_inline_input"]:
-                    input_desc = {"inline": data}
+                    inline = data
                 else:
                     put = rpc.call("blob_put", data="0x" + data.hex())
-                    input_desc = {"blob": bytes.fromhex(put["hash"][2:]), "size": len(data)}
+                    blob = (bytes.fromhex(put["hash"][2:]), len(data))
+            verify = args.challenge_window or args.verify_rate_bps
             body = market.job_submit_body(
-                kind=args.kind,
-                version=args.version,
-                params=params,
-                input=input_desc,
+                args.kind,
+                args.version,
+                params,
                 max_price=parse_ait(args.max_price, "--max-price"),
                 max_units=args.max_units,
                 bid_window=args.bid_window,
                 deadline=args.deadline,
-                verify={"rate_bps": args.verify_rate_bps, "challenge_window": args.challenge_window}
-                if args.challenge_window or args.verify_rate_bps
-                else None,
-                requirements={k: v for k, v in (("min_memory", args.min_memory), ("backend", args.backend)) if v}
-                or None,
+                inline_input=inline,
+                blob_input=blob,
+                verify_rate_bps=args.verify_rate_bps if verify else None,
+                challenge_window=args.challenge_window if verify else None,
+                min_memory=args.min_memory,
+                backend=args.backend,
             )
             st = submit(rpc, key, "job_submit", body, wait=True, timeout=args.timeout)
             job_id = st["hash"]
@@ -162,7 +162,6 @@ def cmd_job(args: argparse.Namespace) -> int:
                     print(f"{j['job_id']}  {j['state']:<9} {j['kind']:<11} client {j['client']}"
                           f"  {j.get('payment', '')}")
             return 0
-    del Transaction
     return 0
 
 

@@ -29,6 +29,7 @@ from .keystore import Keystore, read_plain_key_file, write_plain_key_file
 AIT = 1_000_000
 DEV_ACCOUNT = "dev"
 DEV_FUNDS = 1_000_000_000 * AIT
+DEV_MINER_FUNDS = 1_000_000 * AIT
 
 
 class HomeError(AitbcError):
@@ -131,6 +132,9 @@ def init_home(
             f.write(password + "\n")
         accounts[info.public_key] = DEV_FUNDS
         summary["dev_account"] = info.address
+        miner = home.miner_key()  # funded so `run --dev --miner` can register at once
+        accounts[miner.public_key] = DEV_MINER_FUNDS
+        summary["dev_miner"] = encode_address(miner.public_key)
     for address, amount in allocations or []:
         from state.address import decode_address
 

@@ -51,3 +51,29 @@ class NodeMetrics:
         self.proposer_switches = Counter(
             "poa_proposer_switches_total", "Times the block proposer changed between heights", registry=r
         )
+        # market ---------------------------------------------------------------------------------
+        self.market_jobs = Gauge("market_jobs", "Jobs on chain by state", ["state"], registry=r)
+        self.market_escrow = Gauge("market_escrow_locked", "Base units locked in job escrow", registry=r)
+        self.market_bonds = Gauge("market_miner_bonds_locked", "Base units locked in miner bonds", registry=r)
+        self.market_bids = Counter("market_bids_submitted_total", "Bids this node's miner submitted", registry=r)
+        self.market_receipts = Counter(
+            "market_receipts_submitted_total", "Receipts this node's miner submitted", registry=r
+        )
+        self.market_challenges = Counter(
+            "market_challenges_submitted_total", "Challenges this node's verifier submitted", registry=r
+        )
+        self.market_events = Counter("market_events_total", "Market events in committed blocks", ["event"], registry=r)
+        self.gpu_busy = Counter("gpu_busy_seconds_total", "Seconds this node's executor spent running jobs", registry=r)
+        self.job_exec = Histogram(
+            "job_execution_seconds", "Job execution time by kind", ["kind"], registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300),
+        )
+        # staking --------------------------------------------------------------------------------
+        self.staking_bonded = Gauge("staking_bonded_total", "Base units bonded to validators", registry=r)
+        self.staking_active = Gauge("staking_active_validators", "Validators in the active set", registry=r)
+        self.staking_jailed = Gauge("staking_jailed_validators", "Jailed validators", registry=r)
+        self.staking_slashes = Counter("staking_slashes_total", "Slashes by reason", ["reason"], registry=r)
+        self.staking_missed = Gauge(
+            "staking_missed_blocks", "Missed commits in the window, by validator", ["validator"], registry=r
+        )
+        self.supply_total = Gauge("chain_supply_total", "Total supply in base units", registry=r)

@@ -27,7 +27,7 @@ from state.errors import AitbcError, DecodeError, TxError
 from state.genesis import Genesis
 from state.machine import check_body, tx_cost
 from state.mempool import Mempool, MempoolConfig
-from state.store import Store
+from state.store import P_OBJECT, Store
 from state.types import Commit, Transaction
 
 from .blobs import BlobStore
@@ -41,14 +41,25 @@ VERSION = "0.1.0"
 PARALLEL_VERIFY_MIN = 64  # batches at least this large are verified in worker threads
 
 
-# State-machine events -> WebSocket topics.
+# State-machine events -> WebSocket topics (market events carry a job_id or concern a miner).
 _EVENT_TOPICS = {
-    "job": "jobs",
     "validator_set": "validatorSet",
+    "hybrid_switch": "validatorSet",
+    "hybrid_switch_deferred": "validatorSet",
     "slash": "slashes",
     "jail": "slashes",
     "unjail": "slashes",
+    "evidence": "slashes",
 }
+
+
+def _event_topic(event: str, fields: dict) -> str:
+    topic = _EVENT_TOPICS.get(event)
+    if topic is not None:
+        return topic
+    if "job_id" in fields or event.startswith(("miner_", "job_", "challenge_", "payment_")):
+        return "jobs"
+    return "staking"
 
 
 class NodeError(AitbcError):
@@ -184,6 +195,11 @@ class Node:
 
                     self.sync = BlockSync(self, self.p2p, self.engine)
                     await nursery.start(self.sync.run)
+                if self.cfg.miner.enabled:
+                    from .miner import load_miner
+
+                    self.miner = load_miner(self)
+                    await nursery.start(self.miner.run)
                 task_status.started(self)
         finally:
             self.close()
@@ -289,15 +305,32 @@ class Node:
             from rpc.views import header_json, tx_status_json
 
             for event, fields in pending.outcome.events:
-                topic = _EVENT_TOPICS.get(event)
-                if topic is not None and hub.subscriber_count(topic):
-                    hub.publish(topic, {"event": event, "height": h.height, **fields})
+                topic = _event_topic(event, fields)
+                if hub.subscriber_count(topic):
+                    key = fields.get("job_id")
+                    hub.publish(topic, {"event": event, **fields, "block_height": h.height},
+                                key=key.lower() if isinstance(key, str) else None)
 
             if hub.subscriber_count("newHeads"):
                 hub.publish("newHeads", header_json(block, len(block.txs)))
             if hub.subscriber_count("tx"):
                 for i, (tx, res) in enumerate(zip(block.txs, pending.outcome.results, strict=True)):
                     hub.publish("tx", tx_status_json(tx.hash, h.height, i, res), key="0x" + tx.hash.hex())
+
+    def is_validator(self) -> bool:
+        """Whether this node's validator key votes on the next height."""
+        vk = self.validator_key.public_key
+        if self.engine is not None and self.chain is not None:
+            return vk in self.engine.schedule.validators(self.chain.head.height + 1)
+        return vk in self.validators
+
+    def scan_objects(self, prefix: bytes):
+        """(key, value) of committed state objects whose key starts with ``prefix``, in key order."""
+        assert self.store is not None
+        start = len(P_OBJECT)
+        with self.store.db.iterator(prefix=P_OBJECT + prefix) as it:
+            for k, v in it:
+                yield k[start:], v
 
     def commit_events(self, size: int = 64) -> trio.MemoryReceiveChannel:
         """A channel receiving ``(pending, commit)`` after every committed block (slow readers drop)."""

@@ -73,7 +73,8 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
             "node_id": node.peer_id,
             "moniker": node.cfg.node.moniker,
             "consensus": genesis.consensus,
-            "validator": encode_address(vk) if vk in node.validators else None,
+            "validator": encode_address(vk) if node.is_validator() else None,
+            "miner": encode_address(node.miner.pk) if node.miner is not None else None,
             "uptime_seconds": int(time.time() - node.started_at),
             "params": genesis.params.to_json(),
         }
@@ -313,6 +314,12 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
                 "score": round(p.score, 2),
             })
         return out
+
+    from .market_methods import register_market_methods
+    from .staking_methods import register_staking_methods
+
+    register_market_methods(reg, hub, node)
+    register_staking_methods(reg, hub, node)
 
     # WebSocket topics ---------------------------------------------------------------------------
     hub.register_topic("newHeads", summary="Every committed block header")

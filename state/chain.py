@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import cbor2
 
-from . import codec
+from . import codec, rules  # noqa: F401  (rules: registers the market and staking tx kinds and hooks)
 from .codec import sha256
 from .errors import AitbcError, BlockError
 from .evidence import DuplicateVote
@@ -79,6 +79,7 @@ class ChainState:
         self.chain_id = genesis.chain_id
         self.params = genesis.params
         self.lane = threading.Lock()
+        rules.market.set_cost_params(genesis.params.market)  # mempool cost of a challenge = its bond
         self._block_cache: dict[bytes, Block] = {}  # small FIFO of decoded blocks for RPC reads
         stored = store.genesis_hash()
         if stored is not None and stored != genesis.hash:

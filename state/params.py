@@ -53,7 +53,9 @@ class MarketParams:
         if not (1 <= self.min_bid_window <= self.max_bid_window):
             raise ParamsError("genesis: params.market needs 1 <= min_bid_window <= max_bid_window")
         if self.min_miner_bond < 1 or self.max_deadline_blocks < 1 or self.max_bids_per_job < 1:
-            raise ParamsError("genesis: params.market min_miner_bond, max_deadline_blocks and max_bids_per_job must be >= 1")
+            raise ParamsError(
+                "genesis: params.market min_miner_bond, max_deadline_blocks and max_bids_per_job must be >= 1"
+            )
         if self.max_open_jobs_per_miner < 1:
             raise ParamsError("genesis: params.market.max_open_jobs_per_miner must be >= 1")
         for name in ("reputation_success", "reputation_timeout_penalty", "reputation_wrong_result_penalty"):
@@ -81,6 +83,8 @@ class StakingParams:
     jail_blocks: int = 100
     max_evidence_age: int = 1_000  # blocks
     hybrid_switch_height: int = 0  # hybrid: genesis authorities vote until this height (0 = forever)
+    max_delegations_per_account: int = 64  # distinct validators one account may delegate to
+    max_unbonding_per_account: int = 32  # pending unbonding (and, separately, redelegation) entries
 
     def validate(self) -> None:
         for name in (
@@ -96,6 +100,10 @@ class StakingParams:
         if self.epoch_blocks < 1 or self.max_validators < 1 or self.power_unit < 1 or self.signed_blocks_window < 1:
             raise ParamsError(
                 "genesis: params.staking epoch_blocks, max_validators, power_unit and signed_blocks_window must be >= 1"
+            )
+        if self.max_delegations_per_account < 1 or self.max_unbonding_per_account < 1:
+            raise ParamsError(
+                "genesis: params.staking max_delegations_per_account and max_unbonding_per_account must be >= 1"
             )
 
 

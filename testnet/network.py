@@ -194,6 +194,7 @@ def create(
     infos: list[NodeInfo] = []
     val_list: list[GenesisValidator] = []
     val_keys: list[bytes] = []
+    funded: list[bytes] = []
     for i in range(nodes):
         home = directory / f"node{i}"
         init_home(home, moniker=f"node{i}")
@@ -205,6 +206,8 @@ def create(
         if validators is None or i < validators:
             val_list.append(GenesisValidator(val_key.public_key, 1, f"node{i}"))
         val_keys.append(val_key.public_key)
+        if i in miners or i in verifiers:  # miner accounts are funded in genesis so they can bond at once
+            funded.append(h.miner_key().public_key)
         infos.append(NodeInfo(i, home, base_port + 10 * i, base_port + 10 * i + 2, peer_id_from_ed25519(node_key.public_key)))
     faucet = [secrets.token_bytes(32) for _ in range(FAUCET_ACCOUNTS)]
     genesis = Genesis(
@@ -212,7 +215,8 @@ def create(
         genesis_time=now_ms(),
         consensus=consensus,
         params=ChainParams.from_json({"block_interval_ms": block_interval_ms, **(params or {})}),
-        accounts=tuple(sorted((SigningKey.from_seed(s).public_key, FAUCET_FUNDS) for s in faucet)),
+        accounts=tuple(sorted([(SigningKey.from_seed(s).public_key, FAUCET_FUNDS) for s in faucet]
+                              + [(pk, FAUCET_FUNDS) for pk in funded])),
         validators=tuple(val_list),
     )
     for info in infos:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from net_helpers import FAST, free_base_port
 from nodeproc import NodeProcess, init_home
+
+from testnet.network import Network, create
 
 
 @pytest.fixture
@@ -44,3 +48,30 @@ def dev_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
         yield node
     finally:
         node.close()
+
+
+@pytest.fixture
+def make_net(tmp_path: Path) -> Iterator:
+    nets: list[Network] = []
+
+    def make(
+        nodes: int = 4,
+        *,
+        block_interval_ms: int = 250,
+        start: bool = True,
+        params: dict | None = None,
+        env: dict[int, dict[str, str]] | None = None,
+        **create_args: Any,
+    ) -> Network:
+        net = create(tmp_path / f"net{len(nets)}", nodes=nodes, base_port=free_base_port(nodes),
+                     block_interval_ms=block_interval_ms, params=params or FAST, **create_args)
+        nets.append(net)
+        if start:
+            for n in net.nodes:
+                net.start(n, env=(env or {}).get(n.index))
+        return net
+
+    yield make
+    for net in nets:
+        for n in net.nodes:
+            net.stop(n, timeout=5)

@@ -6,80 +6,13 @@ Every wait is bounded; every process is stopped by pid in teardown (Network.stop
 
 from __future__ import annotations
 
-import random
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from net_helpers import FAST, assert_no_fork, free_base_port, head, wait_heights
 
-from testnet.network import Network, NodeInfo, TestnetError, create
-
-FAST = {"timeout_propose_ms": 800, "timeout_vote_ms": 300, "timeout_delta_ms": 200}
-
-
-def free_base_port(nodes: int) -> int:
-    """A base port such that base+10i and base+10i+2 are free for every node."""
-    for _ in range(200):
-        base = random.randrange(30_000, 60_000, 10)
-        ok = True
-        for i in range(nodes):
-            for off in (0, 2):
-                with socket.socket() as s:
-                    try:
-                        s.bind(("127.0.0.1", base + 10 * i + off))
-                    except OSError:
-                        ok = False
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
-
-
-@pytest.fixture
-def make_net(tmp_path: Path) -> Iterator:
-    nets: list[Network] = []
-
-    def make(nodes: int = 4, *, block_interval_ms: int = 250, start: bool = True, params: dict | None = None) -> Network:
-        net = create(tmp_path / f"net{len(nets)}", nodes=nodes, base_port=free_base_port(nodes),
-                     block_interval_ms=block_interval_ms, params=params or FAST)
-        nets.append(net)
-        if start:
-            for n in net.nodes:
-                net.start(n)
-        return net
-
-    yield make
-    for net in nets:
-        for n in net.nodes:
-            net.stop(n, timeout=5)
-
-
-def head(net: Network, n: NodeInfo) -> int:
-    try:
-        return net.rpc(n, "chain_getHead", timeout=3)["finalized_height"]
-    except Exception:
-        return -1
-
-
-def wait_heights(net: Network, nodes: list[NodeInfo], height: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(head(net, n) >= height for n in nodes):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not all of {[n.index for n in nodes]} reached {height}: "
-                         f"{[head(net, n) for n in nodes]}")
-
-
-def assert_no_fork(net: Network, nodes: list[NodeInfo] | None = None) -> int:
-    """Every height finalized by two nodes has the same block hash on both. Returns the common height."""
-    nodes = [n for n in (nodes or net.nodes) if head(net, n) >= 0]
-    top = min(head(net, n) for n in nodes)
-    for h in range(1, top + 1):
-        hashes = {net.rpc(n, "chain_getBlock", height=h)["hash"] for n in nodes}
-        assert len(hashes) == 1, f"fork at height {h}: {hashes}"
-    return top
+from testnet.network import TestnetError, create
 
 
 def test_four_validators_agree_and_survive_one_failure(make_net) -> None:

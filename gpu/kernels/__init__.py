@@ -1,0 +1,22 @@
+"""CUDA C sources of the PyCUDA backend (``*.cu`` package data), loaded with importlib.resources.
+
+``counter.cu``: the counter-based input generator (twin of ``gpu/kinds/counter.py``);
+``gemm.cu``: tiled shared-memory GEMM — ``matmul_u32`` (mod 2**32) and ``sgemm_bias_act`` (float32 with
+bias and optional ReLU); ``sha256.cu``: ``hash_chain``, one thread per chain. Every kernel is declared
+``extern "C"`` in the source (compile with ``no_extern_c=True``).
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib.resources import files
+
+NAMES = ("counter", "gemm", "sha256")
+
+
+@functools.cache
+def source(name: str) -> str:
+    """The CUDA C source ``<name>.cu``."""
+    if name not in NAMES:
+        raise KeyError(f"no kernel source {name!r}; known: {NAMES}")
+    return files(__package__).joinpath(f"{name}.cu").read_text(encoding="utf-8")

@@ -1,0 +1,170 @@
+"""JSON-RPC methods of the compute market (``market_*``) and blobs (``blob_*``)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from state import market_views as mv
+from state.address import decode_address
+from state.errors import AddressError
+
+from .errors import RpcError
+from .jsonrpc import MethodRegistry
+from .params import Param
+from .subscriptions import SubscriptionHub
+
+if TYPE_CHECKING:
+    from node.service import Node
+
+OBJ = {"type": "object"}
+HASH = {"type": "string", "format": "hash32"}
+ADDRESS = {"type": "string", "format": "address"}
+STATES = ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELED", "EXPIRED"]
+LIMIT = {"type": "integer", "minimum": 1, "maximum": mv.MAX_LIMIT}
+CURSOR = {"type": "string", "maxLength": 80}
+
+
+def _pk(address: str, name: str) -> bytes:
+    try:
+        return decode_address(address)
+    except AddressError as exc:
+        raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: '{name}': {exc}") from None
+
+
+def _id(h: str) -> bytes:
+    return bytes.fromhex(h[2:])
+
+
+def register_market_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Node) -> None:
+    chain = node.chain
+    assert chain is not None
+    chain_id = node.genesis.chain_id
+    get = chain.get_object
+
+    def scan(prefix: bytes):
+        return node.scan_objects(prefix)
+
+    def not_found(what: str, key: str) -> RpcError:
+        return RpcError(RpcError.NOT_FOUND, f"{what} not found", {"id": key})
+
+    @reg.method("market_getJob", params=[Param("job_id", HASH, description="the job_submit tx hash")],
+                summary="A job: state, payment, parameters, bids, award, receipt", result=OBJ)
+    async def market_get_job(job_id: str) -> dict:
+        job = mv.get_job(get, _id(job_id), chain_id=chain_id)
+        if job is None:
+            raise not_found("job", job_id)
+        return job
+
+    @reg.method(
+        "market_listJobs",
+        params=[
+            Param("state", {"type": "string", "enum": STATES}, required=False),
+            Param("client", ADDRESS, required=False),
+            Param("miner", ADDRESS, required=False),
+            Param("kind", {"type": "string", "maxLength": 64}, required=False),
+            Param("cursor", CURSOR, required=False, description="next_cursor of the previous page"),
+            Param("limit", LIMIT, required=False),
+        ],
+        summary="Jobs in submission order, filtered; pages with cursor",
+        result=OBJ,
+    )
+    async def market_list_jobs(
+        state: str | None = None,
+        client: str | None = None,
+        miner: str | None = None,
+        kind: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> dict:
+        try:
+            items, nxt = mv.list_jobs(
+                scan,
+                state=state,
+                client=_pk(client, "client") if client else None,
+                miner=_pk(miner, "miner") if miner else None,
+                kind=kind,
+                cursor=cursor,
+                limit=limit,
+                get_object=get,
+                chain_id=chain_id,
+            )
+        except ValueError as exc:
+            raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: {exc}") from None
+        return {"jobs": items, "next_cursor": nxt}
+
+    @reg.method("market_getBids", params=[Param("job_id", HASH)], summary="Bids on a job, in arrival order",
+                result={"type": "array"})
+    async def market_get_bids(job_id: str) -> list:
+        bids = mv.get_bids(get, _id(job_id))
+        if bids is None:
+            raise not_found("job", job_id)
+        return bids
+
+    @reg.method("market_getReceipt", params=[Param("job_id", HASH)],
+                summary="The miner's signed receipt of a job (DESIGN §6 shape)", result=OBJ)
+    async def market_get_receipt(job_id: str) -> dict:
+        r = mv.get_receipt(get, _id(job_id), chain_id=chain_id)
+        if r is None:
+            raise not_found("receipt", job_id)
+        return r
+
+    @reg.method("market_getMiner", params=[Param("address", ADDRESS)],
+                summary="A miner: bond, status, capabilities, prices, reputation", result=OBJ)
+    async def market_get_miner(address: str) -> dict:
+        m = mv.get_miner(get, _pk(address, "address"))
+        if m is None:
+            raise not_found("miner", address)
+        return m
+
+    @reg.method(
+        "market_listMiners",
+        params=[
+            Param("status", {"type": "string", "enum": ["active", "exiting", "exited"]}, required=False),
+            Param("cursor", CURSOR, required=False),
+            Param("limit", LIMIT, required=False),
+        ],
+        summary="Registered miners in address order; pages with cursor",
+        result=OBJ,
+    )
+    async def market_list_miners(status: str | None = None, cursor: str | None = None, limit: int = 50) -> dict:
+        try:
+            items, nxt = mv.list_miners(scan, cursor, limit, status=status)
+        except ValueError as exc:
+            raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: {exc}") from None
+        return {"miners": items, "next_cursor": nxt}
+
+    @reg.method("market_stats", summary="Jobs by state, escrow and bonds locked, open bids", result=OBJ)
+    async def market_stats() -> dict:
+        return mv.market_stats(scan)
+
+    # blobs --------------------------------------------------------------------------------------
+    max_blob = node.genesis.params.market.max_blob_input
+
+    @reg.method("blob_get", params=[Param("hash", HASH, description="sha256 of the blob")],
+                summary="A blob (job input or result) from this node, else fetched from peers and verified",
+                result=OBJ)
+    async def blob_get(hash: str) -> dict:
+        data = await node.fetch_blob(_id(hash))
+        if data is None:
+            raise not_found("blob", hash)
+        return {"hash": hash, "size": len(data), "data": "0x" + data.hex()}
+
+    @reg.method(
+        "blob_put",
+        params=[Param("data", {"type": "string", "format": "hex", "maxBytes": max_blob})],
+        summary="Store a blob on this node (served to peers by hash), e.g. a job input",
+        result=OBJ,
+    )
+    async def blob_put(data: str) -> dict:
+        raw = bytes.fromhex(data[2:])
+        assert node.blobs is not None
+        node.blobs.put(raw)
+        return {"hash": "0x" + hashlib.sha256(raw).hexdigest(), "size": len(raw)}
+
+    hub.register_topic(
+        "jobs",
+        params=[Param("job_id", HASH, required=False, description="only this job's events")],
+        matcher=lambda flt, key: "job_id" not in flt or flt["job_id"].lower() == key,
+        summary="Market events: job submitted, awarded, completed, settled, failed, expired, canceled",
+    )
