@@ -300,6 +300,7 @@ class Node:
         m.mempool_size.set(len(self.mempool))
         m.mempool_bytes.set(self.mempool.size_bytes)
         self._notify_commit_listeners(pending, commit)
+        self._update_market_staking_metrics(pending, h.height)
         hub = self.hub
         if hub is not None:
             from rpc.views import header_json, tx_status_json
@@ -316,6 +317,31 @@ class Node:
             if hub.subscriber_count("tx"):
                 for i, (tx, res) in enumerate(zip(block.txs, pending.outcome.results, strict=True)):
                     hub.publish("tx", tx_status_json(tx.hash, h.height, i, res), key="0x" + tx.hash.hex())
+
+    def _update_market_staking_metrics(self, pending: PendingBlock, height: int) -> None:
+        from state import market_views, staking_views
+
+        m = self.metrics
+        for event, fields in pending.outcome.events:
+            if event == "slash":
+                m.staking_slashes.labels(str(fields.get("reason", ""))).inc()
+            elif "job_id" in fields or event.startswith("miner_"):
+                m.market_events.labels(event).inc()
+        chain = self.chain
+        assert chain is not None
+        st = market_views.load_stats(chain.get_object)
+        for state_name in ("QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELED", "EXPIRED"):
+            m.market_jobs.labels(state_name).set(st.by_state.get(state_name, 0))
+        m.market_escrow.set(st.escrow)
+        m.market_bonds.set(st.bonds)
+        m.supply_total.set(chain.supply())
+        if self.genesis.consensus != "poa" and (height % 10 == 0 or pending.outcome.valset_update is not None):
+            sv = staking_views.metrics_view(chain.get_object, params=self.genesis.params.staking, height=height)
+            m.staking_bonded.set(int(sv["bonded"]))
+            m.staking_active.set(sv["active_validators"])
+            m.staking_jailed.set(sv["jailed"])
+            for addr, missed in sv["missed_blocks"].items():
+                m.staking_missed.labels(addr).set(missed)
 
     def is_validator(self) -> bool:
         """Whether this node's validator key votes on the next height."""
