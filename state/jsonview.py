@@ -7,8 +7,8 @@ from typing import Any
 
 from .address import encode_address
 
-_ADDRESS_FIELDS = {"to", "validator", "miner", "client", "provider", "delegator"}
-_AMOUNT_FIELDS = {"amount", "fee", "bond", "max_price", "price", "unit_price", "stake"}
+_ADDRESS_FIELDS = {"to", "from", "validator", "miner", "client", "provider", "delegator", "consensus_key"}
+_AMOUNT_FIELDS = {"amount", "fee", "bond", "add_bond", "self_bond", "max_price", "price", "unit_price", "stake"}
 
 
 def value_to_json(key: str, value: Any) -> Any:

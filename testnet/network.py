@@ -179,10 +179,10 @@ def create(
     directory: Path, *, nodes: int, base_port: int = 26600, block_interval_ms: int = 1000,
     consensus: str = "poa", chain_id: str | None = None, params: dict | None = None,
     validators: int | None = None, miners: list[int] | tuple[int, ...] = (), verifiers: list[int] | tuple[int, ...] = (),
-    miner_prices: dict[int, list[str]] | None = None,
+    miner_prices: dict[int, list[str]] | None = None, validator_power: int = 1,
 ) -> Network:
     """Generate homes for ``nodes`` nodes sharing one genesis. The first ``validators`` (default: all)
-    are genesis validators with power 1 (PoA authorities, PoS validators with power × power_unit staked,
+    are genesis validators with power ``validator_power`` (PoA authorities, PoS validators with power × power_unit staked,
     or hybrid authorities); nodes listed in ``miners`` run the miner role (``verifiers`` also re-check
     other miners' results). ``params`` is the genesis ``params`` JSON (sections ``market``/``staking``
     allowed)."""
@@ -204,7 +204,7 @@ def create(
         node_key = read_plain_key_file(h.node_key_path)
         val_key = read_plain_key_file(h.validator_key_path)
         if validators is None or i < validators:
-            val_list.append(GenesisValidator(val_key.public_key, 1, f"node{i}"))
+            val_list.append(GenesisValidator(val_key.public_key, validator_power, f"node{i}"))
         val_keys.append(val_key.public_key)
         if i in miners or i in verifiers:  # miner accounts are funded in genesis so they can bond at once
             funded.append(h.miner_key().public_key)
