@@ -97,6 +97,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         genesis_file=Path(args.genesis) if args.genesis else None,
         allocations=allocs,
         block_interval_ms=args.block_interval,
+        consensus=args.consensus,
     )
     for k, v in summary.items():
         print(f"{k:>14}: {v}")
@@ -290,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--genesis", help="use this genesis.json (join an existing network)")
     sp.add_argument("--alloc", action="append", metavar="ADDRESS=AIT", help="fund an account in genesis")
     sp.add_argument("--block-interval", type=int, metavar="MS", help="block interval in milliseconds")
+    sp.add_argument("--consensus", choices=["poa", "pos", "hybrid"], default="poa",
+                    help="validator set source of a new genesis (pos: the validator is staked)")
     sp.set_defaults(func=cmd_init)
 
     sp = sub.add_parser("run", help="run the node")
@@ -357,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # NumPy's BLAS threads fight the node's own threads on small machines (the NumPy job backend runs
+    # small matrices in a worker thread): one BLAS thread unless the operator says otherwise.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
     if not hasattr(args, "home"):
         args.home = None

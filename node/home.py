@@ -107,6 +107,7 @@ def init_home(
     genesis_file: Path | None = None,
     allocations: list[tuple[str, int]] | None = None,
     block_interval_ms: int | None = None,
+    consensus: str = "poa",
 ) -> dict:
     """Create a home: keys, config.toml and genesis.json (a one-validator genesis unless
     ``genesis_file`` is given). Refuses to touch an initialised home. Returns a summary."""
@@ -146,7 +147,7 @@ def init_home(
         genesis = Genesis(
             chain_id=chain_id or ("aitbc-dev" if dev else "aitbc-local"),
             genesis_time=now_ms(),
-            consensus="poa",
+            consensus=consensus,
             params=params,
             accounts=tuple(sorted(accounts.items())),
             validators=(GenesisValidator(val_key.public_key, 1, moniker or "validator-0"),),

@@ -1,0 +1,146 @@
+"""The market and staking CLI against a real node process: a one-validator PoS dev chain whose node also
+runs the miner role (NumPy backend). Every command is `python -m node.cli …` as a user types it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from nodeproc import NodeProcess, clean_env, run_cli, wait_for
+
+from gpu.encoding import decode_array
+from node.keystore import read_plain_key_file
+from state.address import encode_address
+from state.crypto import SigningKey
+
+
+@pytest.fixture(scope="module")
+def pos_miner_node(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("posmine") / "home"
+    r = run_cli("init", "--dev", "--consensus", "pos", "--home", str(home), "--block-interval", "200")
+    assert r.returncode == 0, r.stderr
+    node = NodeProcess(home, extra_args=["--miner"])
+    try:
+        node.start()
+        node.wait_ready()
+        yield node
+    finally:
+        node.close()
+
+
+def cli(node: NodeProcess, *args: str, timeout: float = 90) -> str:
+    r = run_cli(*args, "--home", str(node.home), env=clean_env(AITBC_RPC_URL=node.url), timeout=timeout)
+    assert r.returncode == 0, f"{args}: {r.stdout}\n{r.stderr}\n{node.log_tail()}"
+    return r.stdout
+
+
+def cli_fails(node: NodeProcess, *args: str) -> str:
+    r = run_cli(*args, "--home", str(node.home), env=clean_env(AITBC_RPC_URL=node.url), timeout=90)
+    assert r.returncode != 0, r.stdout
+    return r.stderr
+
+
+def test_gpu_probe_reports_the_backend() -> None:
+    r = run_cli("gpu", "probe", "--json", "--duration", "0.05", env=clean_env(AITBC_GPU_BACKEND="cpu"))
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)
+    assert p["backend"] == "numpy" and "forced" in p["reason"].lower() or p["reason"]
+    assert set(p["kinds"]) == {"matmul-u32", "hash-chain", "mlp-f32"}
+    assert all(k["units_per_s"] > 0 for k in p["kinds"].values())
+
+
+def test_job_lifecycle_through_the_cli(pos_miner_node: NodeProcess, tmp_path: Path) -> None:
+    node = pos_miner_node
+    def registered() -> bool:
+        r = run_cli("miner", "status", "--home", str(node.home), env=clean_env(AITBC_RPC_URL=node.url))
+        return r.returncode == 0 and "active" in r.stdout
+
+    wait_for(registered, 60, "the miner registered")
+    out = cli(node, "job", "submit", "--from", "dev", "--kind", "hash-chain",
+              "--params", '{"chains": 16, "iterations": 64}', "--max-price", "0.001", "--max-units", "4",
+              "--bid-window", "3", "--wait")
+    assert "COMPLETED" in out, out
+    job_id = out.split()[1]
+    status = json.loads(cli(node, "job", "status", job_id))
+    assert status["state"] == "COMPLETED" and status["payment"] == "released"
+    assert status["receipt"]["signature"]["alg"] == "ed25519"
+    res = tmp_path / "result.bin"
+    assert "verified" in cli(node, "job", "result", job_id, "-o", str(res))
+    arr = decode_array(res.read_bytes(), max_bytes=1 << 20)
+    assert arr.shape == (16, 32)
+    listed = json.loads(cli(node, "job", "list", "--mine", "--from", "dev", "--json"))
+    assert job_id in {j["job_id"] for j in listed["jobs"]}
+    # a job nobody can serve (price below the miner's) expires: --wait reports it and exits non-zero
+    r = run_cli("job", "submit", "--from", "dev", "--kind", "matmul-u32", "--params", '{"m":4,"n":4,"k":4}',
+                "--max-price", "0.000001", "--max-units", "1", "--bid-window", "1", "--wait",
+                "--home", str(node.home), env=clean_env(AITBC_RPC_URL=node.url), timeout=90)
+    assert r.returncode == 1 and "EXPIRED" in r.stdout, r.stdout + r.stderr
+    # bad input gets a precise error, not a traceback
+    assert "max-units" in cli_fails(node, "job", "submit", "--from", "dev", "--kind", "matmul-u32",
+                                    "--params", '{"m":4,"n":4,"k":4}', "--max-price", "1")
+    err = cli_fails(node, "job", "submit", "--from", "dev", "--kind", "matmul-u32", "--params", '{"m":0}',
+                    "--max-price", "1", "--max-units", "1")
+    assert "error:" in err and "Traceback" not in err
+    assert "32 bytes" in cli_fails(node, "job", "status", "0x1234")
+
+
+def test_staking_through_the_cli(pos_miner_node: NodeProcess) -> None:
+    node = pos_miner_node
+    vals = json.loads(cli(node, "validator", "status", "--json"))
+    assert len(vals["validators"]) == 1 and vals["validators"][0]["status"] == "active"
+    operator = vals["validators"][0]["address"]
+    cli(node, "stake", "delegate", "--from", "dev", "--validator", operator, "--amount", "5")
+    rewards = json.loads(cli(node, "stake", "rewards", "--from", "dev", "--json"))
+    (d,) = rewards["delegations"]
+    assert d["validator"] == operator and int(d["amount"]) == 5_000_000
+    wait_for(lambda: int(json.loads(cli(node, "stake", "rewards", "--from", "dev", "--json"))
+                         ["delegations"][0]["rewards"]) > 0, 30, "rewards accrue")
+    assert "withdrawn" in cli(node, "stake", "withdraw", "--from", "dev")
+    cli(node, "stake", "undelegate", "--from", "dev", "--validator", operator, "--amount", "2")
+    supply = node.rpc("chain_getSupply")
+    assert int(supply["unbonding"]) == 2_000_000 and int(supply["bonded"]) >= 4_000_000
+    # creating a validator below the minimum self-bond is refused with the chain's reason
+    fresh = SigningKey.from_seed(b"\x42" * 32)
+    err = cli_fails(node, "validator", "create", "--from", "dev", "--self-bond", "1",
+                    "--consensus-key", encode_address(fresh.public_key))
+    assert "self_bond_too_low" in err
+    # the home's own consensus key already validates: refused too
+    own = read_plain_key_file(node.home / "keys" / "validator_key.json")
+    assert encode_address(own.public_key) == vals["validators"][0]["consensus_key"]
+    assert "consensus_key_taken" in cli_fails(node, "validator", "create", "--from", "dev", "--self-bond", "1000")
+
+
+def test_market_and_staking_rpc_reject_bad_input(pos_miner_node: NodeProcess) -> None:
+    from nodeproc import load_dev_key
+
+    from state import market
+    from state.types import Transaction
+
+    node = pos_miner_node
+    zero = "0x" + "00" * 32
+    cases = [
+        ("market_getJob", {"job_id": "0x12"}, -32602, "job_id"),
+        ("market_getJob", {"job_id": zero}, -32004, "not found"),
+        ("market_listJobs", {"state": "DONE"}, -32602, "state"),
+        ("market_listJobs", {"cursor": "abc"}, -32602, "cursor"),
+        ("market_listJobs", {"client": "ait1notanaddress"}, -32602, "client"),
+        ("market_getMiner", {"address": encode_address(b"\x01" * 32)}, -32004, "not found"),
+        ("blob_get", {"hash": zero}, -32004, "not found"),
+        ("blob_put", {"data": "0xzz"}, -32602, "data"),
+        ("staking_getDelegations", {}, -32602, "exactly one"),
+        ("staking_getValidator", {"address": encode_address(b"\x02" * 32)}, -32004, "not found"),
+    ]
+    for method, params, code, text in cases:
+        err = node.rpc_error(method, **params)
+        assert err["code"] == code and text in err["message"], (method, err)
+    # a market transaction with out-of-bound parameters is refused before the mempool, with the reason
+    key = load_dev_key(node.home)
+    body = market.job_submit_body("matmul-u32", 1, {"m": 0, "n": 1, "k": 1, "seed": b"\x00" * 32},
+                                  max_price=1, max_units=1, bid_window=1, deadline=1)
+    nonce = node.rpc("state_getAccount", address=encode_address(key.public_key))["pending_nonce"]
+    tx = Transaction.create(key, node.rpc("system_info")["chain_id"], "job_submit", nonce, 1000, body)
+    err = node.rpc_error("tx_submit", tx="0x" + tx.raw.hex())
+    assert err["code"] == -32010 and err["data"]["reason"] == "invalid_body", err
+    assert "matmul-u32" in err["message"] and "out_of_bounds" in err["message"], err
+    assert node.alive() and node.height() > 0
