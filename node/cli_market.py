@@ -17,13 +17,10 @@ from typing import Any
 from state.address import decode_address, encode_address
 from state.errors import AitbcError
 
-from .cli_tx import load_signer, submit
+from .cli_tx import add_client_options, load_signer, submit
+from .cli_tx import print_json as _print
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELED", "EXPIRED"}
-
-
-def _print(obj: object) -> None:
-    print(json.dumps(obj, indent=2))
 
 
 def _job_id(text: str) -> bytes:
@@ -270,11 +267,7 @@ def add_market_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
     j.add_argument("--state", choices=["QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELED", "EXPIRED"])
     j.add_argument("--limit", type=int, default=50)
     j.add_argument("--json", action="store_true")
-    for j in jsub.choices.values():
-        home_arg(j, leaf=True)
-        rpc_arg(j)
-        j.add_argument("--password-file")
-        j.add_argument("--timeout", type=float, default=120.0)
+    add_client_options(jsub, home_arg, rpc_arg, from_help=None, timeout=120.0)
     sp.set_defaults(func=cmd_job)
 
     sp = sub.add_parser("miner", help="register, inspect or retire this node's miner account")
@@ -287,12 +280,7 @@ def add_market_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
     m.add_argument("address", nargs="?")
     m.add_argument("--json", action="store_true")
     msub.add_parser("exit", help="stop bidding; the bond returns after the unbonding delay")
-    for m in msub.choices.values():
-        home_arg(m, leaf=True)
-        rpc_arg(m)
-        m.add_argument("--from", dest="from_", help="keystore key (default: the home's miner key)")
-        m.add_argument("--password-file")
-        m.add_argument("--timeout", type=float, default=60.0)
+    add_client_options(msub, home_arg, rpc_arg, from_help="keystore key (default: the home's miner key)")
     sp.set_defaults(func=cmd_miner)
 
     sp = sub.add_parser("gpu", help="GPU backend")

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from state.address import decode_address, encode_address
 from state.errors import AitbcError
 
-from .cli_tx import load_signer, submit
-
-
-def _print(obj: object) -> None:
-    print(json.dumps(obj, indent=2))
+from .cli_tx import add_client_options, load_signer, submit
+from .cli_tx import print_json as _print
 
 
 def cmd_validator(args: argparse.Namespace) -> int:
@@ -125,12 +121,7 @@ def add_staking_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
     v = vsub.add_parser("status", help="the validator set, or one validator")
     v.add_argument("address", nargs="?", help="operator address")
     v.add_argument("--json", action="store_true")
-    for v in vsub.choices.values():
-        home_arg(v, leaf=True)
-        rpc_arg(v)
-        v.add_argument("--from", dest="from_", help="keystore key of the operator")
-        v.add_argument("--password-file")
-        v.add_argument("--timeout", type=float, default=60.0)
+    add_client_options(vsub, home_arg, rpc_arg, from_help="keystore key of the operator")
     sp.set_defaults(func=cmd_validator)
 
     sp = sub.add_parser("stake", help="delegate, undelegate and collect rewards")
@@ -145,10 +136,5 @@ def add_staking_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
     s.add_argument("--json", action="store_true")
     s = ssub.add_parser("withdraw", help="withdraw pending rewards")
     s.add_argument("--validator", help="only from this validator")
-    for s in ssub.choices.values():
-        home_arg(s, leaf=True)
-        rpc_arg(s)
-        s.add_argument("--from", dest="from_", help="keystore key of the delegator")
-        s.add_argument("--password-file")
-        s.add_argument("--timeout", type=float, default=60.0)
+    add_client_options(ssub, home_arg, rpc_arg, from_help="keystore key of the delegator")
     sp.set_defaults(func=cmd_stake)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
@@ -10,6 +11,10 @@ from state.address import encode_address
 from state.crypto import SigningKey
 from state.errors import AitbcError
 from state.types import Transaction
+
+
+def print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2))
 
 
 def load_signer(args: argparse.Namespace, *, default_miner: bool = False) -> SigningKey:
@@ -55,3 +60,17 @@ def submit(
             raise AitbcError(f"{tx_type} failed in block {st['block_height']}: {r['message']} ({r['reason']})")
         time.sleep(0.2)
     raise AitbcError(f"{tx_type} {res['hash']} not included within {timeout:.0f} s")
+
+
+def add_client_options(
+    subparsers: Any, home_arg: Any, rpc_arg: Any, *, from_help: str | None, timeout: float = 60.0
+) -> None:
+    """The options every transaction-sending subcommand takes: --home, --rpc, --from (when
+    ``from_help`` is given), --password-file, --timeout."""
+    for sp in subparsers.choices.values():
+        home_arg(sp, leaf=True)
+        rpc_arg(sp)
+        if from_help is not None:
+            sp.add_argument("--from", dest="from_", help=from_help)
+        sp.add_argument("--password-file")
+        sp.add_argument("--timeout", type=float, default=timeout)

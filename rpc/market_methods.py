@@ -6,11 +6,10 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from state import market_views as mv
-from state.address import decode_address
-from state.errors import AddressError
 
 from .errors import RpcError
 from .jsonrpc import MethodRegistry
+from .methods import _pubkey as _pk
 from .params import Param
 from .subscriptions import SubscriptionHub
 
@@ -23,13 +22,6 @@ ADDRESS = {"type": "string", "format": "address"}
 STATES = ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELED", "EXPIRED"]
 LIMIT = {"type": "integer", "minimum": 1, "maximum": mv.MAX_LIMIT}
 CURSOR = {"type": "string", "maxLength": 80}
-
-
-def _pk(address: str, name: str) -> bytes:
-    try:
-        return decode_address(address)
-    except AddressError as exc:
-        raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: '{name}': {exc}") from None
 
 
 def _id(h: str) -> bytes:

@@ -6,11 +6,10 @@ from typing import TYPE_CHECKING
 
 from state import market_views as mv
 from state import staking_views as sv
-from state.address import decode_address
-from state.errors import AddressError
 
 from .errors import RpcError
 from .jsonrpc import MethodRegistry
+from .methods import _pubkey
 from .params import Param
 from .subscriptions import SubscriptionHub
 
@@ -22,10 +21,7 @@ ADDRESS = {"type": "string", "format": "address"}
 
 
 def _addr(address: str, name: str) -> str:
-    try:
-        decode_address(address)
-    except AddressError as exc:
-        raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: '{name}': {exc}") from None
+    _pubkey(address, name)  # -32602 naming the param if it is not a valid address
     return address
 
 

@@ -107,8 +107,9 @@ class StakingParams:
             )
 
 
-def parse_section(cls: type, obj: Any, where: str) -> Any:
-    """Build the frozen dataclass ``cls`` from a JSON object of ints/bools; unknown keys are errors."""
+def parse_section(cls: type, obj: Any, where: str, *, sections: dict[str, type] | None = None) -> Any:
+    """Build the frozen dataclass ``cls`` from a JSON object of ints/bools (and nested ``sections``,
+    parsed the same way); unknown keys are errors; ``cls.validate()`` runs last."""
     if not isinstance(obj, dict):
         raise ParamsError(f"genesis: {where} must be an object")
     known = {f.name: f for f in fields(cls)}
@@ -120,6 +121,9 @@ def parse_section(cls: type, obj: Any, where: str) -> Any:
         if name not in obj:
             continue
         v = obj[name]
+        if sections and name in sections:
+            values[name] = parse_section(sections[name], v, f"{where}.{name}")
+            continue
         if f.type in ("bool", bool):
             if type(v) is not bool:
                 raise ParamsError(f"genesis: {where}.{name} must be true or false")

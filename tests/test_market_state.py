@@ -13,6 +13,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from memstate import MemState
 
 import state.market as mkt
 import state.market_views as views
@@ -27,7 +28,7 @@ from state.machine import SUPPLY_KEY, BlockEnv, execute_block
 from state.market.records import JOB_PREFIX, MINER_PREFIX, Job, Miner, Stats
 from state.merkle import merkle_proof
 from state.params import MarketParams
-from state.types import Account, Transaction
+from state.types import Transaction
 
 CHAIN = "mkt-test"
 FEE = 10
@@ -69,33 +70,6 @@ KIND_PARAMS = {
 
 def caps(memory: int = 8 << 30, backend: str = "cuda", kinds: tuple[str, ...] = tuple(KIND_PARAMS)) -> dict:
     return mkt.capabilities(backend, "Test GPU", memory, "9.0", {k: 100 for k in kinds})
-
-
-class MemState:
-    """Committed state in dicts, with the prefix scan the read side uses."""
-
-    def __init__(self, balances: dict[bytes, int]) -> None:
-        self.accounts = {pk: Account(b, 0) for pk, b in balances.items()}
-        self.objects: dict[bytes, bytes] = {SUPPLY_KEY: codec.encode(sum(balances.values()))}
-
-    def get_account(self, pk: bytes) -> Account | None:
-        return self.accounts.get(pk)
-
-    def get_object(self, key: bytes) -> bytes | None:
-        return self.objects.get(key)
-
-    def scan(self, prefix: bytes):
-        for k in sorted(k for k in self.objects if k.startswith(prefix)):
-            yield k, self.objects[k]
-
-    def apply(self, outcome) -> None:
-        for pk, acc in outcome.accounts.items():
-            self.accounts[pk] = acc.copy()
-        for k, v in outcome.objects.items():
-            if v is None:
-                self.objects.pop(k, None)
-            else:
-                self.objects[k] = v
 
 
 class Market:

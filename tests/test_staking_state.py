@@ -9,6 +9,7 @@ import cbor2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from memstate import MemState
 
 import state.staking  # noqa: F401  (registers the staking tx kinds and hooks)
 from state import staking_views as sv
@@ -32,7 +33,7 @@ from state.staking.model import (
     k_validator,
     load_totals,
 )
-from state.types import PREVOTE, Account, Transaction, Vote, transfer
+from state.types import PREVOTE, Transaction, Vote, transfer
 
 CHAIN = "stk-test"
 AIT = 1_000_000
@@ -64,34 +65,6 @@ def key(name: str) -> SigningKey:
 G1, G2 = key("g1"), key("g2")  # genesis validators
 ALICE, BOB, CAROL = key("alice"), key("bob"), key("carol")
 CK_A, CK_B = key("ck-alice"), key("ck-bob")  # consensus keys of created validators
-
-
-class MemState:
-    """Committed state in dicts: what execute_block reads, updated with each outcome."""
-
-    def __init__(self) -> None:
-        self.accounts: dict[bytes, Account] = {}
-        self.objects: dict[bytes, bytes] = {}
-
-    def get_account(self, pk: bytes) -> Account | None:
-        return self.accounts.get(pk)
-
-    def get_object(self, key: bytes) -> bytes | None:
-        return self.objects.get(key)
-
-    def scan(self, prefix: bytes):
-        for k in sorted(self.objects):
-            if k.startswith(prefix):
-                yield k, self.objects[k]
-
-    def apply(self, outcome) -> None:
-        for pk, acc in outcome.accounts.items():
-            self.accounts[pk] = acc.copy()
-        for k, v in outcome.objects.items():
-            if v is None:
-                self.objects.pop(k, None)
-            else:
-                self.objects[k] = v
 
 
 class Chain:
