@@ -144,3 +144,37 @@ def test_market_and_staking_rpc_reject_bad_input(pos_miner_node: NodeProcess) ->
     assert err["code"] == -32010 and err["data"]["reason"] == "invalid_body", err
     assert "matmul-u32" in err["message"] and "out_of_bounds" in err["message"], err
     assert node.alive() and node.height() > 0
+
+
+async def test_websocket_job_events_follow_one_job(pos_miner_node: NodeProcess) -> None:
+    import trio
+    from nodeproc import load_dev_key
+    from trio_websocket import open_websocket_url
+
+    from state import market
+    from state.types import Transaction
+
+    node = pos_miner_node
+    key = load_dev_key(node.home)
+    info = await trio.to_thread.run_sync(node.rpc, "system_info")
+    acc = await trio.to_thread.run_sync(lambda: node.rpc("state_getAccount", address=encode_address(key.public_key)))
+    params = {"m": 8, "n": 8, "k": 8, "seed": b"\x07" * 32}
+    body = market.job_submit_body("matmul-u32", 1, params, max_price=5000, max_units=1, bid_window=3, deadline=20)
+    tx = Transaction.create(key, info["chain_id"], "job_submit", acc["pending_nonce"], 1000, body)
+    job_id = "0x" + tx.hash.hex()
+    with trio.fail_after(60):
+        async with open_websocket_url(node.ws_url) as ws:
+            await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "subscribe",
+                                              "params": {"topic": "jobs", "job_id": job_id}}))
+            sub = json.loads(await ws.get_message())
+            assert "result" in sub, sub
+            await trio.to_thread.run_sync(lambda: node.rpc("tx_submit", tx="0x" + tx.raw.hex()))
+            events = []
+            while "payment_released" not in events:
+                msg = json.loads(await ws.get_message())
+                note = msg["params"]["result"]
+                assert msg["params"]["topic"] == "jobs" and note["job_id"] == job_id, msg
+                events.append(note["event"])
+    # submitted -> bid -> awarded -> receipt -> released, each once and in this order
+    order = ["job_submitted", "bid_placed", "job_awarded", "receipt_accepted", "payment_released"]
+    assert [e for e in events if e in order] == order, events
