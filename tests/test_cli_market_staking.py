@@ -178,3 +178,19 @@ async def test_websocket_job_events_follow_one_job(pos_miner_node: NodeProcess) 
     # submitted -> bid -> awarded -> receipt -> released, each once and in this order
     order = ["job_submitted", "bid_placed", "job_awarded", "receipt_accepted", "payment_released"]
     assert [e for e in events if e in order] == order, events
+
+
+def test_metrics_expose_market_and_staking(pos_miner_node: NodeProcess) -> None:
+    import httpx
+
+    def scrape() -> str:
+        return httpx.get(pos_miner_node.metrics_url, timeout=10).text
+
+    def ready() -> str | None:
+        t = scrape()
+        return t if "staking_active_validators 1.0" in t else None
+
+    text = wait_for(ready, 30, "staking metrics")
+    for name in ("market_jobs{state=\"COMPLETED\"}", "market_miner_bonds_locked", "staking_bonded_total",
+                 "chain_supply_total", "market_bids_submitted_total", "job_execution_seconds_count"):
+        assert name in text, name
