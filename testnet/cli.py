@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import signal
 import sys
@@ -13,11 +14,24 @@ from .load import format_report, run_load
 from .network import DEFAULT_DIR, Network, TestnetError, create
 
 
+def _params(args: argparse.Namespace) -> dict:
+    """Genesis params from --params JSON, plus --switch-height for hybrid networks."""
+    try:
+        params = json.loads(args.params) if args.params else {}
+    except json.JSONDecodeError as exc:
+        raise TestnetError(f"--params must be JSON: {exc}") from None
+    if not isinstance(params, dict):
+        raise TestnetError("--params must be a JSON object, e.g. '{\"staking\": {\"epoch_blocks\": 20}}'")
+    if args.switch_height is not None:
+        params.setdefault("staking", {})["hybrid_switch_height"] = args.switch_height
+    return params
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     d = Path(args.dir)
     net = Network(d) if (d / "network.json").exists() else create(
         d, nodes=args.nodes, base_port=args.base_port, block_interval_ms=int(args.block_interval * 1000),
-        consensus=args.consensus, validators=args.validators,
+        consensus=args.consensus, validators=args.validators, params=_params(args),
         miners=[int(x) for x in args.miners.split(",")] if args.miners else (),
     )
     for n in net.nodes:
@@ -97,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--consensus", choices=["poa", "pos", "hybrid"], default="poa")
     sp.add_argument("--validators", type=int, help="how many of the nodes are genesis validators (default all)")
     sp.add_argument("--miners", help="comma-separated node indexes that run the miner role, e.g. 2,3")
+    sp.add_argument("--params", help='genesis params as JSON, e.g. \'{"staking": {"epoch_blocks": 20}}\'')
+    sp.add_argument("--switch-height", type=int, help="hybrid: height at which the authorities leave")
     sp.add_argument("--timeout", type=float, default=90.0)
     sp.set_defaults(func=cmd_up)
     sp = sub.add_parser("status", help="height, finalized height, peers and head hash of every node")

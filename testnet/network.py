@@ -29,7 +29,7 @@ from node.home import AIT, Home, init_home
 from p2p.identity import peer_id_from_ed25519
 from state.address import encode_address
 from state.crypto import SigningKey
-from state.genesis import ChainParams, Genesis, GenesisValidator, now_ms
+from state.genesis import ChainParams, Genesis, GenesisError, GenesisValidator, now_ms
 
 DEFAULT_DIR = Path("testnet-data")
 FAUCET_ACCOUNTS = 64
@@ -190,6 +190,10 @@ def create(
         raise TestnetError(f"{directory} already holds a network (testnet/down --clean removes it)")
     if nodes < 1:
         raise TestnetError("--nodes must be at least 1")
+    try:
+        chain_params = ChainParams.from_json({"block_interval_ms": block_interval_ms, **(params or {})})
+    except GenesisError as exc:
+        raise TestnetError(str(exc)) from None
     directory.mkdir(parents=True, exist_ok=True)
     infos: list[NodeInfo] = []
     val_list: list[GenesisValidator] = []
@@ -214,7 +218,7 @@ def create(
         chain_id=chain_id or f"aitbc-testnet-{secrets.token_hex(3)}",
         genesis_time=now_ms(),
         consensus=consensus,
-        params=ChainParams.from_json({"block_interval_ms": block_interval_ms, **(params or {})}),
+        params=chain_params,
         accounts=tuple(sorted([(SigningKey.from_seed(s).public_key, FAUCET_FUNDS) for s in faucet]
                               + [(pk, FAUCET_FUNDS) for pk in funded])),
         validators=tuple(val_list),
