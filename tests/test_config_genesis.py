@@ -9,6 +9,7 @@ import pytest
 from node.cli import format_ait, parse_ait
 from node.config import ConfigError, load_config, render_default_toml
 from node.home import Home, HomeError, init_home
+from state.address import encode_address as address_of
 from state.crypto import SigningKey
 from state.errors import AitbcError
 from state.genesis import Genesis, GenesisError
@@ -61,7 +62,11 @@ def test_init_dev_home_and_refuse_reinit(tmp_path) -> None:
     home = Home(root)
     g = Genesis.load(home.genesis_path)
     assert g.chain_id == "aitbc-dev" and len(g.validators) == 1
-    assert g.accounts[0][1] == 1_000_000_000 * 1_000_000
+    balances = dict(g.accounts)
+    dev_pk = home.keystore.info("dev").public_key
+    assert balances[dev_pk] == 1_000_000_000 * 1_000_000
+    assert balances[home.miner_key().public_key] == 1_000_000 * 1_000_000  # `run --dev --miner` can bond
+    assert summary["dev_miner"] == address_of(home.miner_key().public_key)
     assert (home.node_key_path.stat().st_mode & 0o777) == 0o600
     assert (home.password_file("dev").stat().st_mode & 0o777) == 0o600
     assert summary["dev_account"] == home.keystore.info("dev").address
