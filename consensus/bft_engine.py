@@ -91,6 +91,7 @@ PENALISED = frozenset(
 
 EVENT_QUEUE = 4096
 MAX_EVIDENCE_KEPT = 1000
+MAX_EVIDENCE_PER_BLOCK = 32  # offered to build_block per proposal (each is checked against the rules)
 
 
 def _wall_ms() -> int:
@@ -605,7 +606,7 @@ class BftEngine:
     def _build_sync(self, h: int, txs: list, verified: frozenset[bytes], now: int, vh: bytes, nvh: bytes) -> PendingBlock:
         assert self.key is not None
         last_commit = self._commit_for_proposal(h)
-        evidence = [ev.encode() for ev in list(self.evidence.values())]
+        evidence = [ev.encode() for ev in list(self.evidence.values())[:MAX_EVIDENCE_PER_BLOCK]]
         t0 = time.perf_counter()
         pending = self.chain.build_block(
             txs,
@@ -637,10 +638,19 @@ class BftEngine:
             return
         if pending.block.header.prev_hash != self.chain.head.hash:
             return
+        self._drop_refused_evidence(pending, h)
         bh = pending.block.hash
         self._pending[bh] = pending
         self._validity[bh] = True
         await self._execute(self.core.on_own_block(pending.block))
+
+    def _drop_refused_evidence(self, pending: PendingBlock, h: int) -> None:
+        """Evidence the rules left out of our block although it is from an earlier height was refused for
+        good (already punished, not a member, too old): stop offering it."""
+        included = {sha256(raw) for raw in pending.block.evidence}
+        for key, ev in list(self.evidence.items())[:MAX_EVIDENCE_PER_BLOCK]:
+            if key not in included and ev.height < h - 1:
+                del self.evidence[key]
 
     # timeouts -----------------------------------------------------------------------------------
     def _schedule_timeout(self, a: ScheduleTimeout) -> None:
@@ -776,6 +786,10 @@ class BftEngine:
             log.info("validator set changes at height %d: %d validators", from_height, len(vals))
         for raw in pending.block.evidence:  # included: no need to propose it again
             self.evidence.pop(sha256(raw), None)
+        max_age = self.chain.params.staking.max_evidence_age
+        for key, ev in list(self.evidence.items()):  # too old to be admitted any more
+            if ev.height + max_age < h:
+                del self.evidence[key]
         self._last_commit = commit
         self._late_sigs = {}
         self.wal.end_height(h)
