@@ -259,7 +259,7 @@ def add_market_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
     j = jsub.add_parser("result", help="fetch the result blob from the miner and verify it")
     j.add_argument("job_id")
     j.add_argument("-o", "--output", required=True)
-    j = jsub.add_parser("list", help="jobs, newest first")
+    j = jsub.add_parser("list", help="jobs in submission order")
     j.add_argument("--mine", action="store_true", help="jobs of --from")
     j.add_argument("--from", dest="from_")
     j.add_argument("--client")

@@ -65,6 +65,44 @@ def active_keys(net: Network, node: NodeInfo, height: int | None = None) -> set[
     return {v["address"] for v in net.rpc(node, "consensus_getValidators", **args)["validators"]}
 
 
+class WsCollector:
+    """Collects WebSocket notifications of some topics from one node, in a background thread."""
+
+    def __init__(self, url: str, topics: list[str]) -> None:
+        import threading
+
+        import trio
+
+        self.url, self.topics = url, topics
+        self.notes: list[dict] = []
+        self.subscribed = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+        self._thread.start()
+        assert self.subscribed.wait(30), "WebSocket subscription failed"
+
+    async def _main(self) -> None:
+        import trio
+        from trio_websocket import open_websocket_url
+
+        async with open_websocket_url(self.url) as ws:
+            for i, topic in enumerate(self.topics):
+                await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": i, "method": "subscribe",
+                                                  "params": {"topic": topic}}))
+                assert "result" in json.loads(await ws.get_message())
+            self.subscribed.set()
+            while not self._stop.is_set():
+                with trio.move_on_after(0.2):
+                    msg = json.loads(await ws.get_message())
+                    if msg.get("method") == "subscription":
+                        self.notes.append(msg["params"])
+
+    def stop(self) -> list[dict]:
+        self._stop.set()
+        self._thread.join(10)
+        return self.notes
+
+
 def validator_key(n: NodeInfo) -> SigningKey:
     return read_plain_key_file(Home(n.home).validator_key_path)
 
@@ -106,6 +144,7 @@ def test_pos_join_double_sign_downtime_and_leave(make_net) -> None:
     net.stop(byz, timeout=5)
 
     # 2. a new validator bonds (operator: a faucet account, consensus key: node4's) and joins at the epoch
+    ws = WsCollector(n0.rpc_url.replace("http://", "ws://").replace("/rpc", "/ws"), ["validatorSet", "slashes"])
     op = net.faucet_keys()[0]
     st = send(net, n0, op, "validator_create",
               staking.validator_create_body(keys[4].public_key, 500, 2 * AIT, "node4"))
@@ -124,6 +163,13 @@ def test_pos_join_double_sign_downtime_and_leave(make_net) -> None:
                timeout=120)
     assert int(v2["tokens"]) < AIT
     until("node2 leaves the set", lambda: addr[2] not in active_keys(net, n0))
+    # subscribers saw both: the set change that brought node4 in, and node2's downtime slash and jailing
+    notes = ws.stop()
+    sets = [n["result"] for n in notes if n["topic"] == "validatorSet" and n["result"]["event"] == "validator_set"]
+    assert any(addr[4] in {v["address"] for v in s["validators"]} for s in sets), notes
+    slashes = [n["result"] for n in notes if n["topic"] == "slashes"]
+    assert any(e["event"] == "slash" and e["reason"] == "downtime" and e["consensus_key"] == addr[2] for e in slashes)
+    assert any(e["event"] == "jail" and e["consensus_key"] == addr[2] for e in slashes), slashes
     net.start(net.nodes[2])
     wait_heights(net, [net.nodes[2]], head(net, n0), 90)
     # its operator (the genesis key) needs coins for fees; too early an unjail is refused with a reason;
