@@ -32,6 +32,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     net = Network(d) if (d / "network.json").exists() else create(
         d, nodes=args.nodes, base_port=args.base_port, block_interval_ms=int(args.block_interval * 1000),
         consensus=args.consensus, validators=args.validators, params=_params(args),
+        # staked genesis validators get 100 AIT each, so a slash shows in their power
+        validator_power=1 if args.consensus == "poa" else 100,
         miners=[int(x) for x in args.miners.split(",")] if args.miners else (),
     )
     for n in net.nodes:
