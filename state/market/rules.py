@@ -18,7 +18,8 @@ from ..codec import sha256
 from ..crypto import KIND_RECEIPT, verify
 from ..machine import BlockHook, ExecFailure, Execution, TxKind, register_block_hook, register_tx_kind
 from ..merkle import verify_merkle_proof
-from ..params import BPS, MarketParams
+from ..params import MarketParams
+from ..slashing import settle_slash, slash_cut
 from ..types import Transaction
 from . import bodies as B
 from .records import (
@@ -187,17 +188,14 @@ class _Market:
     ) -> tuple[int, int, int]:
         """Take ``bps`` of the miner's bond: ``challenger_reward_bps`` of it to ``beneficiary`` (if any),
         the rest burned. Returns (slashed, rewarded, burned)."""
-        amount = m.bond * bps // BPS
-        reward = amount * self.p.challenger_reward_bps // BPS if beneficiary is not None else 0
-        burned = amount - reward
+        amount = slash_cut(m.bond, bps)
         m.bond -= amount
         m.slashed += amount
         self.stats.bonds -= amount
-        if reward:
-            self.ex.credit(beneficiary, reward)  # type: ignore[arg-type]
-        if burned:
-            self.ex.burn(burned)
-            self.stats.burned += burned
+        reward, burned = settle_slash(
+            self.ex, amount, beneficiary=beneficiary, reward_bps=self.p.challenger_reward_bps
+        )
+        self.stats.burned += burned
         self.put_miner(m)
         self.ex.emit(
             "miner_slashed",
@@ -748,11 +746,10 @@ def apply_challenge(mk: _Market, tx: Transaction) -> None:
         ) from None
     mk.stats.challenges += 1
     if correct:
-        burned = p.challenge_bond * p.slash_false_challenge_bps // BPS
-        mk.ex.credit(tx.sender, p.challenge_bond - burned)
-        if burned:
-            mk.ex.burn(burned)
-            mk.stats.burned += burned
+        cut = slash_cut(p.challenge_bond, p.slash_false_challenge_bps)
+        mk.ex.credit(tx.sender, p.challenge_bond - cut)
+        _, burned = settle_slash(mk.ex, cut)
+        mk.stats.burned += burned
         job.false_challenges += 1
         mk.put_job(job)
         mk.ex.emit(

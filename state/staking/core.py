@@ -6,6 +6,7 @@ from __future__ import annotations
 from state.address import encode_address
 from state.machine import ExecFailure, Execution
 from state.params import BPS, StakingParams
+from state.slashing import slash_cut
 
 from .model import (
     K_AUTH,
@@ -234,7 +235,7 @@ def track_signing(v: Validator, missed: bool, p: StakingParams) -> bool:
 def burn_tokens(s: Session, v: Validator, bps: int) -> int:
     """Remove ``bps`` of ``v``'s bonded tokens (every delegation loses pro rata). Returns the amount;
     the caller burns it from the supply."""
-    amount = v.tokens * bps // BPS
+    amount = slash_cut(v.tokens, bps)
     v.tokens -= amount
     s.totals.bonded -= amount
     return amount
@@ -276,7 +277,7 @@ def slash_entries(s: Session, v: Validator, infraction_height: int, bps: int) ->
                 e = Unbonding.decode(ex.get_object(key))  # type: ignore[arg-type]
                 if e.validator != v.operator or e.created < infraction_height:
                     continue
-                cut = e.amount * bps // BPS
+                cut = slash_cut(e.amount, bps)
                 if cut:
                     e.amount -= cut
                     s.totals.unbonding -= cut
@@ -300,7 +301,7 @@ def _slash_redelegation(s: Session, r: Redelegation, bps: int) -> int:
     if dst is None or d is None:
         return 0
     cut = min(d.shares, r.dst_shares * bps // BPS)
-    r.amount -= r.amount * bps // BPS
+    r.amount -= slash_cut(r.amount, bps)
     if cut == 0:
         return 0
     settle(s, dst, r.delegator, d)

@@ -6,6 +6,7 @@ from state.errors import AitbcError
 from state.evidence import DuplicateVote
 from state.machine import BlockHook, Execution, HookError, register_block_hook
 from state.params import BPS
+from state.slashing import settle_slash
 
 from .core import (
     Session,
@@ -141,7 +142,7 @@ def begin(ex: Execution) -> None:
             continue
         bps = p.slash_double_sign_bps
         amount = burn_tokens(s, v, bps) + slash_entries(s, v, ev.height, bps)
-        ex.burn(amount)
+        settle_slash(ex, amount)
         ex.emit("slash", validator=addr(v.operator), consensus_key=addr(v.consensus_key), reason="double_sign",
                 amount=str(amount), height=h, infraction_height=ev.height)
         jail(s, v, "double_sign", until=0, tombstone=True)
@@ -172,7 +173,7 @@ def end(ex: Execution) -> None:
                 continue
             if track_signing(v, ck not in signers, p):
                 amount = burn_tokens(s, v, p.slash_downtime_bps)
-                ex.burn(amount)
+                settle_slash(ex, amount)
                 ex.emit("slash", validator=addr(op), consensus_key=addr(ck), reason="downtime", amount=str(amount),
                         height=h, infraction_height=h)
                 jail(s, v, "downtime", until=h + p.jail_blocks, tombstone=False)
