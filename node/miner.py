@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("aitbc.miner")
 
 MAX_RESULT_BYTES = 1 << 20
+MAX_BACKLOG_PER_SLOT = 4  # awarded-but-unanswered jobs per execution slot before the miner stops bidding
 
 
 def _fault(name: str) -> bool:
@@ -132,6 +133,12 @@ class MinerService:
                 await self._register()
                 self._registering_since = height
             return
+        # awarded jobs are always finished (also while exiting: a missed deadline costs bond)
+        for job in mv.assigned_jobs(self._scan, get, self.pk):
+            if job.job_id not in self._running and not _fault("silent"):
+                self._running.add(job.job_id)
+                assert self._nursery is not None
+                self._nursery.start_soon(self._execute, job)
         if me.status != "active":
             return
         target = max(self.cfg.bond, self.node.genesis.params.market.min_miner_bond)
@@ -139,14 +146,11 @@ class MinerService:
             self._topup_at = height
             if await self._submit("miner_update", {"add_bond": target - me.bond}) is not None:
                 log.info("miner: bond %d below %d after a slash: adding %d", me.bond, target, target - me.bond)
-        for job in mv.biddable_jobs(self._scan, get, self.pk, height=height + 1):
-            if job.job_id not in self._bid:
-                await self._maybe_bid(job)
-        for job in mv.assigned_jobs(self._scan, get, self.pk):
-            if job.job_id not in self._running and not _fault("silent"):
-                self._running.add(job.job_id)
-                assert self._nursery is not None
-                self._nursery.start_soon(self._execute, job)
+        # capacity: no new bids while the awarded backlog would not finish in time
+        if me.running < MAX_BACKLOG_PER_SLOT * max(1, self.cfg.max_concurrent):
+            for job in mv.biddable_jobs(self._scan, get, self.pk, height=height + 1):
+                if job.job_id not in self._bid:
+                    await self._maybe_bid(job)
         if self.cfg.verify:
             for job in mv.challengeable_jobs(self._scan, get):
                 if job.job_id not in self._checked and job.miner != self.pk and mv.should_verify(job, self.pk):
