@@ -614,3 +614,38 @@ async def test_single_validator_is_the_same_engine(tmp_path, autojump_clock) -> 
         assert all(cl.nodes[0].commits[h].round == 0 for h in range(1, 6))
     finally:
         cl.close()
+
+
+async def test_late_precommits_top_up_the_next_blocks_last_commit(tmp_path, autojump_clock) -> None:
+    """One validator's precommits always arrive late (after the other three decided): the commit each
+    node stored lacks it, but the next proposer adds it to the block's last_commit, so the staking rules
+    see that it signed (rewards, downtime) even though it never makes the quorum in time."""
+    g = make_genesis(interval=300)
+    cl = Cluster(tmp_path, g)
+    for k in KEYS:
+        cl.add(k)
+    slow = KEYS[3].public_key
+    cl.net.delay_fn = lambda src, dst, m: 0.08 if isinstance(m, Vote) and m.type == PRECOMMIT and m.validator == slow else 0
+    try:
+        async with trio.open_nursery() as nursery:
+            await cl.start(nursery)
+            with trio.fail_after(120):
+                await cl.wait_all(10)
+            nursery.cancel_scope.cancel()
+        cl.check_agreement()
+        chain = cl.nodes[0].chain
+        late = topped = 0
+        for h in range(2, 10):
+            seen = {s.validator for s in chain.commit_at(h - 1).signatures}
+            carried = {s.validator for s in chain.block_at(h).last_commit.signatures}
+            assert seen <= carried or chain.block_at(h).header.proposer != cl.nodes[0].key.public_key
+            if slow not in seen:
+                late += 1
+                topped += slow in carried
+        assert late >= 4, "the slow validator's precommits should miss the decision"
+        assert topped >= late - 1, (topped, late)  # carried by the next block (the proposer had it)
+        for h in range(2, 10):  # every carried commit is valid for its block
+            b = chain.block_at(h)
+            genesis_set(g).verify_commit(g.chain_id, b.last_commit, b.header.prev_hash, h - 1)
+    finally:
+        cl.close()
