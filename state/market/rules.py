@@ -659,24 +659,42 @@ def _due_deadline(mk: _Market, job_id: bytes) -> None:
         return  # receipted in time
     m = mk.miner(job.miner)  # type: ignore[arg-type]
     assert m is not None
+    refunded, *_ = _fail_job(mk, job, m, FAIL_TIMEOUT, running_key(m.miner, job.seq))
+    _emit_job_failed(mk, job, m, FAIL_TIMEOUT, refunded)
+
+
+def _fail_job(
+    mk: _Market, job: Job, m: Miner, failure: str, index_key: bytes, challenger: bytes | None = None
+) -> tuple[int, int, int, int]:
+    """The miner failed ``job`` (no receipt by the deadline, or a proven wrong result): refund the client,
+    penalise the miner's reputation and bond (a share to the ``challenger``, if any). ``index_key`` is
+    the job's state index entry to drop. Returns (refunded, slashed, rewarded, burned)."""
     refunded = mk.refund_all(job)
     mk.set_state(job, FAILED)
     job.payment = REFUNDED
-    job.failure = FAIL_TIMEOUT
+    job.failure = failure
     job.settle_height = mk.h
     mk.put_job(job)
-    mk.ex.put_object(running_key(m.miner, job.seq), None)
-    m.running -= 1
-    m.reputation -= mk.p.reputation_timeout_penalty
+    mk.ex.put_object(index_key, None)
+    if failure == FAIL_TIMEOUT:
+        m.running -= 1
+        penalty, bps = mk.p.reputation_timeout_penalty, mk.p.slash_timeout_bps
+    else:
+        penalty, bps = mk.p.reputation_wrong_result_penalty, mk.p.slash_wrong_result_bps
+    m.reputation -= penalty
     m.failed += 1
-    mk.slash(m, mk.p.slash_timeout_bps, FAIL_TIMEOUT, job.job_id)
+    slashed, reward, burned = mk.slash(m, bps, failure, job.job_id, challenger)
     mk.close_open_job(m)
+    return refunded, slashed, reward, burned
+
+
+def _emit_job_failed(mk: _Market, job: Job, m: Miner, reason: str, refunded: int) -> None:
     mk.ex.emit(
         "job_failed",
         job_id=_hex(job.job_id),
         client=_addr(job.client),
         miner=_addr(m.miner),
-        reason=FAIL_TIMEOUT,
+        reason=reason,
         refunded=str(refunded),
     )
 
@@ -764,17 +782,7 @@ def apply_challenge(mk: _Market, tx: Transaction) -> None:
     mk.ex.credit(tx.sender, p.challenge_bond)
     m = mk.miner(job.miner)  # type: ignore[arg-type]
     assert m is not None
-    refunded = mk.refund_all(job)
-    mk.set_state(job, FAILED)
-    job.payment = REFUNDED
-    job.failure = FAIL_WRONG_RESULT
-    job.settle_height = mk.h
-    mk.put_job(job)
-    mk.ex.put_object(window_key(job.seq), None)
-    m.reputation -= p.reputation_wrong_result_penalty
-    m.failed += 1
-    slashed, reward, burned = mk.slash(m, p.slash_wrong_result_bps, FAIL_WRONG_RESULT, job.job_id, tx.sender)
-    mk.close_open_job(m)
+    refunded, slashed, reward, burned = _fail_job(mk, job, m, FAIL_WRONG_RESULT, window_key(job.seq), tx.sender)
     mk.ex.emit(
         "challenge_upheld",
         job_id=_hex(job.job_id),
@@ -786,14 +794,7 @@ def apply_challenge(mk: _Market, tx: Transaction) -> None:
         burned=str(burned),
         refunded=str(refunded),
     )
-    mk.ex.emit(
-        "job_failed",
-        job_id=_hex(job.job_id),
-        client=_addr(job.client),
-        miner=_addr(m.miner),
-        reason=FAIL_WRONG_RESULT,
-        refunded=str(refunded),
-    )
+    _emit_job_failed(mk, job, m, FAIL_WRONG_RESULT, refunded)
 
 
 # --------------------------------------------------------------------------------------------------
