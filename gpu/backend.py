@@ -191,17 +191,31 @@ class NumpyBackend:
 
 
 def open_selected(preference: str | None = None) -> ComputeBackend:
-    """:func:`select_backend` then :func:`open_backend`. When PyCUDA was chosen automatically but cannot
-    start (no context, kernels that do not compile), falls back to NumPy with that reason; when it was
-    required (``cuda``), raises :class:`BackendUnavailable`."""
+    """:func:`select_backend` then :func:`open_backend`, then a self-test of a GPU backend against the
+    NumPy references (``gpu/selftest.py``). When PyCUDA was chosen automatically but cannot start (no
+    context, kernels that do not compile, a failed self-test), falls back to NumPy with that reason;
+    when it was required (``cuda``), raises :class:`BackendUnavailable`."""
     info = select_backend(preference)
     try:
-        return open_backend(info)
+        backend = open_backend(info)
+        if info.name != "numpy":
+            _self_test_or_close(backend)
+        return backend
     except BackendUnavailable as exc:
         pref = (preference if preference is not None else os.environ.get(ENV_VAR, "")).strip().lower()
         if pref in _FORCE_CUDA:
             raise
         return NumpyBackend(numpy_info(f"pycuda found {info.device} but cannot use it: {exc}"))
+
+
+def _self_test_or_close(backend: ComputeBackend) -> None:
+    from .selftest import self_test
+
+    try:
+        self_test(backend)
+    except Exception as exc:  # a kernel that fails or disagrees with the reference: never mine with it
+        backend.close()
+        raise BackendUnavailable(f"self-test against the NumPy reference failed: {exc}") from None
 
 
 def open_backend(info: BackendInfo) -> ComputeBackend:

@@ -894,3 +894,24 @@ def test_pycuda_with_inputs_and_executor(cuda) -> None:
     assert r.backend == "pycuda" and r.result_hash == array_hash(HC.execute_numpy({"chains": 64, "iterations": 64, "seed": SEED}, None))
     assert cuda.time_core(MM, {"m": 64, "n": 64, "k": 64, "seed": SEED}, 2) > 0
     assert cuda.free_memory() > 0
+
+
+def test_backend_self_test_accepts_the_reference_and_refuses_a_wrong_kernel() -> None:
+    """The start-up self-test (run on a GPU backend before any job) passes for a backend that agrees with
+    the references and names the kind for one that does not (here: the NumPy backend with one bit of
+    every matmul result flipped, the same fault a broken kernel would make)."""
+    from gpu.backend import NumpyBackend
+    from gpu.selftest import SelfTestError, self_test
+
+    self_test(NumpyBackend())
+
+    class OffByOneBit(NumpyBackend):
+        def execute(self, kind, params, input, deadline):
+            out, secs = super().execute(kind, params, input, deadline)
+            if kind.name == "matmul-u32":
+                out = out.copy()
+                out[5, 7] ^= 1
+            return out, secs
+
+    with pytest.raises(SelfTestError, match="matmul-u32: 1 of 67 rows differ"):
+        self_test(OffByOneBit())
