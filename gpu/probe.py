@@ -51,13 +51,18 @@ def _measure(ex: Executor, name: str, params: dict, budget_s: float) -> dict:
     return entry
 
 
-def probe(duration_s: float = 0.5, *, backend: BackendInfo | None = None) -> dict:
+def probe(
+    duration_s: float = 0.5, *, backend: BackendInfo | None = None, executor: Executor | None = None
+) -> dict:
     """Backend facts plus, per kind, jobs/s and units/s of a small fixed job (JSON-friendly dict).
 
     Without ``backend`` it opens what the node would use (``AITBC_GPU_BACKEND`` honoured; PyCUDA that
     cannot start falls back to NumPy, with the reason). A backend that cannot be had at all is
-    reported with ``backend: "none"`` and an ``error``.
+    reported with ``backend: "none"`` and an ``error``. With ``executor`` it measures that executor's
+    backend (the one jobs run on; no second GPU context) and leaves it open.
     """
+    if executor is not None:
+        return _probe_with(executor, duration_s)
     try:
         ex = Executor(backend)
     except Exception as exc:
@@ -66,13 +71,17 @@ def probe(duration_s: float = 0.5, *, backend: BackendInfo | None = None) -> dic
             "memory_bytes": 0, "compute_capability": "", "duration_s": duration_s, "kinds": {},
             "error": f"{type(exc).__name__}: {exc}",
         }
+    with ex:
+        return _probe_with(ex, duration_s)
+
+
+def _probe_with(ex: Executor, duration_s: float) -> dict:
     info = ex.info
     out: dict = {"backend": info.name, **info.to_dict(), "duration_s": duration_s, "kinds": {}}
     del out["name"]
-    with ex:
-        budget = max(duration_s, 0.0) / len(PROBE_JOBS)
-        for name, params in PROBE_JOBS.items():
-            out["kinds"][name] = _measure(ex, name, params, budget)
+    budget = max(duration_s, 0.0) / len(PROBE_JOBS)
+    for name, params in PROBE_JOBS.items():
+        out["kinds"][name] = _measure(ex, name, params, budget)
     return out
 
 

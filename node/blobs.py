@@ -11,6 +11,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import trio
+
 from state.errors import AitbcError
 
 
@@ -54,6 +56,14 @@ class BlobStore:
             return self._path(blob_hash).read_bytes()
         except FileNotFoundError:
             return None
+
+    async def aput(self, data: bytes) -> bytes:
+        """:meth:`put` in a worker thread (it writes and fsyncs a file): for callers on the trio loop."""
+        return await trio.to_thread.run_sync(self.put, data)
+
+    async def aget(self, blob_hash: bytes) -> bytes | None:
+        """:meth:`get` in a worker thread: for callers on the trio loop (also the p2p blob provider)."""
+        return await trio.to_thread.run_sync(self.get, blob_hash)
 
     def has(self, blob_hash: bytes) -> bool:
         return len(blob_hash) == 32 and self._path(blob_hash).exists()

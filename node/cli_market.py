@@ -162,19 +162,6 @@ def cmd_job(args: argparse.Namespace) -> int:
     return 0
 
 
-def _capabilities() -> dict:
-    from gpu.probe import probe
-
-    p = probe(duration_s=0.2)
-    return {
-        "backend": p["backend"],
-        "device": p["device"][:64],
-        "memory": int(p["memory_bytes"]),
-        "compute_capability": str(p.get("compute_capability") or "")[:16],
-        "throughput": {k: int(v["units_per_s"]) for k, v in p["kinds"].items()},
-    }
-
-
 def parse_prices(items: list[str], parse_amount: Any) -> dict[str, int]:
     out: dict[str, int] = {}
     for item in items:
@@ -189,6 +176,7 @@ def cmd_miner(args: argparse.Namespace) -> int:
     from state import market
 
     from .cli import _client, format_ait, parse_ait
+    from .miner import probe_capabilities
 
     with _client(args) as rpc:
         if args.miner_cmd == "register":
@@ -198,7 +186,7 @@ def cmd_miner(args: argparse.Namespace) -> int:
                 from gpu.kinds import KINDS
 
                 prices = {k: 1000 for k in KINDS}
-            body = market.miner_register_body(bond=parse_ait(args.bond, "--bond"), capabilities=_capabilities(),
+            body = market.miner_register_body(bond=parse_ait(args.bond, "--bond"), capabilities=probe_capabilities(0.2),
                                               prices=prices)
             st = submit(rpc, key, "miner_register", body, timeout=args.timeout)
             print(f"miner {encode_address(key.public_key)} registered in block {st['block_height']}")

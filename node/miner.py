@@ -160,17 +160,9 @@ class MinerService:
 
     # registration and bids --------------------------------------------------------------------------
     async def _register(self) -> None:
-        from gpu.probe import probe
         from state import market
 
-        p = await trio.to_thread.run_sync(lambda: probe(duration_s=0.1))
-        caps = {
-            "backend": p["backend"],
-            "device": str(p["device"])[:64],
-            "memory": int(p["memory_bytes"]),
-            "compute_capability": str(p.get("compute_capability") or "")[:16],
-            "throughput": {k: int(v["units_per_s"]) for k, v in p["kinds"].items()},
-        }
+        caps = await trio.to_thread.run_sync(lambda: probe_capabilities(0.1, executor=self.executor))
         body = market.miner_register_body(bond=self.cfg.bond, capabilities=caps, prices=self.prices)
         if await self._submit("miner_register", body) is not None:
             log.info("miner %s: registering with a bond of %d", encode_address(self.pk), self.cfg.bond)
@@ -227,7 +219,7 @@ class MinerService:
                 encoded = encode_array(arr)
                 rhash, rroot = sha256(encoded), result_root(arr)
             assert self.node.blobs is not None
-            self.node.blobs.put(encoded)
+            await self.node.blobs.aput(encoded)
             units = min(res.units, job.max_units)
             receipt, sig = market.make_receipt(
                 self.key,
@@ -306,6 +298,22 @@ class MinerService:
 
         i = await trio.to_thread.run_sync(find)
         return body(i) if i is not None else None
+
+
+def probe_capabilities(duration_s: float, *, executor: Any = None) -> dict:
+    """The ``capabilities`` of a ``miner_register`` body, measured by the GPU probe (blocking); with
+    ``executor``, of the backend that executor runs jobs on."""
+    from gpu.probe import probe
+    from state import market
+
+    p = probe(duration_s=duration_s, executor=executor)
+    return market.capabilities(
+        p["backend"],
+        str(p["device"])[:64],
+        int(p["memory_bytes"]),
+        str(p.get("compute_capability") or "")[:16],
+        {k: int(v["units_per_s"]) for k, v in p["kinds"].items()},
+    )
 
 
 def load_miner(node: Node) -> MinerService:

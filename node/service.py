@@ -226,7 +226,7 @@ class Node:
             status_provider=status,
             blocks_provider=lambda start, count: serve_blocks(chain, start, count),
             metrics_registry=self.metrics.registry,
-            blob_provider=self.blobs.get if self.blobs is not None else None,
+            blob_provider=self.blobs.aget if self.blobs is not None else None,
         )
         transport = P2PConsensusTransport(self.p2p, self.genesis.chain_id)
         self.tx_gossip = TxGossip(self.p2p, lambda raws: self.submit_raw(raws, gossip=False))
@@ -377,7 +377,7 @@ class Node:
     async def fetch_blob(self, blob_hash: bytes, *, timeout_s: float = 30.0) -> bytes | None:
         """A blob from the local store, else from connected peers (verified, then stored locally)."""
         assert self.blobs is not None
-        data = self.blobs.get(blob_hash)
+        data = await self.blobs.aget(blob_hash)
         if data is not None or self.p2p is None:
             return data
         with trio.move_on_after(timeout_s):
@@ -388,7 +388,7 @@ class Node:
                     log.debug("blob %s from %s: %s", blob_hash.hex()[:16], peer.peer_id, exc)
                     continue
                 if data is not None:
-                    self.blobs.put(data)
+                    await self.blobs.aput(data)
                     return data
         return None
 

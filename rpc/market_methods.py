@@ -151,7 +151,7 @@ def register_market_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Nod
     async def blob_put(data: str) -> dict:
         raw = bytes.fromhex(data[2:])
         assert node.blobs is not None
-        node.blobs.put(raw)
+        await node.blobs.aput(raw)
         return {"hash": "0x" + hashlib.sha256(raw).hexdigest(), "size": len(raw)}
 
     hub.register_topic(

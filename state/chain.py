@@ -22,6 +22,7 @@ from .errors import AitbcError, BlockError
 from .evidence import DuplicateVote
 from .genesis import Genesis
 from .machine import (
+    SUPPLY_KEY,
     VALSETS_KEY,
     BlockEnv,
     BlockOutcome,
@@ -167,8 +168,7 @@ class ChainState:
         return [(h, [(pk, p) for pk, p in vs]) for h, vs in cbor2.loads(raw)]
 
     def supply(self) -> int:
-        from .machine import SUPPLY_KEY
-
+        """The recorded total supply (base units) at the head."""
         raw = self.store.object(SUPPLY_KEY)
         return cbor2.loads(raw) if raw is not None else 0
 
