@@ -53,7 +53,7 @@ from typing import Any
 
 from state import codec
 from state.crypto import KIND_PROPOSAL, KIND_VOTE, SigningKey, verify
-from state.errors import AitbcError, DecodeError
+from state.errors import AitbcError, DecodeError, InvariantError
 from state.genesis import ChainParams
 from state.types import PRECOMMIT, PREVOTE, Block, Commit, CommitSig, Vote, vote_sign_bytes
 
@@ -627,7 +627,8 @@ class BftCore:
             raise VoteRejected("bad vote signature", "bad_signature")
         out: list[Action] = []
         if existing is not None:
-            assert vs is not None
+            if vs is None:
+                raise InvariantError("a vote was counted without its vote set")
             ev = DuplicateVote.from_votes(existing, vote)
             key = ev.hash()
             if key not in self._evidence_seen:
@@ -683,7 +684,8 @@ class BftCore:
     def _sign(self, kind: str, step: int, sign_bytes: bytes) -> bytes | None:
         if not self.is_validator:
             return None
-        assert self.signer is not None
+        if self.signer is None:
+            raise InvariantError("a validator core without a signer")
         try:
             return self.signer(kind, self.height, self.round, step, sign_bytes)
         except Exception:  # e.g. DoubleSignError: not sending is always safe
@@ -712,13 +714,15 @@ class BftCore:
     def _note_sender(self, round_: int, validator: bytes) -> None:
         senders = self._round_senders.setdefault(round_, {})
         if validator not in senders:
-            assert self.validators is not None
+            if self.validators is None:
+                raise InvariantError("consensus core has not started a height")
             p = self.validators.power_of(validator)
             senders[validator] = p
             self._round_power[round_] = self._round_power.get(round_, 0) + p
 
     def _add_vote(self, vote: Vote, power: int) -> None:
-        assert self.validators is not None
+        if self.validators is None:
+            raise InvariantError("consensus core has not started a height")
         key = (vote.round, vote.type)
         vs = self._votes.get(key)
         if vs is None:
@@ -760,7 +764,8 @@ class BftCore:
         sig = self._sign(KIND_VOTE, step, sb)
         if sig is None:
             return
-        assert self.pubkey is not None and self.validators is not None
+        if self.pubkey is None or self.validators is None:
+            raise InvariantError("a signed vote without a public key or validator set")
         vote = Vote(self.height, self.round, type_, block_hash, self.pubkey, sig)
         self._add_vote(vote, self.validators.power_of(self.pubkey))
         out.append(Broadcast(vote))
@@ -779,7 +784,8 @@ class BftCore:
         sig = self._sign(KIND_PROPOSAL, STEP_PROPOSE, sb)
         if sig is None:
             return
-        assert self.pubkey is not None
+        if self.pubkey is None:
+            raise InvariantError("a signed proposal without a public key")
         p = Proposal(self.height, self.round, pol_round, block, self.pubkey, sig)
         self._store_proposal(p, True)
         out.append(Broadcast(p))
@@ -849,7 +855,8 @@ class BftCore:
         return False
 
     def _try_skip_round(self, out: list[Action]) -> bool:
-        assert self.validators is not None
+        if self.validators is None:
+            raise InvariantError("consensus core has not started a height")
         need = self.validators.total_power // 3 + 1  # more than 1/3 ("f+1")
         best = -1
         for r, p in self._round_power.items():
@@ -861,7 +868,8 @@ class BftCore:
         return True
 
     def _step_rules(self, out: list[Action]) -> bool:
-        assert self.validators is not None
+        if self.validators is None:
+            raise InvariantError("consensus core has not started a height")
         r = self.round
         quorum = self.validators.quorum()
         # 22 / 28: the proposal of this round, while in propose.

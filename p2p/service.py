@@ -52,7 +52,7 @@ from multiaddr import Multiaddr
 
 from state import codec
 from state.crypto import SigningKey
-from state.errors import DecodeError
+from state.errors import DecodeError, InvariantError
 
 from .config import P2PConfig, check_chain_id, check_kind, protocol_name, topic_name
 from .gossip import AitbcGossipSub, AitbcPubsub, queue_is_high
@@ -1017,7 +1017,8 @@ class P2PService:
                     log.warning("a peer's outbound queue is full: dropping %s messages to it", t.kind)
 
     def _full_queues(self, t: _Topic) -> list[ID]:
-        assert self._pubsub is not None
+        if self._pubsub is None:
+            raise InvariantError("p2p service not started")
         subs = self._pubsub.peer_topics.get(t.name, ())
         queues = self._pubsub.peer_queues
         return [p for p in subs if p in queues and queue_is_high(queues[p])]

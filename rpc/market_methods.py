@@ -6,6 +6,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from state import market_views as mv
+from state.errors import InvariantError
 
 from .errors import RpcError
 from .jsonrpc import MethodRegistry
@@ -30,7 +31,8 @@ def _id(h: str) -> bytes:
 
 def register_market_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Node) -> None:
     chain = node.chain
-    assert chain is not None
+    if chain is None:
+        raise InvariantError("node not opened")
     chain_id = node.genesis.chain_id
     get = chain.get_object
 
@@ -150,7 +152,8 @@ def register_market_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Nod
     )
     async def blob_put(data: str) -> dict:
         raw = bytes.fromhex(data[2:])
-        assert node.blobs is not None
+        if node.blobs is None:
+            raise InvariantError("node not opened")
         await node.blobs.aput(raw)
         return {"hash": "0x" + hashlib.sha256(raw).hexdigest(), "size": len(raw)}
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from state.address import decode_address, encode_address
-from state.errors import AddressError
+from state.errors import AddressError, InvariantError
 from state.machine import account_state_key
 from state.types import U64_MAX, Account
 
@@ -54,7 +54,8 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
     hub = SubscriptionHub()
     chain = node.chain
     mempool = node.mempool
-    assert chain is not None and mempool is not None
+    if chain is None or mempool is None:
+        raise InvariantError("node not opened")
     genesis = node.genesis
 
     # system_ ------------------------------------------------------------------------------------
@@ -200,7 +201,8 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
             if res.hash is not None:
                 data["hash"] = hx(res.hash)
             raise RpcError(TX_REJECTED, f"transaction rejected: {res.error}", data)
-        assert res.hash is not None
+        if res.hash is None:
+            raise InvariantError("an accepted transaction without a hash")
         return {"hash": hx(res.hash)}
 
     @reg.method(

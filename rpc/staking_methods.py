@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from state import market_views as mv
 from state import staking_views as sv
+from state.errors import InvariantError
 
 from .errors import RpcError
 from .jsonrpc import MethodRegistry
@@ -27,7 +28,8 @@ def _addr(address: str, name: str) -> str:
 
 def register_staking_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Node) -> None:
     chain = node.chain
-    assert chain is not None
+    if chain is None:
+        raise InvariantError("node not opened")
     params = node.genesis.params.staking
     get = chain.get_object
 

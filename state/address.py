@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from .errors import AddressError
+from .errors import AddressError, InvariantError
 
 HRP = "ait"
 _CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
@@ -60,7 +60,8 @@ def encode_address(public_key: bytes) -> str:
     if len(public_key) != 32:
         raise AddressError(f"public key must be 32 bytes, got {len(public_key)}")
     data = _convertbits(public_key, 8, 5, True)
-    assert data is not None
+    if data is None:  # cannot happen: padding always succeeds
+        raise InvariantError("bech32m: converting the public key to 5-bit groups failed")
     values = _hrp_expand(HRP) + data
     polymod = _polymod(values + [0] * 6) ^ _BECH32M_CONST
     checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]

@@ -93,7 +93,8 @@ class ChainState:
         if stored is None:
             self._init_genesis()
         head = store.head()
-        assert head is not None
+        if head is None:
+            raise StoreError("the database has a genesis but no head (database damaged)")
         self.head: Head = head
         if self.tree.root != head.state_root:
             raise StoreError("state tree root does not match the head's state root (database damaged)")

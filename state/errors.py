@@ -42,3 +42,10 @@ class BlockError(AitbcError):
     """A block refused by validation."""
 
     reason = "invalid_block"
+
+
+class InvariantError(AitbcError):
+    """An internal invariant that cannot fail unless the code has a bug (or an object is used before
+    it is started). Raised instead of ``assert``, which ``python -O`` removes."""
+
+    reason = "invariant"
