@@ -60,12 +60,21 @@ class ExecFailure(Exception):
 
 @dataclass(slots=True)
 class TxResult:
+    """Outcome of one included transaction. ``reason`` is a stable snake_case code and is part of
+    consensus (``results_hash``); ``message`` is English for people and is stored, never hashed, so
+    rewording it is not a fork."""
+
     ok: bool
     reason: str = ""
     message: str = ""
 
     def to_obj(self) -> list:
+        """Stored form (with the message)."""
         return [self.ok, self.reason, self.message]
+
+    def consensus_obj(self) -> list:
+        """What ``results_hash`` commits to: success and the reason code only."""
+        return [self.ok, self.reason]
 
     @classmethod
     def from_obj(cls, obj: list) -> TxResult:
@@ -101,7 +110,18 @@ class HookError(Exception):
 class Execution:
     """Overlay of state read and written while executing one block."""
 
-    __slots__ = ("reader", "env", "accounts", "dirty", "fees", "objects", "journal", "events", "valset_update")
+    __slots__ = (
+        "reader",
+        "env",
+        "accounts",
+        "dirty",
+        "fees",
+        "objects",
+        "journal",
+        "events",
+        "valset_update",
+        "work_used",
+    )
 
     def __init__(self, reader: StateReader, env: BlockEnv) -> None:
         self.reader = reader
@@ -116,6 +136,8 @@ class Execution:
         self.events: list[tuple[str, dict]] = []
         # (from_height, [(pubkey, power)]) when this block changes the validator set.
         self.valset_update: tuple[int, list[tuple[bytes, int]]] | None = None
+        # Dispute work units used by the block's metered transactions so far.
+        self.work_used = 0
 
     def account(self, pk: bytes) -> Account:
         acc = self.accounts.get(pk)
@@ -216,6 +238,9 @@ class TxKind:
     check_body: Callable[[dict], None]
     cost: Callable[[Transaction], int]
     apply: Callable[[Execution, Transaction], None]
+    # Metered kinds (market disputes): dispute work units the transaction costs, computed from the
+    # overlay before it runs and counted against ``max_dispute_work_per_block``. Must not write.
+    work: Callable[[Execution, Transaction], int] | None = None
 
 
 def _check_transfer(body: dict) -> None:
@@ -319,6 +344,16 @@ def apply_tx(ex: Execution, tx: Transaction, *, verified: bool = False) -> TxRes
         raise TxError(f"bad nonce: account nonce is {sender.nonce}, tx nonce {tx.nonce}", "bad_nonce")
     if sender.balance < tx.fee:
         raise TxError(f"cannot pay fee: balance {sender.balance} < fee {tx.fee}", "insufficient_fee_balance")
+    work = 0
+    if kind.work is not None:
+        work = kind.work(ex, tx)
+        budget = ex.env.params.market.max_dispute_work_per_block
+        if ex.work_used + work > budget:
+            raise TxError(
+                f"block dispute work budget exhausted: {ex.work_used} + {work} > {budget} units",
+                "block_work_exceeded",
+            )
+    ex.work_used += work
     sender.balance -= tx.fee
     sender.nonce += 1
     ex.dirty.add(tx.sender)
@@ -348,7 +383,7 @@ class BlockOutcome:
     def results_hash(self) -> bytes:
         from .types import merkle_root
 
-        return merkle_root([codec.encode(r.to_obj()) for r in self.results])
+        return merkle_root([codec.encode(r.consensus_obj()) for r in self.results])
 
 
 def execute_block(

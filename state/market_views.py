@@ -17,6 +17,7 @@ from .address import encode_address
 from .market.bodies import receipt_json
 from .market.records import (
     ACTIVE,
+    AVAILABILITY_PREFIX,
     AWARDED_PREFIX,
     CLIENT_PREFIX,
     COMPLETED,
@@ -101,6 +102,19 @@ def bids_json(job: Job) -> list[dict]:
     return [{"miner": encode_address(m), "price": str(p), "height": h} for m, p, h in job.bids]
 
 
+def availability_json(job: Job) -> dict | None:
+    """The open availability challenge: who raised it, the leaves named and the answer deadline."""
+    da = job.availability
+    if da is None:
+        return None
+    return {
+        "challenger": encode_address(da["challenger"]),
+        "indices": list(da["indices"]),
+        "deadline": da["deadline"],
+        "bond": str(da["bond"]),
+    }
+
+
 def job_json(job: Job, chain_id: str | None = None) -> dict:
     """The RPC view of a job."""
     return {
@@ -134,6 +148,9 @@ def job_json(job: Job, chain_id: str | None = None) -> dict:
         "refunded": str(job.refunded),
         "failure": job.failure,
         "false_challenges": job.false_challenges,
+        "availability": availability_json(job),
+        "availability_rounds": job.availability_rounds,
+        "availability_answered": job.availability_answered,
         "receipt": receipt_json(job.receipt, job.receipt_sig, chain_id)
         if job.receipt is not None and job.receipt_sig is not None
         else None,
@@ -313,6 +330,8 @@ def market_stats(scan: Scan) -> dict:
         "paid_total": str(st.paid),
         "burned_total": str(st.burned),
         "challenges_decided": st.challenges,
+        "availability_challenges": st.availability_challenges,
+        "availability_bonds_locked": str(st.availability_bonds),
     }
 
 
@@ -373,6 +392,14 @@ def challengeable_jobs(scan: Scan, get_object: GetObject, *, kind: str | None = 
         j
         for j in _jobs_from_index(scan, get_object, WINDOW_PREFIX)
         if j.state == COMPLETED and j.payment == ESCROWED and (kind is None or j.kind == kind)
+    ]
+
+
+def availability_challenged_jobs(scan: Scan, get_object: GetObject, miner_pk: bytes) -> list[Job]:
+    """Jobs of this miner with an open availability challenge, oldest first: what the miner must
+    answer (publish ``job.availability["indices"]`` with Merkle proofs) by ``availability["deadline"]``."""
+    return [
+        j for j in _jobs_from_index(scan, get_object, AVAILABILITY_PREFIX + miner_pk) if j.availability is not None
     ]
 
 

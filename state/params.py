@@ -45,9 +45,34 @@ class MarketParams:
     reputation_success: int = 1  # added when a job settles (payment released)
     reputation_timeout_penalty: int = 10  # subtracted when an awarded miner misses the deadline
     reputation_wrong_result_penalty: int = 100  # subtracted when a challenge proves a wrong result
+    # Metered disputes (see state/market/work.py): every dispute transaction costs dispute work units
+    # (DWU, about 1 µs of one core) known before it runs; a block holds at most this many.
+    max_dispute_work_per_block: int = 250_000
+    max_challenge_work: int = 100_000  # a job whose leaf check costs more takes no challenge window
+    dispute_work_price: int = 10  # base units per DWU added to the challenge bond
+    # Data availability: a client or verifier that cannot fetch a result challenges chunks of it; the
+    # miner must publish them with Merkle proofs within availability_response_blocks or is slashed.
+    availability_bond: int = AIT  # paid by the challenger; to the miner if it answers
+    availability_response_blocks: int = 10
+    max_availability_chunks: int = 8  # leaves named by one availability challenge
+    max_availability_bytes: int = 32 * 1024  # chunk bytes one answer may have to carry
+    max_availability_challenges_per_job: int = 4
+    slash_unavailable_bps: int = 5_000  # of the miner's bond, for a result it did not make available
 
     def validate(self) -> None:
-        for name in ("slash_wrong_result_bps", "slash_timeout_bps", "slash_false_challenge_bps", "challenger_reward_bps"):
+        if self.max_challenge_work > self.max_dispute_work_per_block:
+            raise ParamsError("genesis: params.market.max_challenge_work must be <= max_dispute_work_per_block")
+        if self.max_availability_chunks < 1 or self.availability_response_blocks < 1:
+            raise ParamsError(
+                "genesis: params.market max_availability_chunks and availability_response_blocks must be >= 1"
+            )
+        for name in (
+            "slash_wrong_result_bps",
+            "slash_timeout_bps",
+            "slash_false_challenge_bps",
+            "challenger_reward_bps",
+            "slash_unavailable_bps",
+        ):
             if getattr(self, name) > BPS:
                 raise ParamsError(f"genesis: params.market.{name} must be <= {BPS} (basis points)")
         if not (1 <= self.min_bid_window <= self.max_bid_window):

@@ -38,6 +38,7 @@ MARKET = MarketParams(
     max_deadline_blocks=50,
     max_challenge_window=20,
     challenge_bond=400,
+    availability_bond=300,
     slash_wrong_result_bps=5_000,
     slash_timeout_bps=1_000,
     slash_false_challenge_bps=2_500,
@@ -155,7 +156,9 @@ class Market:
         st = self.stats()
         balances = [a.balance for a in self.s.accounts.values()]
         assert all(b >= 0 for b in balances)
-        assert sum(balances) + st.escrow + st.bonds == self.supply()
+        assert sum(balances) + st.escrow + st.bonds + st.availability_bonds == self.supply()
+        open_da = [j.availability for j in (Job.decode(v) for _, v in self.s.scan(JOB_PREFIX)) if j.availability]
+        assert sum(d["bond"] for d in open_da) == st.availability_bonds
         jobs = [Job.decode(v) for _, v in self.s.scan(JOB_PREFIX)]
         miners = [Miner.decode(v) for _, v in self.s.scan(MINER_PREFIX)]
         assert sum(j.escrow for j in jobs) == st.escrow
@@ -726,7 +729,10 @@ def test_false_challenge_slashes_challenger_bond(kind: str) -> None:
     v0 = m.bal(VERIFIER)
     job, res = _window_job(m, kind)
     m.ok(VERIFIER, mkt.TX_CHALLENGE, mkt.challenge_body(job.job_id, 2, res.leaves[2], res.proof(2)))
-    burned = MARKET.challenge_bond * MARKET.slash_false_challenge_bps // 10_000
+    work = get_kind(kind).leaf_check_work(job.params, job.input_size)
+    assert work >= 1
+    bond = MARKET.challenge_bond + work * MARKET.dispute_work_price  # the bond pays for the re-check
+    burned = bond * MARKET.slash_false_challenge_bps // 10_000
     assert m.bal(VERIFIER) == v0 - FEE - burned
     assert m.supply() == supply0 - burned
     j = m.job(job.job_id)
@@ -1004,6 +1010,8 @@ OPS = (
     "receipt",
     "challenge",
     "challenge",
+    "availability",
+    "answer",
     "cancel",
     "register",
     "exit",
@@ -1041,7 +1049,14 @@ def _random_op(rnd, m: Market, jobs: list[Job]) -> tuple[SigningKey, str, dict] 
         return who, "transfer", {"to": rnd.choice(ACTORS).public_key, "amount": rnd.randint(1, 5_000)}
     if not jobs:
         return None
-    want = {"bid": mkt.QUEUED, "cancel": mkt.QUEUED, "receipt": mkt.RUNNING, "challenge": mkt.COMPLETED}[name]
+    want = {
+        "bid": mkt.QUEUED,
+        "cancel": mkt.QUEUED,
+        "receipt": mkt.RUNNING,
+        "challenge": mkt.COMPLETED,
+        "availability": mkt.COMPLETED,
+        "answer": mkt.COMPLETED,
+    }[name]
     aimed = [j for j in jobs if j.state == want]
     if not aimed and rnd.random() < 0.7:
         return None
@@ -1055,6 +1070,17 @@ def _random_op(rnd, m: Market, jobs: list[Job]) -> tuple[SigningKey, str, dict] 
             mkt.job_cancel_body(job.job_id),
         )
     res = PROP_RES if rnd.random() < 0.6 else PROP_BAD
+    if name == "availability":
+        idx = sorted(rnd.sample(range(len(res.leaves)), rnd.randint(1, 3)))
+        return who, mkt.TX_AVAILABILITY_CHALLENGE, mkt.availability_challenge_body(job.job_id, idx)
+    if name == "answer":  # the miner publishes what it committed to (or a wrong set, sometimes)
+        if job.miner is not None and rnd.random() < 0.85:
+            who = BY_PK[job.miner]
+        if job.receipt is not None:
+            res = PROP_BAD if job.receipt["result_root"] == PROP_BAD.root else PROP_RES
+        idx = job.availability["indices"] if job.availability and rnd.random() < 0.85 else [0]
+        chunks = [(i, res.leaves[i], res.proof(i)) for i in idx]
+        return who, mkt.TX_AVAILABILITY_RESPONSE, mkt.availability_response_body(job.job_id, chunks)
     if name == "receipt":
         if job.miner is None:
             job = replace(job, price=1)
@@ -1096,4 +1122,5 @@ def test_random_market_operations_conserve_supply(rnd, n_blocks: int) -> None:
     st_ = m.stats()
     assert st_.escrow == 0 and st_.open_bids == 0
     assert m.supply() == supply0 - st_.burned
+    assert st_.availability_bonds == 0
     assert sum(a.balance for a in m.s.accounts.values()) + st_.bonds == m.supply()

@@ -176,6 +176,12 @@ class JobKind(ABC):
     def device_bytes(self, params: dict) -> int:
         """Device memory the job needs (inputs, intermediates and result), in bytes."""
 
+    @abstractmethod
+    def leaf_check_work(self, params: dict, input_size: int | None) -> int:
+        """Dispute work units (DWU, ~1 µs of one core, rounded up generously) that :meth:`check_leaf`
+        costs for these params and an input of ``input_size`` bytes: known before it runs, so block
+        execution can meter challenges (``state/market/work.py``). Calibrated by ``bench/disputes.py``."""
+
     def leaf_count(self, params: dict) -> int:
         """Number of Merkle leaves of the result (its rows)."""
         self.validate_params(params)

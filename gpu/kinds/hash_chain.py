@@ -66,6 +66,11 @@ class HashChain(JobKind):
         self.validate_params(params)
         return max(1, ceil_div(params["chains"] * (params["iterations"] + 1), KHASH))
 
+    def leaf_check_work(self, params: dict, input_size: int | None) -> int:
+        """One chain: iterations + 1 SHA-256 of 32 bytes in hashlib (~0.6 µs each)."""
+        self.validate_params(params)
+        return 1 + params["iterations"] + 1
+
     def device_bytes(self, params: dict) -> int:
         return 32 * params["chains"] + 64
 

@@ -67,6 +67,13 @@ class MatmulU32(JobKind):
         self.validate_params(params)
         return max(1, ceil_div(params["m"] * params["n"] * params["k"], MMAC))
 
+    def leaf_check_work(self, params: dict, input_size: int | None) -> int:
+        """B (k*n) and one row of A generated or decoded, one row product: ~4 ns per element."""
+        self.validate_params(params)
+        m, n, k = params["m"], params["n"], params["k"]
+        elems = k * n + (k if "seed" in params else m * k)
+        return 1 + ceil_div(4 * elems, 1000) + ceil_div(input_size or 0, 1024)
+
     def device_bytes(self, params: dict) -> int:
         m, n, k = params["m"], params["n"], params["k"]
         return 4 * (m * k + k * n + m * n)

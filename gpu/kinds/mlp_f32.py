@@ -84,6 +84,13 @@ class MlpF32(JobKind):
         flops = 2 * p["batch"] * (p["d_in"] * p["d_hidden"] + p["d_hidden"] * p["d_out"])
         return max(1, ceil_div(flops, MFLOP))
 
+    def leaf_check_work(self, params: dict, input_size: int | None) -> int:
+        """Weights generated, then ``math.fsum`` over every product of one row (~200 ns per weight in
+        Python), plus decoding an input."""
+        self.validate_params(params)
+        i, h, o = params["d_in"], params["d_hidden"], params["d_out"]
+        return 1 + ceil_div(200 * (i * h + h * o + h + o), 1000) + ceil_div(input_size or 0, 1024)
+
     def device_bytes(self, params: dict) -> int:
         b, i, h, o = params["batch"], params["d_in"], params["d_hidden"], params["d_out"]
         return 4 * (b * i + i * h + h + b * h + h * o + o + b * o)

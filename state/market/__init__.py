@@ -7,7 +7,11 @@ Importing this package registers the market transaction kinds and its block hook
   object keys and due lists;
 - :mod:`state.market.bodies` — body schemas and static checks, body builders, signed receipts
   (:func:`make_receipt`, :func:`receipt_json`, :func:`verify_receipt`);
-- :mod:`state.market.rules` — how each transaction and the end-of-block hook change state.
+- :mod:`state.market.ledger` — the records one transaction reads and writes, and the money moves
+  (escrow, bonds, slashes, settlement, failing a job) every rule shares;
+- :mod:`state.market.rules` — how miner, job, bid and receipt transactions and the end-of-block hook
+  change state;
+- :mod:`state.market.disputes` — metered challenges of wrong results and availability challenges.
 
 Life of a job: ``job_submit`` locks ``max_price × max_units`` (QUEUED, escrowed) → miners ``bid`` until
 ``bid_close_height`` → at the end of that block the best bid wins (lowest price, then higher reputation,
@@ -16,7 +20,8 @@ the job EXPIRES with a full refund → the miner's signed ``receipt`` by ``deadl
 COMPLETED: ``price × units`` is paid (released) at once, or at the end of its challenge window when the
 job asked for one, and the rest is refunded → a proven wrong leaf during the window fails the job
 (refunded), slashes the miner and rewards the challenger; a missed deadline fails the job (refunded) and
-slashes the miner's bond. The client may ``job_cancel`` while QUEUED.
+slashes the miner's bond; a result the miner does not publish when challenged for availability fails the
+job (refunded) and slashes the miner. The client may ``job_cancel`` while QUEUED.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from __future__ import annotations
 from .bodies import (
     MARKET_TX_TYPES,
     RECEIPT_KEYS,
+    TX_AVAILABILITY_CHALLENGE,
+    TX_AVAILABILITY_RESPONSE,
     TX_BID,
     TX_CHALLENGE,
     TX_JOB_CANCEL,
@@ -33,6 +40,8 @@ from .bodies import (
     TX_MINER_UPDATE,
     TX_RECEIPT,
     ReceiptJsonError,
+    availability_challenge_body,
+    availability_response_body,
     bid_body,
     body_cost,
     capabilities,
@@ -64,6 +73,7 @@ from .records import (
     EXITING,
     EXPIRED,
     FAIL_TIMEOUT,
+    FAIL_UNAVAILABLE,
     FAIL_WRONG_RESULT,
     FAILED,
     JOB_STATES,
@@ -95,6 +105,7 @@ __all__ = [
     "EXPIRED",
     "FAILED",
     "FAIL_TIMEOUT",
+    "FAIL_UNAVAILABLE",
     "FAIL_WRONG_RESULT",
     "JOB_STATES",
     "MARKET_HOOK",
@@ -105,6 +116,8 @@ __all__ = [
     "RELEASED",
     "RUNNING",
     "STATS_KEY",
+    "TX_AVAILABILITY_CHALLENGE",
+    "TX_AVAILABILITY_RESPONSE",
     "TX_BID",
     "TX_CHALLENGE",
     "TX_JOB_CANCEL",
@@ -118,6 +131,8 @@ __all__ = [
     "Miner",
     "ReceiptJsonError",
     "Stats",
+    "availability_challenge_body",
+    "availability_response_body",
     "award_order",
     "bid_body",
     "body_cost",

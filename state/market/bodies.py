@@ -30,6 +30,8 @@ TX_JOB_CANCEL = "job_cancel"
 TX_BID = "bid"
 TX_RECEIPT = "receipt"
 TX_CHALLENGE = "challenge"
+TX_AVAILABILITY_CHALLENGE = "availability_challenge"
+TX_AVAILABILITY_RESPONSE = "availability_response"
 MARKET_TX_TYPES = (
     TX_MINER_REGISTER,
     TX_MINER_UPDATE,
@@ -39,6 +41,8 @@ MARKET_TX_TYPES = (
     TX_BID,
     TX_RECEIPT,
     TX_CHALLENGE,
+    TX_AVAILABILITY_CHALLENGE,
+    TX_AVAILABILITY_RESPONSE,
 )
 
 MAX_PARAMS_BYTES = 4096  # encoded job params
@@ -48,6 +52,7 @@ MAX_CAPABILITY_KINDS = 16  # entries of throughput / prices maps
 MAX_LEAF_BYTES = 32 * 1024
 MAX_PROOF_HASHES = 64
 MAX_INPUT_BYTES = 64 * 1024  # a transaction is at most 64 KiB anyway
+MAX_AVAILABILITY_INDICES = 64  # static bound; the chain's max_availability_chunks is usually lower
 
 RECEIPT_KEYS = frozenset(
     {
@@ -299,33 +304,73 @@ def check_challenge(body: dict) -> None:
     _bytes(body, "job_id", what, 32)
     _uint(body, "index", what)
     _bytes(body, "leaf", what, max_len=MAX_LEAF_BYTES)
-    proof = body["proof"]
-    if type(proof) is not list or len(proof) > MAX_PROOF_HASHES:
-        raise _bad(f"challenge.proof must be a list of at most {MAX_PROOF_HASHES} hashes")
-    if not all(type(h) is bytes and len(h) == 32 for h in proof):
-        raise _bad("challenge.proof entries must be 32-byte hashes")
+    _proof(body["proof"], "challenge.proof")
     if "input" in body:
         _bytes(body, "input", what)
+
+
+def _proof(obj: Any, what: str) -> list:
+    if type(obj) is not list or len(obj) > MAX_PROOF_HASHES:
+        raise _bad(f"{what} must be a list of at most {MAX_PROOF_HASHES} hashes")
+    if not all(type(h) is bytes and len(h) == 32 for h in obj):
+        raise _bad(f"{what} entries must be 32-byte hashes")
+    return obj
+
+
+def check_availability_challenge(body: dict) -> None:
+    what = "availability_challenge"
+    _map(body, "availability_challenge body", {"job_id", "indices"})
+    _bytes(body, "job_id", what, 32)
+    idx = body["indices"]
+    if type(idx) is not list or not 1 <= len(idx) <= MAX_AVAILABILITY_INDICES:
+        raise _bad(f"{what}.indices must be a list of 1..{MAX_AVAILABILITY_INDICES} leaf indices")
+    if not all(type(i) is int and 0 <= i <= U64_MAX for i in idx) or idx != sorted(set(idx)):
+        raise _bad(f"{what}.indices must be distinct non-negative integers in ascending order")
+
+
+def check_availability_response(body: dict) -> None:
+    what = "availability_response"
+    _map(body, "availability_response body", {"job_id", "chunks"})
+    _bytes(body, "job_id", what, 32)
+    chunks = body["chunks"]
+    if type(chunks) is not list or not 1 <= len(chunks) <= MAX_AVAILABILITY_INDICES:
+        raise _bad(f"{what}.chunks must be a list of 1..{MAX_AVAILABILITY_INDICES} [index, leaf, proof]")
+    last = -1
+    for c in chunks:
+        if type(c) is not list or len(c) != 3:
+            raise _bad(f"{what}.chunks entries must be [index, leaf, proof]")
+        index, leaf, proof = c
+        if type(index) is not int or not last < index <= U64_MAX:
+            raise _bad(f"{what}.chunks must name distinct leaf indices in ascending order")
+        last = index
+        if type(leaf) is not bytes or len(leaf) > MAX_LEAF_BYTES:
+            raise _bad(f"{what}.chunks leaf must be bytes of at most {MAX_LEAF_BYTES}")
+        _proof(proof, f"{what}.chunks proof")
 
 
 # --------------------------------------------------------------------------------------------------
 # Costs (value the sender must hold beyond the fee; mempool admission)
 
-_COST_CHALLENGE_BOND: list[int] = []
+_COST_PARAMS: list[Any] = []
 
 
 def set_cost_params(market_params: Any) -> None:
-    """Tell the mempool's cost function this chain's ``challenge_bond`` (the one cost that is a chain
-    parameter rather than a body field). Defaults to ``MarketParams().challenge_bond``."""
-    _COST_CHALLENGE_BOND[:] = [market_params.challenge_bond]
+    """Tell the mempool's cost function this chain's ``MarketParams`` (the challenge and availability
+    bonds are chain parameters rather than body fields). Defaults to ``MarketParams()``."""
+    _COST_PARAMS[:] = [market_params]
+
+
+def _cost_params() -> Any:
+    if not _COST_PARAMS:
+        from ..params import MarketParams
+
+        return MarketParams()
+    return _COST_PARAMS[0]
 
 
 def _challenge_bond() -> int:
-    if not _COST_CHALLENGE_BOND:
-        from ..params import MarketParams
-
-        return MarketParams().challenge_bond
-    return _COST_CHALLENGE_BOND[0]
+    """The fixed part of a challenge bond (the metered part depends on the job; see ``work.py``)."""
+    return _cost_params().challenge_bond
 
 
 def body_cost(tx_type: str, body: dict) -> int:
@@ -338,6 +383,8 @@ def body_cost(tx_type: str, body: dict) -> int:
         return body.get("add_bond", 0)
     if tx_type == TX_CHALLENGE:
         return _challenge_bond()
+    if tx_type == TX_AVAILABILITY_CHALLENGE:
+        return _cost_params().availability_bond
     return 0
 
 
@@ -442,6 +489,18 @@ def challenge_body(
     if input is not None:
         body["input"] = bytes(input)
     return body
+
+
+def availability_challenge_body(job_id: bytes, indices: list[int]) -> dict:
+    return {"job_id": job_id, "indices": sorted(set(int(i) for i in indices))}
+
+
+def availability_response_body(job_id: bytes, chunks: list[tuple[int, bytes, list[bytes]]]) -> dict:
+    """``chunks``: (leaf index, leaf bytes, Merkle proof against the receipt's ``result_root``)."""
+    return {
+        "job_id": job_id,
+        "chunks": [[int(i), bytes(leaf), [bytes(h) for h in proof]] for i, leaf, proof in sorted(chunks, key=lambda c: c[0])],
+    }
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,10 +15,12 @@ yields them in order):
 ``mkt/q/<seq8>``                       job id while the job is QUEUED (open for bids)
 ``mkt/r/<miner32><seq8>``              job id while awarded to the miner and not receipted (RUNNING)
 ``mkt/w/<seq8>``                       job id while COMPLETED with payment escrowed (challenge window)
+``mkt/v/<miner32><seq8>``              job id while an availability challenge against the miner is open
 =====================================  ===========================================================
 
 Due tags: ``award`` (end of a bid window), ``deadline`` (receipt deadline), ``release`` (end of a
-challenge window), ``unbond`` (a miner's exit height).
+challenge window), ``unbond`` (a miner's exit height), ``availability`` (an availability challenge's
+answer deadline).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ EXITED = "exited"
 # Failure causes recorded on FAILED jobs.
 FAIL_TIMEOUT = "timeout"
 FAIL_WRONG_RESULT = "wrong_result"
+FAIL_UNAVAILABLE = "unavailable"
 
 PREFIX = b"mkt/"
 JOB_PREFIX = b"mkt/j/"
@@ -61,11 +64,13 @@ AWARDED_PREFIX = b"mkt/a/"
 OPEN_PREFIX = b"mkt/q/"
 RUNNING_PREFIX = b"mkt/r/"
 WINDOW_PREFIX = b"mkt/w/"
+AVAILABILITY_PREFIX = b"mkt/v/"
 
 DUE_AWARD = "award"
 DUE_DEADLINE = "deadline"
 DUE_RELEASE = "release"
 DUE_UNBOND = "unbond"
+DUE_AVAILABILITY = "availability"
 
 MAX_RECORD_BYTES = 256 * 1024
 
@@ -108,6 +113,10 @@ def running_key(miner: bytes, seq: int) -> bytes:
 
 def window_key(seq: int) -> bytes:
     return WINDOW_PREFIX + u64(seq)
+
+
+def availability_key(miner: bytes, seq: int) -> bytes:
+    return AVAILABILITY_PREFIX + miner + u64(seq)
 
 
 class _Record:
@@ -172,9 +181,13 @@ class Job(_Record):
     settle_height: int = 0  # height at which the job reached its final payment state
     paid: int = 0  # paid to the miner
     refunded: int = 0  # returned to the client
-    failure: str | None = None  # FAIL_TIMEOUT | FAIL_WRONG_RESULT
+    failure: str | None = None  # FAIL_TIMEOUT | FAIL_WRONG_RESULT | FAIL_UNAVAILABLE
     false_challenges: int = 0
-
+    # The open availability challenge: {"challenger", "indices", "deadline", "bond"} | None. While it is
+    # open the payment stays escrowed.
+    availability: dict | None = None
+    availability_rounds: int = 0  # availability challenges raised (bounded per job)
+    availability_answered: int = 0  # of which the miner answered
     @property
     def challenge_window(self) -> int:
         return self.verify["challenge_window"] if self.verify else 0
@@ -231,6 +244,8 @@ class Stats(_Record):
     paid: int = 0  # total paid to miners
     burned: int = 0  # total destroyed by slashes
     challenges: int = 0  # challenges decided (upheld + rejected)
+    availability_challenges: int = 0  # availability challenges raised
+    availability_bonds: int = 0  # locked by open availability challenges
 
     @classmethod
     def decode_or_new(cls, raw: bytes | None) -> Stats:
@@ -238,7 +253,7 @@ class Stats(_Record):
 
     def locked(self) -> int:
         """Everything the market holds outside account balances (part of the total supply)."""
-        return self.escrow + self.bonds
+        return self.escrow + self.bonds + self.availability_bonds
 
 
 def decode_job(raw: bytes) -> Job:

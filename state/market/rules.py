@@ -1,27 +1,24 @@
-"""Market rules: how each market transaction and the per-block hook change state.
+"""Market rules: how miner, job, bid and receipt transactions and the per-block hook change state.
 
-Money moves only between account balances and two market pools recorded in ``mkt/stats``: job escrow
-and miner bonds. Slashes that are not paid to a challenger are burned (``ex.burn``). So at every point
-``sum(balances) + stats.escrow + stats.bonds == ex.supply()`` (checked by the tests).
+Disputes (challenges of a wrong result, availability challenges) are in :mod:`state.market.disputes`;
+the records and money moves all rules share in :mod:`state.market.ledger`.
 
 Heights are inclusive: a bid is accepted up to and including the job's ``bid_close_height`` and the award
 happens at the end of that block; a receipt up to ``deadline_height`` (a miss is handled at the end of
-that block); a challenge up to ``release_height`` (payment is released at the end of that block).
+that block); a challenge up to ``release_height`` (payment is released at the end of that block, or
+once an availability challenge open then is answered).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from .. import codec
-from ..codec import sha256
 from ..crypto import KIND_RECEIPT, verify
+from ..errors import InvariantError
 from ..machine import BlockHook, ExecFailure, Execution, TxKind, register_block_hook, register_tx_kind
-from ..merkle import verify_merkle_proof
-from ..params import MarketParams
-from ..slashing import settle_slash, slash_cut
 from ..types import Transaction
 from . import bodies as B
+from . import disputes
+from .ledger import Market, address, emit_job_failed, fail_job, hex_id, market_tx, settle
 from .records import (
     ACTIVE,
     CANCELED,
@@ -35,199 +32,22 @@ from .records import (
     EXITING,
     EXPIRED,
     FAIL_TIMEOUT,
-    FAIL_WRONG_RESULT,
     FAILED,
     QUEUED,
     REFUNDED,
-    RELEASED,
     RUNNING,
-    STATS_KEY,
     Job,
     Miner,
-    Stats,
     awarded_key,
     client_key,
     due_key,
-    job_key,
-    miner_key,
     open_key,
     running_key,
     seq_key,
     window_key,
 )
 
-
-def _hex(b: bytes) -> str:
-    return "0x" + b.hex()
-
-
-def _addr(pk: bytes) -> str:
-    from ..address import encode_address
-
-    return encode_address(pk)
-
-
-class _Market:
-    """Records read and written while applying one market transaction or hook run.
-
-    Jobs, miners and the totals are cached and written back by :meth:`flush`; balance moves go straight
-    to the execution (journaled, so a failed body is rolled back as a whole)."""
-
-    def __init__(self, ex: Execution) -> None:
-        self.ex = ex
-        self.p: MarketParams = ex.env.params.market
-        self.h = ex.env.height
-        self._jobs: dict[bytes, Job | None] = {}
-        self._miners: dict[bytes, Miner | None] = {}
-        self._stats: Stats | None = None
-        self._dirty_jobs: set[bytes] = set()
-        self._dirty_miners: set[bytes] = set()
-
-    # records ------------------------------------------------------------------------------------------
-    def job(self, job_id: bytes) -> Job | None:
-        if job_id not in self._jobs:
-            raw = self.ex.get_object(job_key(job_id))
-            self._jobs[job_id] = Job.decode(raw) if raw is not None else None
-        return self._jobs[job_id]
-
-    def need_job(self, job_id: bytes) -> Job:
-        job = self.job(job_id)
-        if job is None:
-            raise ExecFailure("unknown_job", f"no job {_hex(job_id)}")
-        return job
-
-    def put_job(self, job: Job) -> None:
-        self._jobs[job.job_id] = job
-        self._dirty_jobs.add(job.job_id)
-
-    def miner(self, pk: bytes) -> Miner | None:
-        if pk not in self._miners:
-            raw = self.ex.get_object(miner_key(pk))
-            self._miners[pk] = Miner.decode(raw) if raw is not None else None
-        return self._miners[pk]
-
-    def put_miner(self, m: Miner) -> None:
-        self._miners[m.miner] = m
-        self._dirty_miners.add(m.miner)
-
-    @property
-    def stats(self) -> Stats:
-        if self._stats is None:
-            self._stats = Stats.decode_or_new(self.ex.get_object(STATS_KEY))
-        return self._stats
-
-    def flush(self) -> None:
-        for job_id in sorted(self._dirty_jobs):
-            self.ex.put_object(job_key(job_id), self._jobs[job_id].encode())  # type: ignore[union-attr]
-        for pk in sorted(self._dirty_miners):
-            self.ex.put_object(miner_key(pk), self._miners[pk].encode())  # type: ignore[union-attr]
-        if self._stats is not None:
-            self.ex.put_object(STATS_KEY, self._stats.encode())
-        self._dirty_jobs.clear()
-        self._dirty_miners.clear()
-
-    # due lists ----------------------------------------------------------------------------------------
-    def schedule(self, height: int, tag: str, ident: bytes) -> None:
-        key = due_key(height)
-        raw = self.ex.get_object(key)
-        items = codec.decode(raw) if raw is not None else []
-        items.append([tag, ident])
-        self.ex.put_object(key, codec.encode(items))
-
-    # state and money ----------------------------------------------------------------------------------
-    def set_state(self, job: Job, state: str) -> None:
-        by = self.stats.by_state
-        if job.state in by:
-            by[job.state] -= 1
-            if by[job.state] == 0:
-                del by[job.state]
-        by[state] = by.get(state, 0) + 1
-        job.state = state
-
-    def lock_escrow(self, job: Job, amount: int) -> None:
-        bal = self.ex.account(job.client).balance
-        if bal < amount:
-            raise ExecFailure(
-                "insufficient_balance",
-                f"job escrow max_price × max_units = {amount} exceeds the balance {bal} (after the fee)",
-            )
-        self.ex.debit(job.client, amount)
-        job.escrow += amount
-        self.stats.escrow += amount
-
-    def pay_from_escrow(self, job: Job, to: bytes, amount: int) -> None:
-        if amount <= 0:
-            return
-        assert amount <= job.escrow, "escrow underflow"
-        job.escrow -= amount
-        self.stats.escrow -= amount
-        self.ex.credit(to, amount)
-        if to == job.client:
-            job.refunded += amount
-        else:
-            job.paid += amount
-            self.stats.paid += amount
-
-    def refund_all(self, job: Job) -> int:
-        amount = job.escrow
-        self.pay_from_escrow(job, job.client, amount)
-        return amount
-
-    def lock_bond(self, m: Miner, payer: bytes, amount: int, what: str) -> None:
-        bal = self.ex.account(payer).balance
-        if bal < amount:
-            raise ExecFailure(
-                "insufficient_balance", f"{what} of {amount} exceeds the balance {bal} (after the fee)"
-            )
-        self.ex.debit(payer, amount)
-        m.bond += amount
-        self.stats.bonds += amount
-
-    def slash(
-        self, m: Miner, bps: int, reason: str, job_id: bytes, beneficiary: bytes | None = None
-    ) -> tuple[int, int, int]:
-        """Take ``bps`` of the miner's bond: ``challenger_reward_bps`` of it to ``beneficiary`` (if any),
-        the rest burned. Returns (slashed, rewarded, burned)."""
-        amount = slash_cut(m.bond, bps)
-        m.bond -= amount
-        m.slashed += amount
-        self.stats.bonds -= amount
-        reward, burned = settle_slash(
-            self.ex, amount, beneficiary=beneficiary, reward_bps=self.p.challenger_reward_bps
-        )
-        self.stats.burned += burned
-        self.put_miner(m)
-        self.ex.emit(
-            "miner_slashed",
-            miner=_addr(m.miner),
-            job_id=_hex(job_id),
-            reason=reason,
-            amount=str(amount),
-            reward=str(reward),
-            burned=str(burned),
-            bond=str(m.bond),
-        )
-        return amount, reward, burned
-
-    # miner bookkeeping ---------------------------------------------------------------------------------
-    def close_open_job(self, m: Miner) -> None:
-        """One of the miner's awarded jobs reached its final state; an exiting miner past its exit
-        height with nothing left open gets its bond back at the end of the next block."""
-        m.open_jobs -= 1
-        self.put_miner(m)
-        if m.status == EXITING and m.open_jobs == 0 and self.h >= m.exit_height:
-            self.schedule(self.h + 1, DUE_UNBOND, m.miner)
-
-
-def _market_tx(fn: Any) -> Any:
-    def apply(ex: Execution, tx: Transaction) -> None:
-        mk = _Market(ex)
-        fn(mk, tx)
-        mk.flush()
-
-    apply.__name__ = fn.__name__
-    return apply
-
+_hex, _addr = hex_id, address
 
 # --------------------------------------------------------------------------------------------------
 # Miners
@@ -237,8 +57,8 @@ def _miner_fields(m: Miner) -> dict:
     return {"miner": _addr(m.miner), "bond": str(m.bond), "status": m.status}
 
 
-@_market_tx
-def apply_miner_register(mk: _Market, tx: Transaction) -> None:
+@market_tx
+def apply_miner_register(mk: Market, tx: Transaction) -> None:
     body = tx.body
     if body["bond"] < mk.p.min_miner_bond:
         raise ExecFailure(
@@ -262,15 +82,15 @@ def apply_miner_register(mk: _Market, tx: Transaction) -> None:
     mk.ex.emit("miner_registered", **_miner_fields(m), backend=caps["backend"], device=caps["device"])
 
 
-def _need_miner(mk: _Market, pk: bytes) -> Miner:
+def _need_miner(mk: Market, pk: bytes) -> Miner:
     m = mk.miner(pk)
     if m is None or m.status == EXITED:
         raise ExecFailure("not_registered", "sender is not a registered miner")
     return m
 
 
-@_market_tx
-def apply_miner_update(mk: _Market, tx: Transaction) -> None:
+@market_tx
+def apply_miner_update(mk: Market, tx: Transaction) -> None:
     m = _need_miner(mk, tx.sender)
     if m.status != ACTIVE:
         raise ExecFailure("miner_exiting", f"miner is exiting (bond returned after height {m.exit_height})")
@@ -284,8 +104,8 @@ def apply_miner_update(mk: _Market, tx: Transaction) -> None:
     mk.ex.emit("miner_updated", **_miner_fields(m))
 
 
-@_market_tx
-def apply_miner_exit(mk: _Market, tx: Transaction) -> None:
+@market_tx
+def apply_miner_exit(mk: Market, tx: Transaction) -> None:
     m = _need_miner(mk, tx.sender)
     if m.status != ACTIVE:
         raise ExecFailure(
@@ -299,7 +119,7 @@ def apply_miner_exit(mk: _Market, tx: Transaction) -> None:
     mk.ex.emit("miner_exiting", **_miner_fields(m), exit_height=m.exit_height, open_jobs=m.open_jobs)
 
 
-def _due_unbond(mk: _Market, pk: bytes) -> None:
+def _due_unbond(mk: Market, pk: bytes) -> None:
     m = mk.miner(pk)
     if m is None or m.status != EXITING or m.open_jobs > 0 or mk.h < m.exit_height:
         return  # re-scheduled by close_open_job once the last open job ends
@@ -317,8 +137,14 @@ def _due_unbond(mk: _Market, pk: bytes) -> None:
 # Jobs
 
 
-@_market_tx
-def apply_job_submit(mk: _Market, tx: Transaction) -> None:
+def _input_size(inp: dict | None) -> int | None:
+    if inp is None:
+        return None
+    return len(inp["inline"]) if "inline" in inp else inp["size"]
+
+
+@market_tx
+def apply_job_submit(mk: Market, tx: Transaction) -> None:
     body, p = tx.body, mk.p
     if not p.min_bid_window <= body["bid_window"] <= p.max_bid_window:
         raise ExecFailure(
@@ -347,6 +173,16 @@ def apply_job_submit(mk: _Market, tx: Transaction) -> None:
             "challenge_window_out_of_range",
             f"challenge_window {window} exceeds the maximum {p.max_challenge_window} blocks",
         )
+    if window:
+        from gpu.kinds import get_kind
+
+        work = get_kind(body["kind"]).leaf_check_work(body["params"], _input_size(inp))
+        if work > p.max_challenge_work:
+            raise ExecFailure(
+                "challenge_work_too_large",
+                f"re-checking one leaf of this job costs {work} dispute work units, more than "
+                f"max_challenge_work {p.max_challenge_work}: such a job takes no challenge window",
+            )
     if window and inp is not None and "blob" in inp and inp["size"] > p.max_challenge_input:
         raise ExecFailure(
             "input_too_large_for_challenge",
@@ -404,8 +240,8 @@ _NOT_OPEN = {
 }
 
 
-@_market_tx
-def apply_job_cancel(mk: _Market, tx: Transaction) -> None:
+@market_tx
+def apply_job_cancel(mk: Market, tx: Transaction) -> None:
     job = mk.need_job(tx.body["job_id"])
     if tx.sender != job.client:
         raise ExecFailure("not_job_client", "only the job's client may cancel it")
@@ -434,7 +270,7 @@ def _requirement_failure(job: Job, m: Miner) -> tuple[str, str] | None:
     return None
 
 
-def _miner_ineligible(mk: _Market, m: Miner | None) -> tuple[str, str] | None:
+def _miner_ineligible(mk: Market, m: Miner | None) -> tuple[str, str] | None:
     if m is None or m.status == EXITED:
         return "not_registered", "sender is not a registered miner"
     if m.status != ACTIVE:
@@ -449,8 +285,8 @@ def _miner_ineligible(mk: _Market, m: Miner | None) -> tuple[str, str] | None:
     return None
 
 
-@_market_tx
-def apply_bid(mk: _Market, tx: Transaction) -> None:
+@market_tx
+def apply_bid(mk: Market, tx: Transaction) -> None:
     job = mk.need_job(tx.body["job_id"])
     price = tx.body["price"]
     if job.state != QUEUED:
@@ -462,9 +298,8 @@ def apply_bid(mk: _Market, tx: Transaction) -> None:
         raise ExecFailure("bid_window_closed", f"bid window closed at height {job.bid_close_height}")
     m = mk.miner(tx.sender)
     bad = _miner_ineligible(mk, m)
-    if bad is not None:
-        raise ExecFailure(*bad)
-    assert m is not None
+    if bad is not None or m is None:
+        raise ExecFailure(*(bad or ("not_registered", "sender is not a registered miner")))
     if tx.sender == job.client:
         raise ExecFailure("self_bid", "a client cannot bid on its own job")
     if price > job.max_price:
@@ -490,11 +325,11 @@ def award_order(bids: list, reputation: dict[bytes, int]) -> list[int]:
     return sorted(range(len(bids)), key=lambda i: (bids[i][1], -reputation.get(bids[i][0], 0), i))
 
 
-def _can_win(mk: _Market, job: Job, m: Miner | None) -> bool:
+def _can_win(mk: Market, job: Job, m: Miner | None) -> bool:
     return _miner_ineligible(mk, m) is None and m is not None and _requirement_failure(job, m) is None
 
 
-def _due_award(mk: _Market, job_id: bytes) -> None:
+def _due_award(mk: Market, job_id: bytes) -> None:
     job = mk.job(job_id)
     if job is None or job.state != QUEUED:
         return  # canceled
@@ -521,7 +356,8 @@ def _due_award(mk: _Market, job_id: bytes) -> None:
     reps = {pk: m.reputation for pk, m in miners.items() if m is not None}
     winner_pk, price, _ = eligible[award_order(eligible, reps)[0]]
     m = miners[winner_pk]
-    assert m is not None
+    if m is None:  # _can_win refused missing records
+        raise InvariantError("award winner has no miner record")
     job.miner = winner_pk
     job.price = price
     job.award_height = mk.h
@@ -549,27 +385,8 @@ def _due_award(mk: _Market, job_id: bytes) -> None:
     )
 
 
-def _settle(mk: _Market, job: Job, m: Miner) -> None:
-    """Release the payment to the miner (receipt accepted, challenge window over or none)."""
-    amount = job.escrow
-    mk.pay_from_escrow(job, m.miner, amount)
-    job.payment = RELEASED
-    job.settle_height = mk.h
-    mk.put_job(job)
-    m.reputation += mk.p.reputation_success
-    m.completed += 1
-    mk.close_open_job(m)
-    mk.ex.emit(
-        "payment_released",
-        job_id=_hex(job.job_id),
-        miner=_addr(m.miner),
-        amount=str(amount),
-        client=_addr(job.client),
-    )
-
-
-@_market_tx
-def apply_receipt(mk: _Market, tx: Transaction) -> None:
+@market_tx
+def apply_receipt(mk: Market, tx: Transaction) -> None:
     r, sig = tx.body["receipt"], tx.body["sig"]
     if tx.sender != r["provider"]:
         raise ExecFailure("sender_not_provider", "a receipt must be sent by its provider")
@@ -612,8 +429,7 @@ def apply_receipt(mk: _Market, tx: Transaction) -> None:
         raise ExecFailure("wrong_unit_price", f"unit_price {r['unit_price']} != awarded price {job.price}")
     if r["price"] != job.price * r["units"]:  # also checked statically
         raise ExecFailure("wrong_price", f"price {r['price']} != unit_price × units")
-    m = mk.miner(job.miner)  # type: ignore[arg-type]
-    assert m is not None
+    m = mk.job_miner(job)
     job.receipt = r
     job.receipt_sig = sig
     job.receipt_height = mk.h
@@ -640,161 +456,26 @@ def apply_receipt(mk: _Market, tx: Transaction) -> None:
         mk.ex.put_object(window_key(job.seq), job.job_id)
         mk.schedule(job.release_height, DUE_RELEASE, job.job_id)
     else:
-        _settle(mk, job, m)
+        settle(mk, job, m)
 
 
-def _due_release(mk: _Market, job_id: bytes) -> None:
+def _due_release(mk: Market, job_id: bytes) -> None:
     job = mk.job(job_id)
     if job is None or job.state != COMPLETED or job.payment != ESCROWED:
         return  # a challenge failed the job
-    m = mk.miner(job.miner)  # type: ignore[arg-type]
-    assert m is not None
+    if job.availability is not None:
+        return  # settled when the miner answers the open availability challenge (or failed if not)
     mk.ex.put_object(window_key(job.seq), None)
-    _settle(mk, job, m)
+    settle(mk, job, mk.job_miner(job))
 
 
-def _due_deadline(mk: _Market, job_id: bytes) -> None:
+def _due_deadline(mk: Market, job_id: bytes) -> None:
     job = mk.job(job_id)
     if job is None or job.state != RUNNING:
         return  # receipted in time
-    m = mk.miner(job.miner)  # type: ignore[arg-type]
-    assert m is not None
-    refunded, *_ = _fail_job(mk, job, m, FAIL_TIMEOUT, running_key(m.miner, job.seq))
-    _emit_job_failed(mk, job, m, FAIL_TIMEOUT, refunded)
-
-
-def _fail_job(
-    mk: _Market, job: Job, m: Miner, failure: str, index_key: bytes, challenger: bytes | None = None
-) -> tuple[int, int, int, int]:
-    """The miner failed ``job`` (no receipt by the deadline, or a proven wrong result): refund the client,
-    penalise the miner's reputation and bond (a share to the ``challenger``, if any). ``index_key`` is
-    the job's state index entry to drop. Returns (refunded, slashed, rewarded, burned)."""
-    refunded = mk.refund_all(job)
-    mk.set_state(job, FAILED)
-    job.payment = REFUNDED
-    job.failure = failure
-    job.settle_height = mk.h
-    mk.put_job(job)
-    mk.ex.put_object(index_key, None)
-    if failure == FAIL_TIMEOUT:
-        m.running -= 1
-        penalty, bps = mk.p.reputation_timeout_penalty, mk.p.slash_timeout_bps
-    else:
-        penalty, bps = mk.p.reputation_wrong_result_penalty, mk.p.slash_wrong_result_bps
-    m.reputation -= penalty
-    m.failed += 1
-    slashed, reward, burned = mk.slash(m, bps, failure, job.job_id, challenger)
-    mk.close_open_job(m)
-    return refunded, slashed, reward, burned
-
-
-def _emit_job_failed(mk: _Market, job: Job, m: Miner, reason: str, refunded: int) -> None:
-    mk.ex.emit(
-        "job_failed",
-        job_id=_hex(job.job_id),
-        client=_addr(job.client),
-        miner=_addr(m.miner),
-        reason=reason,
-        refunded=str(refunded),
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# Challenges
-
-
-@_market_tx
-def apply_challenge(mk: _Market, tx: Transaction) -> None:
-    body = tx.body
-    job = mk.need_job(body["job_id"])
-    if job.state != COMPLETED or job.payment != ESCROWED:
-        raise ExecFailure(
-            "not_in_challenge_window",
-            f"only a completed job whose payment is still escrowed can be challenged (job is {job.state}, "
-            f"payment {job.payment})",
-        )
-    if tx.sender == job.miner:
-        raise ExecFailure("self_challenge", "a miner cannot challenge its own result")
-    from gpu.kinds import get_kind
-
-    kind = get_kind(job.kind)
-    if not B.challengeable(kind):  # job_submit refuses challenge windows for these; kept for safety
-        raise ExecFailure("not_challengeable", f"results of job kind '{job.kind}' cannot be challenged")
-    blob = job.input_blob
-    given = body.get("input")
-    if blob is not None:
-        if given is None:
-            raise ExecFailure(
-                "input_required", "the job's input is a blob: the challenge must carry its bytes"
-            )
-        if len(given) != blob[1] or sha256(given) != blob[0]:
-            raise ExecFailure(
-                "input_mismatch", "the challenge's input bytes do not match the job's input blob hash"
-            )
-        input_bytes: bytes | None = given
-    else:
-        if given is not None:
-            raise ExecFailure(
-                "unexpected_input", "the job has no blob input: the challenge must not carry one"
-            )
-        input_bytes = job.input_bytes
-    count = kind.leaf_count(job.params)
-    index, leaf = body["index"], body["leaf"]
-    if index >= count:
-        raise ExecFailure("bad_proof", f"leaf index {index} out of range: the result has {count} leaves")
-    assert job.receipt is not None
-    if not verify_merkle_proof(job.receipt["result_root"], leaf, index, count, list(body["proof"])):
-        raise ExecFailure(
-            "bad_proof", "the Merkle proof does not show this leaf under the receipt's result_root"
-        )
-    p = mk.p
-    bal = mk.ex.account(tx.sender).balance
-    if bal < p.challenge_bond:
-        raise ExecFailure(
-            "insufficient_balance", f"challenge bond {p.challenge_bond} exceeds the balance {bal}"
-        )
-    mk.ex.debit(tx.sender, p.challenge_bond)  # locked while the chain re-checks the leaf
-    from gpu.kinds import JobParamError
-
-    try:
-        correct = bool(kind.check_leaf(job.params, input_bytes, index, leaf))
-    except JobParamError as exc:  # e.g. a blob input that matches its hash but does not decode
-        raise ExecFailure(
-            "bad_input", f"the job's input cannot be re-checked ({exc.reason}): {exc}"
-        ) from None
-    mk.stats.challenges += 1
-    if correct:
-        cut = slash_cut(p.challenge_bond, p.slash_false_challenge_bps)
-        mk.ex.credit(tx.sender, p.challenge_bond - cut)
-        _, burned = settle_slash(mk.ex, cut)
-        mk.stats.burned += burned
-        job.false_challenges += 1
-        mk.put_job(job)
-        mk.ex.emit(
-            "challenge_rejected",
-            job_id=_hex(job.job_id),
-            challenger=_addr(tx.sender),
-            index=index,
-            burned=str(burned),
-            returned=str(p.challenge_bond - burned),
-        )
-        return
-    mk.ex.credit(tx.sender, p.challenge_bond)
-    m = mk.miner(job.miner)  # type: ignore[arg-type]
-    assert m is not None
-    refunded, slashed, reward, burned = _fail_job(mk, job, m, FAIL_WRONG_RESULT, window_key(job.seq), tx.sender)
-    mk.ex.emit(
-        "challenge_upheld",
-        job_id=_hex(job.job_id),
-        challenger=_addr(tx.sender),
-        miner=_addr(m.miner),
-        index=index,
-        slashed=str(slashed),
-        reward=str(reward),
-        burned=str(burned),
-        refunded=str(refunded),
-    )
-    _emit_job_failed(mk, job, m, FAIL_WRONG_RESULT, refunded)
+    m = mk.job_miner(job)
+    refunded, *_ = fail_job(mk, job, m, FAIL_TIMEOUT, running_key(m.miner, job.seq))
+    emit_job_failed(mk, job, m, FAIL_TIMEOUT, refunded)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -805,17 +486,19 @@ _DUE = {
     DUE_DEADLINE: _due_deadline,
     DUE_RELEASE: _due_release,
     DUE_UNBOND: _due_unbond,
+    **disputes.DUE,
 }
 
 
 def market_end_block(ex: Execution) -> None:
-    """Handle everything due at this height (awards, missed deadlines, releases, unbonds), in the order
+    """Handle everything due at this height (awards, missed deadlines, releases, unbonds, availability
+    deadlines), in the order
     it was scheduled, then drop the due list."""
     key = due_key(ex.env.height)
     raw = ex.get_object(key)
     if raw is None:
         return
-    mk = _Market(ex)
+    mk = Market(ex)
     for tag, ident in codec.decode(raw):
         _DUE[tag](mk, ident)
     mk.flush()
@@ -834,7 +517,7 @@ TX_KINDS = (
     TxKind(B.TX_JOB_CANCEL, B.check_job_cancel, _cost, apply_job_cancel),
     TxKind(B.TX_BID, B.check_bid, _cost, apply_bid),
     TxKind(B.TX_RECEIPT, B.check_receipt, _cost, apply_receipt),
-    TxKind(B.TX_CHALLENGE, B.check_challenge, _cost, apply_challenge),
+    *disputes.TX_KINDS,
 )
 MARKET_HOOK = BlockHook("market", order=50, end=market_end_block)
 
