@@ -123,7 +123,14 @@ def cmd_job(args: argparse.Namespace) -> int:
             rec = job.get("receipt")
             if not rec:
                 raise AitbcError(f"job {args.job_id} has no receipt yet (state {job['state']})")
-            res = rpc.call("blob_get", hash=rec["result_hash"])
+            try:
+                res = rpc.call("blob_get", hash=rec["result_hash"])
+            except AitbcError as exc:
+                hint = ""
+                if job.get("payment") == "escrowed":
+                    hint = (f"; while the payment is escrowed, `aitbc-peer job challenge-availability {args.job_id} "
+                            "--from NAME` makes the miner publish chunks on chain or be slashed (you are refunded)")
+                raise AitbcError(f"the result could not be fetched: {exc}{hint}") from None
             data = bytes.fromhex(res["data"][2:])
             if "0x" + hashlib.sha256(data).hexdigest() != rec["result_hash"]:
                 raise AitbcError("the result fetched does not match the receipt's result hash")
@@ -136,6 +143,10 @@ def cmd_job(args: argparse.Namespace) -> int:
             print(f"wrote {len(data)} bytes to {args.output} (hash {rec['result_hash']} verified; "
                   f"array {arr.dtype} {list(arr.shape)})")
             return 0
+        if c == "challenge-availability":
+            return _challenge_availability(rpc, args)
+        if c == "chunks":
+            return _chunks(rpc, args)
         if c == "cancel":
             key = load_signer(args)
             submit(rpc, key, "job_cancel", {"job_id": _job_id(args.job_id)}, timeout=args.timeout)
@@ -159,6 +170,60 @@ def cmd_job(args: argparse.Namespace) -> int:
                     print(f"{j['job_id']}  {j['state']:<9} {j['kind']:<11} client {j['client']}"
                           f"  {j.get('payment', '')}")
             return 0
+    return 0
+
+
+def _challenge_availability(rpc: Any, args: argparse.Namespace) -> int:
+    """Raise an availability challenge: the miner must publish the named leaves on chain in time."""
+    from state import market
+
+    job_id = _job_id(args.job_id)
+    job = rpc.call("market_getJob", job_id="0x" + job_id.hex())
+    if job.get("payment") != "escrowed" or job["state"] != "COMPLETED":
+        raise AitbcError(f"job {args.job_id} is {job['state']} (payment {job.get('payment')}): only a completed "
+                         "job whose payment is escrowed (challenge window) can be challenged for availability")
+    chunks = rpc.call("market_getAvailableChunks", job_id="0x" + job_id.hex())
+    mp = rpc.call("system_info")["params"]["market"]
+    if args.indices:
+        indices = sorted({int(x) for x in args.indices.split(",")})
+    else:  # a random sample the miner cannot predict, within the chain's bounds
+        leaf_bytes = max(1, job["receipt"]["result_size"] // max(1, chunks["leaf_count"]))
+        n = min(mp["max_availability_chunks"], chunks["leaf_count"], max(1, mp["max_availability_bytes"] // leaf_bytes))
+        indices = sorted(secrets.SystemRandom().sample(range(chunks["leaf_count"]), n))
+    key = load_signer(args)
+    body = market.availability_challenge_body(job_id, indices)
+    st = submit(rpc, key, "availability_challenge", body, wait=True, timeout=args.timeout)
+    print(f"availability challenge for leaves {indices} in block {st['block_height']}; the miner must answer "
+          f"within {mp['availability_response_blocks']} blocks", flush=True)
+    if not args.wait:
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        job = rpc.call("market_getJob", job_id="0x" + job_id.hex())
+        if job["availability"] is None:
+            if job["state"] == "FAILED":
+                print(f"job {args.job_id}: FAILED ({job['failure']}), refunded {job['refunded']}")
+                return 1
+            print(f"job {args.job_id}: the miner published the chunks (`aitbc-peer job chunks {args.job_id}`)")
+            return 0
+        time.sleep(0.5)
+    raise AitbcError(f"availability challenge of job {args.job_id} still open after {args.timeout:.0f} s")
+
+
+def _chunks(rpc: Any, args: argparse.Namespace) -> int:
+    """Print the chunks published on chain, each checked against the receipt's Merkle root here."""
+    from state.merkle import verify_merkle_proof
+
+    res = rpc.call("market_getAvailableChunks", job_id="0x" + _job_id(args.job_id).hex())
+    root = bytes.fromhex(res["result_root"][2:]) if res["result_root"] else None
+    out = []
+    for c in res["chunks"]:
+        leaf = bytes.fromhex(c["leaf"][2:])
+        proof = [bytes.fromhex(h[2:]) for h in c["proof"]]
+        if root is None or not verify_merkle_proof(root, leaf, c["index"], res["leaf_count"], proof):
+            raise AitbcError(f"chunk {c['index']} does not verify against the receipt's result_root")
+        out.append({"index": c["index"], "leaf": c["leaf"], "height": c["height"], "verified": True})
+    _print({"job_id": res["job_id"], "open": res["open"], "chunks": out})
     return 0
 
 
@@ -247,6 +312,14 @@ def add_market_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
     j = jsub.add_parser("result", help="fetch the result blob from the miner and verify it")
     j.add_argument("job_id")
     j.add_argument("-o", "--output", required=True)
+    j = jsub.add_parser("challenge-availability",
+                        help="the result cannot be fetched: make the miner publish chunks on chain or be slashed")
+    j.add_argument("job_id")
+    j.add_argument("--indices", help="leaf indices, e.g. 0,5 (default: a random sample)")
+    j.add_argument("--from", dest="from_", required=True, help="keystore key paying the availability bond")
+    j.add_argument("--wait", action="store_true", help="wait until answered or the job fails")
+    j = jsub.add_parser("chunks", help="result chunks published on chain, verified against the receipt")
+    j.add_argument("job_id")
     j = jsub.add_parser("list", help="jobs in submission order")
     j.add_argument("--mine", action="store_true", help="jobs of --from")
     j.add_argument("--from", dest="from_")

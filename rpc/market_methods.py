@@ -128,6 +128,43 @@ def register_market_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Nod
             raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: {exc}") from None
         return {"miners": items, "next_cursor": nxt}
 
+    @reg.method(
+        "market_getAvailableChunks",
+        params=[Param("job_id", HASH)],
+        summary="Result chunks the miner published on chain to answer availability challenges, with their "
+        "Merkle proofs against the receipt's result_root",
+        result=OBJ,
+    )
+    async def market_get_available_chunks(job_id: str) -> dict:
+        job = mv.load_job(get, _id(job_id))
+        if job is None:
+            raise not_found("job", job_id)
+        chunks = []
+        for tx_hash in job.availability_answers:
+            found = chain.tx_lookup(tx_hash)
+            if found is None:
+                raise InvariantError(f"availability answer {tx_hash.hex()} is not in the tx index")
+            tx, height = found[0], found[1]
+            for index, leaf, proof in tx.body["chunks"]:
+                chunks.append(
+                    {
+                        "index": index,
+                        "leaf": "0x" + leaf.hex(),
+                        "proof": ["0x" + h.hex() for h in proof],
+                        "tx_hash": "0x" + tx_hash.hex(),
+                        "height": height,
+                    }
+                )
+        from gpu.kinds import get_kind
+
+        return {
+            "job_id": job_id,
+            "result_root": "0x" + job.receipt["result_root"].hex() if job.receipt else None,
+            "leaf_count": get_kind(job.kind).leaf_count(job.params),
+            "open": mv.availability_json(job),
+            "chunks": chunks,
+        }
+
     @reg.method("market_stats", summary="Jobs by state, escrow and bonds locked, open bids", result=OBJ)
     async def market_stats() -> dict:
         return mv.market_stats(scan)

@@ -150,7 +150,7 @@ def job_json(job: Job, chain_id: str | None = None) -> dict:
         "false_challenges": job.false_challenges,
         "availability": availability_json(job),
         "availability_rounds": job.availability_rounds,
-        "availability_answered": job.availability_answered,
+        "availability_answers": [_hex(h) for h in job.availability_answers],
         "receipt": receipt_json(job.receipt, job.receipt_sig, chain_id)
         if job.receipt is not None and job.receipt_sig is not None
         else None,

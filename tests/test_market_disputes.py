@@ -67,7 +67,7 @@ def test_answered_availability_challenge_pays_the_bond_to_the_miner_and_settles(
     ]
     m.ok(MINER1, mkt.TX_AVAILABILITY_RESPONSE, answer_body(job.job_id, res, [0, 2]))
     j = m.job(job.job_id)
-    assert j.availability is None and j.availability_answered == 1 and j.availability_rounds == 1
+    assert j.availability is None and len(j.availability_answers) == 1 and j.availability_rounds == 1
     assert m.bal(MINER1) == m0 - FEE + MARKET.availability_bond  # paid for publishing
     assert m.s.get_object(availability_key(MINER1.public_key, j.seq)) is None
     assert j.payment == mkt.ESCROWED  # the window is still open: released at its end as usual

@@ -315,7 +315,7 @@ def apply_availability_response(mk: Market, tx: Transaction) -> None:
                 "bad_proof", f"the Merkle proof does not show leaf {index} under the receipt's result_root"
             )
     _close_availability(mk, job, returned_to_challenger=False)
-    job.availability_answered += 1
+    job.availability_answers.append(tx.hash)
     mk.put_job(job)
     mk.ex.emit(
         "availability_answered",

@@ -187,7 +187,7 @@ class Job(_Record):
     # open the payment stays escrowed.
     availability: dict | None = None
     availability_rounds: int = 0  # availability challenges raised (bounded per job)
-    availability_answered: int = 0  # of which the miner answered
+    availability_answers: list = field(default_factory=list)  # hashes of the miner's answering txs
     @property
     def challenge_window(self) -> int:
         return self.verify["challenge_window"] if self.verify else 0

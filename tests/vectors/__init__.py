@@ -1,0 +1,1 @@
+"""Golden test vectors (issue 11): ``python -m tests.vectors.generate [--write]``."""
