@@ -40,11 +40,10 @@ import trio
 from state.chain import ChainState, PendingBlock
 from state.codec import sha256
 from state.crypto import SigningKey
-from state.errors import AitbcError, BlockError
+from state.errors import AitbcError, BlockError, InvariantError
 from state.types import PRECOMMIT, PREVOTE, Block, Commit, CommitSig, Vote
 
 from .bft import (
-    NIL,
     Action,
     BftCore,
     Broadcast,
@@ -128,7 +127,6 @@ class BftEngine:
         on_behind: OnBehind | None = None,
         now_ms: Callable[[], int] | None = None,
         offload: Offload | None = None,
-        byzantine_double_sign: bool = False,
     ) -> None:
         if (key is None) != (sign_state is None):
             raise ValueError("a validator needs both its key and its SignState (a follower neither)")
@@ -146,7 +144,6 @@ class BftEngine:
         self.on_behind = on_behind
         self.now_ms = now_ms or _wall_ms
         self.offload: Offload = offload or trio.to_thread.run_sync
-        self.byzantine_double_sign = byzantine_double_sign
         cp = chain.params
         self.timeouts = self.params.timeouts or Timeouts.from_params(cp)
         rb = self.params.rebroadcast_ms
@@ -287,12 +284,14 @@ class BftEngine:
             self._timers.clear()
 
     async def _pump(self) -> None:
-        assert self._send is not None
+        if self._send is None:
+            raise InvariantError("consensus engine not started")
         async for peer, msg in self.transport.incoming:
             await self._send.send(("msg", peer, msg))
 
     async def _ticker(self) -> None:
-        assert self._send is not None
+        if self._send is None:
+            raise InvariantError("consensus engine not started")
         while True:
             await trio.sleep(self.rebroadcast_s)
             await self._send.send(("tick",))
@@ -315,13 +314,15 @@ class BftEngine:
             try:
                 if e.kind == "proposal":
                     p = e.message
-                    assert isinstance(p, Proposal)
+                    if not isinstance(p, Proposal):
+                        raise InvariantError("WAL proposal record without a proposal")
                     self._validity.setdefault(p.block.hash, e.valid)
                     if self.core.wants_proposal(p):
                         actions += self.core.on_proposal(p, e.valid)
                 elif e.kind == "vote":
                     v = e.message
-                    assert isinstance(v, Vote)
+                    if not isinstance(v, Vote):
+                        raise InvariantError("WAL vote record without a vote")
                     if not self.core.has_vote(v):
                         actions += self.core.on_vote(v)
                 elif e.kind == "timeout":
@@ -518,7 +519,8 @@ class BftEngine:
                 waiting.append(p)
             return
         self._validating[bh] = [p]
-        assert self._nursery is not None
+        if self._nursery is None:
+            raise InvariantError("consensus engine not started")
         self._nursery.start_soon(self._validate_task, self.height, p.block)
 
     async def _feed_proposal(self, p: Proposal, valid: bool) -> None:
@@ -600,11 +602,13 @@ class BftEngine:
         self._building = (h, r)
         cp = self.chain.params
         txs = self.mempool.reap(cp.max_block_txs, cp.max_block_bytes) if self.mempool is not None else []
-        assert self._nursery is not None
+        if self._nursery is None:
+            raise InvariantError("consensus engine not started")
         self._nursery.start_soon(self._build_task, h, r, txs)
 
     def _build_sync(self, h: int, txs: list, verified: frozenset[bytes], now: int, vh: bytes, nvh: bytes) -> PendingBlock:
-        assert self.key is not None
+        if self.key is None:
+            raise InvariantError("building a block without a validator key")
         last_commit = self._commit_for_proposal(h)
         evidence = [ev.encode() for ev in list(self.evidence.values())[:MAX_EVIDENCE_PER_BLOCK]]
         t0 = time.perf_counter()
@@ -721,11 +725,15 @@ class BftEngine:
     async def _send_own(self, msg: Proposal | Vote, *, replay: bool = False) -> None:
         if not (replay and msg.encode() in self._replay_own):
             self.wal.append_message(msg, own=True)  # synced before it leaves this node
+        await self.publish_own(msg)
+
+    async def publish_own(self, msg: Proposal | Vote) -> None:
+        """Send one of this validator's own signed proposals or votes (already in the WAL) to the network.
+
+        The single path by which the engine's own messages leave it (re-broadcasts of messages sent
+        before go through ``_broadcast`` directly). A subclass may wrap it to observe or alter what this
+        validator sends — test tooling does (``testnet/faults.py``: a validator that double-signs)."""
         await self._broadcast(msg)
-        if self.byzantine_double_sign and isinstance(msg, Vote) and msg.type == PREVOTE and self.key is not None:
-            # Test-only fault: a second, different prevote for the same round, bypassing SignState.
-            other = NIL if msg.block_hash != NIL else sha256(b"byzantine/%d/%d" % (msg.height, msg.round))
-            await self._broadcast(Vote.create(self.key, self.chain_id, msg.height, msg.round, PREVOTE, other))
 
     async def _add_evidence(self, ev: DuplicateVote, *, broadcast: bool) -> None:
         key = ev.hash()
@@ -820,7 +828,8 @@ class BftEngine:
         interval = self.chain.params.block_interval_ms
         wait_ms = self.chain.head.time + interval - self.now_ms()
         delay = min(max(wait_ms, 0), interval) / 1000  # bounded: a clock jump never stalls the chain
-        assert self._nursery is not None
+        if self._nursery is None:
+            raise InvariantError("consensus engine not started")
         self._nursery.start_soon(self._start_later, h, delay)
 
     async def _start_later(self, h: int, delay: float) -> None:
@@ -840,7 +849,8 @@ class BftEngine:
         ):
             if self._idle_wait != h:
                 self._idle_wait = h
-                assert self._nursery is not None
+                if self._nursery is None:
+                    raise InvariantError("consensus engine not started")
                 self._nursery.start_soon(self._heartbeat, h)
             return
         await self._start_core(h)

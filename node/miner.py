@@ -5,17 +5,23 @@ Driven by committed blocks (``Node.commit_events``): after each block the role l
 and acts. Every action is a transaction signed by the miner key and submitted through the node's own
 mempool (and gossiped), so it goes through exactly the checks any peer applies.
 
-Test-only fault injection: ``AITBC_TEST_FAULTS_FILE=<path>`` names a JSON file read before each action,
-``{"corrupt": bool, "silent": bool, "false_challenge": bool}``: ``corrupt`` flips one bit of every result
-(a lying miner), ``silent`` bids but never answers, ``false_challenge`` makes the verifier challenge a
-correct leaf. Tests rewrite the file to change a running miner's behaviour.
+The verifier (``verify``) re-checks every kind whose results the chain can judge
+(``state.market.challengeable``): exact kinds are re-executed and compared leaf by leaf; floating-point
+kinds (``mlp-f32``) are checked with the kind's tolerance rule (``verify_full``) and, when that fails, the
+leaves furthest from this node's own result are tried with the kind's deterministic ``check_leaf`` — the
+check every node runs on the challenge — so only a leaf the chain will find wrong is ever challenged.
+
+Seams: the role's decisions are small methods that a subclass may override — whether to answer an awarded
+job (:meth:`MinerService.answers_job`), the result it commits to (:meth:`~MinerService.produce_result`),
+whether it serves a result blob (:meth:`~MinerService.serves_blob`), which leaf it finds wrong
+(:meth:`~MinerService.find_wrong_leaf`) and how it challenges (:meth:`~MinerService.submit_challenge`).
+The node has no fault switches: byzantine miners for tests and testnets (lying, silent, withholding,
+false challengers) are subclasses in ``testnet/faults.py``, installed from outside by its entry point.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +31,7 @@ import trio
 from state import codec
 from state.address import encode_address
 from state.crypto import SigningKey
-from state.errors import AitbcError
+from state.errors import AitbcError, InvariantError
 from state.types import Transaction
 
 if TYPE_CHECKING:
@@ -36,18 +42,6 @@ log = logging.getLogger("aitbc.miner")
 
 MAX_RESULT_BYTES = 1 << 20
 MAX_BACKLOG_PER_SLOT = 4  # awarded-but-unanswered jobs per execution slot before the miner stops bidding
-
-
-def _fault(name: str) -> bool:
-    """A test-only fault switch (see the module docstring)."""
-    path = os.environ.get("AITBC_TEST_FAULTS_FILE")
-    if not path:
-        return False
-    try:
-        with open(path) as f:
-            return bool(json.load(f).get(name))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def parse_price_list(items: list[str]) -> dict[str, int]:
@@ -88,8 +82,15 @@ class MinerService:
     # plumbing -------------------------------------------------------------------------------------
     @property
     def chain(self):
-        assert self.node.chain is not None
+        if self.node.chain is None:
+            raise InvariantError("miner: the node is not opened")
         return self.node.chain
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise InvariantError("miner: not running")
+        return self._nursery
 
     def _scan(self, prefix: bytes):
         return self.node.scan_objects(prefix)
@@ -98,7 +99,8 @@ class MinerService:
         """Sign and submit a transaction from the miner key; None (logged) if the mempool refused it."""
         async with self._submit_lock:
             mp = self.node.mempool
-            assert mp is not None
+            if mp is None:
+                raise InvariantError("miner: the node is not opened")
             nonce = max(self.chain.account(self.pk).nonce, mp.pending_nonce(self.pk))
             fee = self.node.genesis.params.min_fee
             tx = Transaction.create(self.key, self.node.genesis.chain_id, tx_type, nonce, fee, body)
@@ -135,10 +137,9 @@ class MinerService:
             return
         # awarded jobs are always finished (also while exiting: a missed deadline costs bond)
         for job in mv.assigned_jobs(self._scan, get, self.pk):
-            if job.job_id not in self._running and not _fault("silent"):
+            if job.job_id not in self._running and self.answers_job(job):
                 self._running.add(job.job_id)
-                assert self._nursery is not None
-                self._nursery.start_soon(self._execute, job)
+                self.nursery.start_soon(self._execute, job)
         if me.status != "active":
             return
         target = max(self.cfg.bond, self.node.genesis.params.market.min_miner_bond)
@@ -155,8 +156,7 @@ class MinerService:
             for job in mv.challengeable_jobs(self._scan, get):
                 if job.job_id not in self._checked and job.miner != self.pk and mv.should_verify(job, self.pk):
                     self._checked.add(job.job_id)
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._verify, job)
+                    self.nursery.start_soon(self._verify, job)
 
     # registration and bids --------------------------------------------------------------------------
     async def _register(self) -> None:
@@ -184,6 +184,28 @@ class MinerService:
             self.node.metrics.market_bids.inc()
             log.info("bid %d on job %s", price, job.job_id.hex()[:16])
 
+    # seams: the role's decisions (overridden by test tooling, see the module docstring) ---------------
+    def answers_job(self, job: Any) -> bool:
+        """Whether to execute ``job``, awarded to this miner (always: a missed deadline costs bond)."""
+        return True
+
+    def produce_result(self, job: Any, res: Any) -> tuple[bytes, bytes, bytes]:
+        """The result this miner commits to for ``job`` from the executor's ``res``: (encoded blob,
+        result_hash, result_root) — the receipt signs the last two."""
+        return res.encoded, res.result_hash, res.result_root
+
+    def serves_blob(self, job_id: bytes) -> bool:
+        """Whether this miner serves the result blob of its job ``job_id`` to others (always)."""
+        return True
+
+    async def publish_result(self, job: Any, encoded: bytes) -> None:
+        """Make a result available to clients and verifiers: it goes into the node's blob store, which
+        serves it over the blob protocol and ``blob_get`` — unless :meth:`serves_blob` says no."""
+        if self.node.blobs is None:
+            raise InvariantError("miner: the node is not opened")
+        if self.serves_blob(job.job_id):
+            await self.node.blobs.aput(encoded)
+
     # execution -------------------------------------------------------------------------------------
     async def _job_input(self, job: Any) -> bytes | None:
         inp = job.input
@@ -197,9 +219,7 @@ class MinerService:
         return data
 
     async def _execute(self, job: Any) -> None:
-        from gpu.encoding import encode_array, result_root
         from state import market
-        from state.codec import sha256
 
         try:
             async with self._limiter:
@@ -211,15 +231,8 @@ class MinerService:
                 elapsed = time.perf_counter() - t0
             self.node.metrics.gpu_busy.inc(res.gpu_seconds)
             self.node.metrics.job_exec.labels(job.kind).observe(elapsed)
-            encoded, rhash, rroot = res.encoded, res.result_hash, res.result_root
-            if _fault("corrupt"):  # test fault: a consistent but wrong result (one flipped bit in row 0)
-                arr = np.array(res.array, copy=True)
-                flat = arr.reshape(-1).view(np.uint8)
-                flat[0] ^= 1
-                encoded = encode_array(arr)
-                rhash, rroot = sha256(encoded), result_root(arr)
-            assert self.node.blobs is not None
-            await self.node.blobs.aput(encoded)
+            encoded, rhash, rroot = self.produce_result(job, res)
+            await self.publish_result(job, encoded)
             units = min(res.units, job.max_units)
             receipt, sig = market.make_receipt(
                 self.key,
@@ -247,57 +260,103 @@ class MinerService:
     # verification ----------------------------------------------------------------------------------
     async def _verify(self, job: Any) -> None:
         try:
-            body = await self._find_wrong_leaf(job)
+            body = await self.find_wrong_leaf(job)
         except Exception as exc:
             log.warning("verifying job %s failed: %s", job.job_id.hex()[:16], exc)
             return
         if body is None:
             log.info("job %s verified: result correct", job.job_id.hex()[:16])
             return
-        if await self._submit("challenge", body) is not None:
-            self.stats["challenges"] += 1
-            self.node.metrics.market_challenges.inc()
-            log.warning("job %s: challenged leaf %d of miner %s", job.job_id.hex()[:16], body["index"],
-                        encode_address(job.miner))
+        await self.submit_challenge(job, body)
 
-    async def _find_wrong_leaf(self, job: Any) -> dict | None:
-        """The challenge body for the first wrong leaf of ``job``'s result, or None if it is correct."""
-        from gpu.encoding import decode_array, result_leaves
-        from gpu.kinds import get_kind
-        from state.merkle import merkle_proof
+    async def submit_challenge(self, job: Any, body: dict) -> bool:
+        """Submit the challenge ``body`` against ``job``'s result; whether the mempool took it."""
+        if await self._submit("challenge", body) is None:
+            return False
+        self.stats["challenges"] += 1
+        self.node.metrics.market_challenges.inc()
+        log.warning("job %s: challenged leaf %d of miner %s", job.job_id.hex()[:16], body["index"],
+                    encode_address(job.miner))
+        return True
 
-        kind = get_kind(job.kind)
-        if not kind.deterministic:
-            return None
+    async def fetch_result(self, job: Any) -> tuple[np.ndarray, bytes | None]:
+        """``job``'s result array (the blob its receipt names, fetched from peers) and its input bytes."""
+        from gpu.encoding import decode_array
+
         rec = job.receipt
-        assert rec is not None
+        if rec is None:
+            raise AitbcError("the job has no receipt")
         blob = await self.node.fetch_blob(rec["result_hash"])
         if blob is None:
             raise AitbcError("the result blob is not available from any peer")
-        theirs = result_leaves(decode_array(blob, max_bytes=MAX_RESULT_BYTES))
-        data = await self._job_input(job)
-        blob_input = data if job.input is not None and "blob" in job.input else None
+        return decode_array(blob, max_bytes=MAX_RESULT_BYTES), await self._job_input(job)
 
-        def body(i: int) -> dict:
-            b: dict = {"job_id": job.job_id, "index": i, "leaf": theirs[i], "proof": merkle_proof(theirs, i)}
-            if blob_input is not None:
-                b["input"] = blob_input
-            return b
+    @staticmethod
+    def challenge_body(job: Any, leaves: list[bytes], index: int, data: bytes | None) -> dict:
+        """The ``challenge`` body disputing leaf ``index`` of ``leaves`` (the miner's result rows)."""
+        from state import market
+        from state.merkle import merkle_proof
 
-        if _fault("false_challenge"):
-            return body(0)
+        blob_input = data if job.input is not None and "blob" in job.input else None  # travels with it
+        return market.challenge_body(job.job_id, index, leaves[index], merkle_proof(leaves, index), blob_input)
 
-        def find() -> int | None:
-            ours = result_leaves(kind.execute_numpy(job.params, data))
-            if len(ours) != len(theirs):
-                return 0
-            for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-                if a != b and not kind.check_leaf(job.params, data, i, b):
-                    return i
+    async def find_wrong_leaf(self, job: Any) -> dict | None:
+        """The challenge body for a wrong leaf of ``job``'s result (one the chain's ``check_leaf`` refuses),
+        or None if the result is correct or the kind's results cannot be challenged on chain."""
+        from gpu.encoding import result_leaves
+        from gpu.kinds import get_kind
+        from state import market
+
+        kind = get_kind(job.kind)
+        if not market.challengeable(kind):
+            log.info("job %s: kind %s has no on-chain leaf check; not verified", job.job_id.hex()[:16], job.kind)
             return None
+        theirs, data = await self.fetch_result(job)
+        leaves = result_leaves(theirs)
+        find = _first_wrong_exact if kind.deterministic else _first_wrong_within_tolerance
+        i = await trio.to_thread.run_sync(find, kind, job, data, theirs, leaves)
+        return self.challenge_body(job, leaves, i, data) if i is not None else None
 
-        i = await trio.to_thread.run_sync(find)
-        return body(i) if i is not None else None
+
+def _first_wrong_exact(kind: Any, job: Any, data: bytes | None, theirs: np.ndarray, leaves: list[bytes]) -> int | None:
+    """Exact kinds: re-execute, compare leaf by leaf; the first differing leaf the chain refuses."""
+    from gpu.encoding import result_leaves
+
+    ours = result_leaves(kind.execute_numpy(job.params, data))
+    if len(ours) != len(leaves):
+        return 0
+    for i, (a, b) in enumerate(zip(ours, leaves, strict=True)):
+        if a != b and not kind.check_leaf(job.params, data, i, b):
+            return i
+    return None
+
+
+def _first_wrong_within_tolerance(
+    kind: Any, job: Any, data: bytes | None, theirs: np.ndarray, leaves: list[bytes]
+) -> int | None:
+    """Floating-point kinds: no two backends agree bit for bit, so the result is checked with the kind's
+    tolerance rule (``verify_full``). If it fails, the leaves are tried with the kind's deterministic
+    ``check_leaf`` (what the chain runs on a challenge), furthest from this node's own result first
+    (deviation beyond ``atol + rtol·|ours|``); the first one it refuses is the one to challenge."""
+    params = job.params
+    if theirs.dtype != np.dtype(kind.result_dtype) or theirs.shape != kind.result_shape(params):
+        return 0  # the wrong shape or type: no leaf can be right (check_leaf refuses it)
+    if kind.verify_full(params, data, theirs, job.job_id):
+        return None
+    rtol, atol = kind.tolerance
+    ours = kind.execute_numpy(params, data).astype(np.float64).reshape(len(leaves), -1)
+    got = theirs.astype(np.float64).reshape(len(leaves), -1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        excess = np.abs(got - ours) - (atol + rtol * np.abs(ours))
+    excess = np.where(np.isnan(excess), np.inf, excess).max(axis=1)
+    for i in np.argsort(-excess, kind="stable"):
+        if excess[i] <= 0:
+            break  # within tolerance of this node's result: the chain accepts these leaves
+        if not kind.check_leaf(params, data, int(i), leaves[i]):
+            return int(i)
+    log.warning("job %s: the result fails %s's tolerance check but no leaf is provably wrong on chain",
+                job.job_id.hex()[:16], kind.name)
+    return None
 
 
 def probe_capabilities(duration_s: float, *, executor: Any = None) -> dict:

@@ -8,7 +8,6 @@ thread doing it is not abandoned).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from consensus.validators import Validator, ValidatorSet
 from consensus.wal import WAL
 from p2p.identity import peer_id_from_ed25519
 from state.chain import ChainState, PendingBlock
-from state.errors import AitbcError, DecodeError, TxError
+from state.errors import AitbcError, DecodeError, InvariantError, TxError
 from state.genesis import Genesis
 from state.machine import check_body, tx_cost
 from state.mempool import Mempool, MempoolConfig
@@ -160,7 +159,8 @@ class Node:
         from rpc.server import RpcServer
 
         self.open()
-        assert self.chain is not None and self.mempool is not None
+        if self.chain is None or self.mempool is None:
+            raise InvariantError("node not opened")
         try:
             registry, self.hub = build_rpc(self)
             async with trio.open_nursery() as nursery:
@@ -212,7 +212,8 @@ class Node:
 
         c = self.cfg.p2p
         chain = self.chain
-        assert chain is not None
+        if chain is None:
+            raise InvariantError("node not opened")
 
         def status() -> ChainStatus:
             head = chain.head
@@ -239,7 +240,8 @@ class Node:
     def _make_engine(self, transport: ConsensusTransport) -> BftEngine:
         """The BFT engine: as a validator when this node's validator key is in the set (and
         validating is enabled), else as a follower that verifies and applies decisions."""
-        assert self.chain is not None and self.mempool is not None
+        if self.chain is None or self.mempool is None:
+            raise InvariantError("node not opened")
         data = self.home.data_dir(self.cfg)
         vk = self.validator_key
         self.wal = WAL(data / "cs.wal")
@@ -262,12 +264,12 @@ class Node:
             self.wal,
             on_behind=lambda height: self.sync.behind(height) if self.sync is not None else None,
             # Test-only fault injection (tests/test_network.py): this validator double-signs prevotes.
-            byzantine_double_sign=os.environ.get("AITBC_TEST_BYZANTINE_DOUBLE_SIGN") == "1",
         )
 
     # events -------------------------------------------------------------------------------------
     async def _on_commit(self, pending: PendingBlock, commit: Commit) -> None:
-        assert self.mempool is not None and self.chain is not None
+        if self.mempool is None or self.chain is None:
+            raise InvariantError("node not opened")
         block = pending.block
         h = block.header
         m = self.metrics
@@ -328,7 +330,8 @@ class Node:
             elif "job_id" in fields or event.startswith("miner_"):
                 m.market_events.labels(event).inc()
         chain = self.chain
-        assert chain is not None
+        if chain is None:
+            raise InvariantError("node not opened")
         st = market_views.load_stats(chain.get_object)
         for state_name in ("QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELED", "EXPIRED"):
             m.market_jobs.labels(state_name).set(st.by_state.get(state_name, 0))
@@ -352,7 +355,8 @@ class Node:
 
     def scan_objects(self, prefix: bytes):
         """(key, value) of committed state objects whose key starts with ``prefix``, in key order."""
-        assert self.store is not None
+        if self.store is None:
+            raise InvariantError("node not opened")
         start = len(P_OBJECT)
         with self.store.db.iterator(prefix=P_OBJECT + prefix) as it:
             for k, v in it:
@@ -376,7 +380,8 @@ class Node:
     # blobs --------------------------------------------------------------------------------------
     async def fetch_blob(self, blob_hash: bytes, *, timeout_s: float = 30.0) -> bytes | None:
         """A blob from the local store, else from connected peers (verified, then stored locally)."""
-        assert self.blobs is not None
+        if self.blobs is None:
+            raise InvariantError("node not opened")
         data = await self.blobs.aget(blob_hash)
         if data is not None or self.p2p is None:
             return data
@@ -396,7 +401,8 @@ class Node:
     async def submit_raw(self, raws: Sequence[bytes], *, gossip: bool = True) -> list[SubmitResult]:
         """Decode, verify (in worker threads for big batches) and add transactions to the mempool;
         with ``gossip`` (local clients) the accepted ones are also batched out to peers."""
-        assert self.mempool is not None
+        if self.mempool is None:
+            raise InvariantError("node not opened")
         results: list[SubmitResult] = [SubmitResult(None) for _ in raws]
         txs: list[tuple[int, Transaction]] = []
         for i, raw in enumerate(raws):

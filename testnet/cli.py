@@ -84,8 +84,13 @@ def cmd_restart(args: argparse.Namespace) -> int:
     net = Network(Path(args.dir))
     n = net.node(args.node)
     net.stop(n)
-    pid = net.start(n)
-    print(f"restarted node{n.index} (pid {pid})")
+    wrapper: list[str] = []
+    if args.double_sign or args.faults_file:
+        from .faults import wrapper_args
+
+        wrapper = wrapper_args(double_sign=args.double_sign, faults_file=args.faults_file)
+    pid = net.start(n, wrapper_args=wrapper)
+    print(f"restarted node{n.index} (pid {pid}){' with faults ' + ' '.join(wrapper) if wrapper else ''}")
     return 0
 
 
@@ -128,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         sp = sub.add_parser(name, help=helptext)
         sp.add_argument("node", help="node0, node1, … or an index")
         dir_arg(sp)
+        if name == "restart":  # byzantine behaviour, injected from outside the node (testnet/faults.py)
+            sp.add_argument("--double-sign", action="store_true", help="the validator double-signs prevotes")
+            sp.add_argument("--faults-file", help="JSON faults file of the miner: corrupt, silent, "
+                            "false_challenge, withhold (read before each action)")
         sp.set_defaults(func=fn)
     sp = sub.add_parser("load", help="submit transfers at a rate and report commits and latency")
     dir_arg(sp)

@@ -100,13 +100,19 @@ class Network:
         return [SigningKey.from_seed(bytes.fromhex(s)) for s in self.meta["faucet_seeds"]]
 
     # processes ----------------------------------------------------------------------------------
-    def start(self, node: NodeInfo, extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> int:
-        """Start ``node`` (``env`` adds environment variables, e.g. test fault flags)."""
+    def start(
+        self, node: NodeInfo, extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+        *, wrapper_args: list[str] | None = None,
+    ) -> int:
+        """Start ``node`` (``env`` adds environment variables). With ``wrapper_args`` (options of
+        ``testnet/faults.py``, e.g. ``faults.wrapper_args(double_sign=True)``) the node runs behind
+        ``python -m testnet.faults``: a byzantine node."""
         if node.pid() is not None:
             return node.pid()  # already running
+        entry = ["testnet.faults", *wrapper_args, "--"] if wrapper_args else ["node.cli"]
         logf = open(node.log, "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "run", "--home", str(node.home), *(extra_args or [])],
+            [sys.executable, "-m", *entry, "run", "--home", str(node.home), *(extra_args or [])],
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             env={**os.environ, **env} if env else None,
         )

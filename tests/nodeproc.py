@@ -3,7 +3,8 @@
 * :func:`free_port` finds a free loopback port.
 * :class:`NodeProcess` starts ``python -m node.cli run --dev --home H --rpc-port P --p2p-port Q`` in its
   own session with output to a log file next to the home, waits until it serves blocks, talks JSON-RPC
-  to it, and stops it (SIGTERM, bounded, then SIGKILL) or kills it (SIGKILL).
+  to it, and stops it (SIGTERM, bounded, then SIGKILL) or kills it (SIGKILL). With ``wrapper_args``
+  (see ``testnet/faults.py``) it starts ``python -m testnet.faults ARGS -- run …``: a byzantine node.
 * :func:`wait_for` polls a condition with a bound; :func:`run_cli` runs a CLI command with a timeout.
 
 Every wait is bounded. The fixtures in ``conftest.py`` kill every process started through them by pid,
@@ -124,12 +125,14 @@ class NodeProcess:
         rpc_port: int | None = None,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        wrapper_args: list[str] | None = None,
     ) -> None:
         self.home = Path(home)
         self.rpc_port = rpc_port or free_port()
         self.p2p_port = free_port()
         self.extra_args = list(extra_args or [])
         self.extra_env = dict(env or {})
+        self.wrapper_args = list(wrapper_args or [])  # testnet.faults options: run a byzantine node
         self.url = f"http://127.0.0.1:{self.rpc_port}/rpc"
         self.ws_url = f"ws://127.0.0.1:{self.rpc_port}/ws"
         self.metrics_url = f"http://127.0.0.1:{self.rpc_port}/metrics"
@@ -142,8 +145,9 @@ class NodeProcess:
     # lifecycle --------------------------------------------------------------------------------------
     @property
     def args(self) -> list[str]:
+        entry = ["testnet.faults", *self.wrapper_args, "--"] if self.wrapper_args else ["node.cli"]
         return [
-            sys.executable, "-m", "node.cli", "run", "--dev", "--home", str(self.home),
+            sys.executable, "-m", *entry, "run", "--dev", "--home", str(self.home),
             "--rpc-port", str(self.rpc_port), "--p2p-port", str(self.p2p_port), *self.extra_args,
         ]  # fmt: skip
 

@@ -29,6 +29,7 @@ from state.machine import check_body, tx_cost
 from state.mempool import Mempool, MempoolConfig
 from state.store import Store
 from state.types import EMPTY_HASH, PRECOMMIT, PREVOTE, Block, BlockHeader, Commit, Vote, transfer
+from testnet.faults import DoubleSigningEngine
 
 GENESIS_TIME = 1_700_000_000_000
 KEYS = [SigningKey.from_seed(bytes([0x40 + i]) * 32) for i in range(4)]
@@ -109,7 +110,8 @@ class TNode:
         self.wal = WAL(self.home / "cs.wal")
         self.sign_state = SignState(self.home / "pv.json", self.key) if self.key is not None else None
         self.transport = NullTransport() if c.null_transport else c.net.join(self.name)
-        self.engine = BftEngine(
+        engine_class = DoubleSigningEngine if self.byzantine else BftEngine  # byzantine: from testnet tooling
+        self.engine = engine_class(
             self.chain,
             self.mempool,
             self.schedule,
@@ -122,7 +124,6 @@ class TNode:
             on_behind=self.on_behind,
             now_ms=virtual_ms if c.virtual else None,
             offload=inline if c.virtual else None,
-            byzantine_double_sign=self.byzantine,
         )
         self.engine.add_evidence_listener(self.evidence_seen.append)
         return self.engine

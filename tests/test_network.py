@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from net_helpers import FAST, assert_no_fork, free_base_port, head, wait_heights
 
+from testnet import faults
 from testnet.network import TestnetError, create
 
 
@@ -125,13 +126,11 @@ def test_node_with_another_genesis_is_refused(make_net, tmp_path: Path) -> None:
         other.stop(other.nodes[0], timeout=5)
 
 
-def test_double_signing_validator_produces_evidence(make_net, monkeypatch) -> None:
+def test_double_signing_validator_produces_evidence(make_net) -> None:
     net = make_net(4, start=False)
     for n in net.nodes[:3]:
         net.start(n)
-    monkeypatch.setenv("AITBC_TEST_BYZANTINE_DOUBLE_SIGN", "1")
-    net.start(net.nodes[3])
-    monkeypatch.delenv("AITBC_TEST_BYZANTINE_DOUBLE_SIGN")
+    net.start(net.nodes[3], wrapper_args=faults.wrapper_args(double_sign=True))  # a byzantine validator
     byz = net.meta["nodes"][3]["validator"]
     wait_heights(net, net.nodes, 2, 90)
     honest = net.nodes[:3]

@@ -18,6 +18,7 @@ from state import staking
 from state.address import encode_address
 from state.crypto import SigningKey
 from state.types import Transaction
+from testnet import faults
 from testnet.network import Network, NodeInfo
 
 AIT = 1_000_000
@@ -121,7 +122,7 @@ def test_pos_join_double_sign_downtime_and_leave(make_net) -> None:
                    params={**FAST, "staking": STAKING})
     byz = net.nodes[3]
     for n in net.nodes:
-        net.start(n, env={"AITBC_TEST_BYZANTINE_DOUBLE_SIGN": "1"} if n is byz else None)
+        net.start(n, wrapper_args=faults.wrapper_args(double_sign=True) if n is byz else None)
     n0 = net.nodes[0]
     wait_heights(net, net.nodes[:3], 2, 90)
     keys = {n.index: validator_key(n) for n in net.nodes}
