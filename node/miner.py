@@ -11,9 +11,16 @@ kinds (``mlp-f32``) are checked with the kind's tolerance rule (``verify_full``)
 leaves furthest from this node's own result are tried with the kind's deterministic ``check_leaf`` — the
 check every node runs on the challenge — so only a leaf the chain will find wrong is ever challenged.
 
+Data availability: the miner answers every availability challenge against its jobs by publishing the
+named result rows with their Merkle proofs (``availability_response``) from its blob store. A verifier
+that cannot fetch a sampled result raises an availability challenge on a random sample of rows, and
+once the miner has published them it checks each published row with the kind's ``check_leaf`` and
+challenges a wrong one — so withholding the blob neither hides a wrong result nor gets the miner paid.
+
 Seams: the role's decisions are small methods that a subclass may override — whether to answer an awarded
 job (:meth:`MinerService.answers_job`), the result it commits to (:meth:`~MinerService.produce_result`),
-whether it serves a result blob (:meth:`~MinerService.serves_blob`), which leaf it finds wrong
+whether it serves a result blob (:meth:`~MinerService.serves_blob`) and answers availability challenges
+(:meth:`~MinerService.answers_availability`), which leaf it finds wrong
 (:meth:`~MinerService.find_wrong_leaf`) and how it challenges (:meth:`~MinerService.submit_challenge`).
 The node has no fault switches: byzantine miners for tests and testnets (lying, silent, withholding,
 false challengers) are subclasses in ``testnet/faults.py``, installed from outside by its entry point.
@@ -41,6 +48,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("aitbc.miner")
 
 MAX_RESULT_BYTES = 1 << 20
+
+
+class ResultUnavailable(AitbcError):
+    """A job's result blob could not be fetched from this node or any peer."""
+
+    reason = "unavailable"
 MAX_BACKLOG_PER_SLOT = 4  # awarded-but-unanswered jobs per execution slot before the miner stops bidding
 
 
@@ -73,6 +86,8 @@ class MinerService:
         self._bid: set[bytes] = set()
         self._running: set[bytes] = set()
         self._checked: set[bytes] = set()
+        self._answered: set[tuple[bytes, int]] = set()  # (job, deadline) of availability answers sent
+        self._da_raised: dict[bytes, int] = {}  # job -> answers seen when this verifier raised one
         self._limiter = trio.CapacityLimiter(max(1, cfg.max_concurrent))
         self._nursery: trio.Nursery | None = None
         self._registering_since = -1
@@ -140,6 +155,13 @@ class MinerService:
             if job.job_id not in self._running and self.answers_job(job):
                 self._running.add(job.job_id)
                 self.nursery.start_soon(self._execute, job)
+        for job in mv.availability_challenged_jobs(self._scan, get, self.pk):
+            key = (job.job_id, job.availability["deadline"])
+            if key not in self._answered and self.answers_availability(job):
+                self._answered.add(key)
+                self.nursery.start_soon(self._answer_availability, job)
+        if self.cfg.verify:
+            self._check_published_rows(get)
         if me.status != "active":
             return
         target = max(self.cfg.bond, self.node.genesis.params.market.min_miner_bond)
@@ -197,6 +219,10 @@ class MinerService:
     def serves_blob(self, job_id: bytes) -> bool:
         """Whether this miner serves the result blob of its job ``job_id`` to others (always)."""
         return True
+
+    def answers_availability(self, job: Any) -> bool:
+        """Whether to answer an availability challenge against ``job`` (whenever the blob is served)."""
+        return self.serves_blob(job.job_id)
 
     async def publish_result(self, job: Any, encoded: bytes) -> None:
         """Make a result available to clients and verifiers: it goes into the node's blob store, which
@@ -257,10 +283,110 @@ class MinerService:
             self.stats["failed"] += 1
             log.warning("job %s failed: %s", job.job_id.hex()[:16], exc)
 
+    # availability ----------------------------------------------------------------------------------
+    async def _answer_availability(self, job: Any) -> None:
+        """Publish the rows an availability challenge names, with Merkle proofs, from the blob store."""
+        from gpu.encoding import decode_array, result_leaves
+        from state import market
+        from state.merkle import merkle_proof
+
+        da = job.availability
+        try:
+            blob = await self.node.fetch_blob(job.receipt["result_hash"])
+            if blob is None:
+                raise ResultUnavailable("the result blob is not in this node's store")
+
+            def build() -> dict:
+                leaves = result_leaves(decode_array(blob, max_bytes=MAX_RESULT_BYTES))
+                chunks = [(i, leaves[i], merkle_proof(leaves, i)) for i in da["indices"]]
+                return market.availability_response_body(job.job_id, chunks)
+
+            body = await trio.to_thread.run_sync(build)
+        except Exception as exc:
+            log.error("job %s: cannot answer the availability challenge of rows %s: %s",
+                      job.job_id.hex()[:16], da["indices"], exc)
+            return
+        if await self._submit("availability_response", body) is not None:
+            log.info("job %s: published rows %s for an availability challenge (due by height %d)",
+                     job.job_id.hex()[:16], da["indices"], da["deadline"])
+
+    def availability_sample(self, job: Any) -> list[int]:
+        """Rows to name in an availability challenge of ``job``: a random sample the miner cannot
+        predict, as many as the chain allows for one answer."""
+        import secrets
+
+        from gpu.kinds import get_kind
+
+        p = self.node.genesis.params.market
+        kind = get_kind(job.kind)
+        count = kind.leaf_count(job.params)
+        n = min(p.max_availability_chunks, count, max(1, p.max_availability_bytes // kind.leaf_bytes(job.params)))
+        return sorted(secrets.SystemRandom().sample(range(count), n))
+
+    async def submit_availability_challenge(self, job: Any) -> bool:
+        """Challenge the availability of ``job``'s result (it could not be fetched)."""
+        from state import market
+
+        if job.availability is not None:
+            return False  # someone already did; this verifier checks the rows once they are published
+        p = self.node.genesis.params.market
+        if job.availability_rounds >= p.max_availability_challenges_per_job:
+            return False
+        indices = self.availability_sample(job)
+        if await self._submit("availability_challenge", market.availability_challenge_body(job.job_id, indices)) is None:
+            return False
+        self._da_raised[job.job_id] = len(job.availability_answers)
+        log.warning("job %s: result unavailable; availability challenge of rows %s", job.job_id.hex()[:16], indices)
+        return True
+
+    def _check_published_rows(self, get: Any) -> None:
+        """Jobs this verifier challenged for availability whose rows are now published: check them."""
+        from state import market_views as mv
+
+        for job_id, seen in list(self._da_raised.items()):
+            job = mv.load_job(get, job_id)
+            if job is None or job.state != "COMPLETED" or job.payment != "escrowed":
+                del self._da_raised[job_id]
+            elif len(job.availability_answers) > seen:
+                del self._da_raised[job_id]
+                self.nursery.start_soon(self._verify_published_rows, job)
+
+    async def _verify_published_rows(self, job: Any) -> None:
+        """Check the rows the miner published on chain with the kind's ``check_leaf``; challenge a wrong one."""
+        from gpu.kinds import get_kind
+        from state import market
+
+        kind = get_kind(job.kind)
+        try:
+            data = await self._job_input(job)
+            rows = []
+            for tx_hash in job.availability_answers:
+                found = self.chain.tx_lookup(tx_hash)
+                if found is not None:
+                    rows.extend(found[0].body["chunks"])
+
+            def first_wrong() -> list | None:
+                return next((c for c in rows if not kind.check_leaf(job.params, data, c[0], c[1])), None)
+
+            wrong = await trio.to_thread.run_sync(first_wrong)
+        except Exception as exc:
+            log.warning("job %s: checking the published rows failed: %s", job.job_id.hex()[:16], exc)
+            return
+        if wrong is None:
+            log.info("job %s: the %d published rows are correct", job.job_id.hex()[:16], len(rows))
+            return
+        index, leaf, proof = wrong
+        blob_input = data if job.input is not None and "blob" in job.input else None
+        await self.submit_challenge(job, market.challenge_body(job.job_id, index, leaf, list(proof), blob_input))
+
     # verification ----------------------------------------------------------------------------------
     async def _verify(self, job: Any) -> None:
         try:
             body = await self.find_wrong_leaf(job)
+        except ResultUnavailable as exc:
+            log.warning("verifying job %s: %s", job.job_id.hex()[:16], exc)
+            await self.submit_availability_challenge(job)
+            return
         except Exception as exc:
             log.warning("verifying job %s failed: %s", job.job_id.hex()[:16], exc)
             return
@@ -288,7 +414,7 @@ class MinerService:
             raise AitbcError("the job has no receipt")
         blob = await self.node.fetch_blob(rec["result_hash"])
         if blob is None:
-            raise AitbcError("the result blob is not available from any peer")
+            raise ResultUnavailable("the result blob is not available from any peer")
         return decode_array(blob, max_bytes=MAX_RESULT_BYTES), await self._job_input(job)
 
     @staticmethod
@@ -380,4 +506,4 @@ def load_miner(node: Node) -> MinerService:
     return MinerService(node, node.home.miner_key(), node.cfg.miner)
 
 
-__all__ = ["MinerService", "load_miner", "parse_price_list", "codec"]
+__all__ = ["MinerService", "ResultUnavailable", "load_miner", "parse_price_list", "codec"]

@@ -85,6 +85,32 @@ def test_job_lifecycle_through_the_cli(pos_miner_node: NodeProcess, tmp_path: Pa
     assert "32 bytes" in cli_fails(node, "job", "status", "0x1234")
 
 
+def test_availability_challenge_through_the_cli(pos_miner_node: NodeProcess) -> None:
+    """The client challenges the availability of a result in its window: the miner role publishes the
+    sampled rows on chain, `job chunks` shows them verified against the receipt, the payment follows."""
+    node = pos_miner_node
+    out = cli(node, "job", "submit", "--from", "dev", "--kind", "matmul-u32",
+              "--params", '{"m": 8, "n": 8, "k": 8}', "--max-price", "0.001", "--max-units", "1",
+              "--bid-window", "2", "--challenge-window", "60")
+    job_id = out.split()[1]
+
+    def in_window() -> bool:
+        st = json.loads(cli(node, "job", "status", job_id))
+        return st["state"] == "COMPLETED" and st["payment"] == "escrowed"
+
+    wait_for(in_window, 60, "the job receipted and in its challenge window")
+    out = cli(node, "job", "challenge-availability", job_id, "--from", "dev", "--indices", "1,6", "--wait")
+    assert "published" in out, out
+    chunks = json.loads(cli(node, "job", "chunks", job_id))
+    assert [c["index"] for c in chunks["chunks"]] == [1, 6] and all(c["verified"] for c in chunks["chunks"])
+    assert chunks["open"] is None
+    st = json.loads(cli(node, "job", "status", job_id))
+    assert st["availability_rounds"] == 1 and len(st["availability_answers"]) == 1
+    # a second challenge may not name a row the result does not have
+    err = cli_fails(node, "job", "challenge-availability", job_id, "--from", "dev", "--indices", "99")
+    assert "bad_index" in err and "Traceback" not in err
+
+
 def test_staking_through_the_cli(pos_miner_node: NodeProcess) -> None:
     node = pos_miner_node
     vals = json.loads(cli(node, "validator", "status", "--json"))

@@ -30,7 +30,7 @@ PARAMS = {
     "hash-chain": {"chains": 8, "iterations": 50, "seed": b"\x02" * 32},
     "mlp-f32": {"batch": 4, "d_in": 8, "d_hidden": 16, "d_out": 4, "seed": b"\x03" * 32},
 }
-MARKET = {"miner_unbonding_blocks": 5}
+MARKET = {"miner_unbonding_blocks": 5, "availability_response_blocks": 6}
 FAST = {"timeout_propose_ms": 800, "timeout_vote_ms": 300, "timeout_delta_ms": 200}
 
 
@@ -151,10 +151,14 @@ def test_market_lifecycle_and_faults_on_a_network(make_net) -> None:
 
     # 2. nobody bids below the miners' prices: the job expires, escrow refunded. Meanwhile (another client,
     # so the balances checked here do not move) node1 withholds: it computes and signs a receipt but serves
-    # the result blob to no one (data availability is not enforced on chain: the job completes).
+    # the result blob to no one and ignores availability challenges. The verifier (node3) cannot fetch the
+    # result, challenges its availability; unanswered, the job fails: client refunded, miner slashed.
     set_faults(net, 1, withhold=True)
     fresh = {**PARAMS["matmul-u32"], "seed": b"\x04" * 32}  # a result no node has seen (blobs are by hash)
-    withheld = submit_job(Client(net, net.faucet_keys()[1]), "matmul-u32", params=fresh)
+    c2 = Client(net, net.faucet_keys()[1])
+    c2_before = c2.balance()
+    slashed_before_withhold = int(net.rpc(net.nodes[0], "market_getMiner", address=miner_of(net, 1))["slashed"])
+    withheld = submit_job(c2, "matmul-u32", params=fresh, challenge_window=40)
     before = c.balance()
     job = wait_job(net, submit_job(c, "matmul-u32", max_price=100), settled)
     assert job["state"] == "EXPIRED" and job["payment"] == "refunded" and not job["bids"]
@@ -170,8 +174,8 @@ def test_market_lifecycle_and_faults_on_a_network(make_net) -> None:
     assert c.balance() == before - 2000
     again = c.send("job_cancel", market.job_cancel_body(bytes.fromhex(job_id[2:])))
     assert again["status"] == "failed" and again["result"]["reason"]
-    job = wait_job(net, withheld, settled)
-    assert job["state"] == "COMPLETED" and job["miner"] == miner_of(net, 1), job
+    job = wait_job(net, withheld, lambda j: j["state"] == "COMPLETED" or settled(j), timeout=60)
+    assert job["miner"] == miner_of(net, 1) and job["receipt"], job
     for n in (net.nodes[0], net.nodes[1]):  # not from the client's node, not even from the miner's own node
         try:
             net.rpc(n, "blob_get", hash=job["receipt"]["result_hash"], timeout=30)
@@ -179,6 +183,36 @@ def test_market_lifecycle_and_faults_on_a_network(make_net) -> None:
             assert "not found" in str(exc).lower(), exc
         else:
             raise AssertionError(f"node{n.index} served a withheld result")
+    job = wait_job(net, withheld, settled, timeout=90)
+    assert (job["state"], job["payment"], job["failure"]) == ("FAILED", "refunded", "unavailable"), job
+    assert job["availability_rounds"] == 1 and not job["availability_answers"] and int(job["paid"]) == 0
+    assert c2.balance() == c2_before - 1000  # the escrow came back in full; only the submit fee is gone
+    m1 = net.rpc(net.nodes[0], "market_getMiner", address=miner_of(net, 1))
+    assert int(m1["slashed"]) > slashed_before_withhold
+
+    # 2b. an honest miner answers an availability challenge (raised here by the client) and is paid: the
+    # rows it published are on chain, verified against its receipt; the payment is released afterwards.
+    set_faults(net, 1)
+    answered = submit_job(c, "matmul-u32", params={**fresh, "seed": b"\x05" * 32}, challenge_window=20)
+    job = wait_job(net, answered, lambda j: j["state"] == "COMPLETED" or settled(j), timeout=60)
+    assert job["payment"] == "escrowed", job
+    miner_balance = c.balance(_pk(miner_of(net, 1)))
+    st = c.send("availability_challenge", market.availability_challenge_body(bytes.fromhex(answered[2:]), [0, 3]))
+    assert st["status"] == "committed", st
+    job = wait_job(net, answered, lambda j: j["availability"] is None and j["availability_answers"], timeout=60)
+    chunks = net.rpc(net.nodes[0], "market_getAvailableChunks", job_id=answered)
+    assert [ch["index"] for ch in chunks["chunks"]] == [0, 3] and chunks["result_root"] == job["receipt"]["result_root"]
+    from state.merkle import verify_merkle_proof
+
+    for ch in chunks["chunks"]:
+        assert verify_merkle_proof(
+            bytes.fromhex(chunks["result_root"][2:]), bytes.fromhex(ch["leaf"][2:]), ch["index"],
+            chunks["leaf_count"], [bytes.fromhex(h[2:]) for h in ch["proof"]],
+        )
+    job = wait_job(net, answered, settled, timeout=60)
+    assert (job["state"], job["payment"]) == ("COMPLETED", "released"), job
+    # the miner got the availability bond (for publishing) and the payment, minus its own tx fees
+    assert c.balance(_pk(miner_of(net, 1))) > miner_balance + int(job["paid"])
 
     # 4. the awarded miner never answers: refund at the deadline, bond penalty, reputation drops
     set_faults(net, 1, silent=True)
