@@ -5,7 +5,9 @@ it times: ``add(verified=True)`` of the whole pool (arrival interleaved across s
 once with the cyclic GC off, once on),
 ``reap(--reap, 64 MiB)`` on the full pool, and ``update`` with that reaped block committed (the view is
 advanced outside the timing). On the one-tx-per-sender shape it also times adds to a full pool that
-each evict one tx, adds refused with ``mempool_full``, and ``add`` with signature verification.
+each evict one tx, adds refused with ``mempool_full``, and ``add`` with signature verification. With
+txs behind a nonce gap (queued): adds up to the queued budget, adds refused with ``queued_full``,
+executable adds to a full pool that each evict a queued tx, and ``expire`` of the whole queued budget.
 Prints wall and CPU (process) time: CPU time is the robust figure on a busy machine.
 
     .venv/bin/python -m bench.mempool_probe [--txs 50000] [--reap 10000] [--seed 1]
@@ -157,6 +159,47 @@ def full_pool(args: argparse.Namespace, rnd: random.Random) -> None:
     print(f"  add with signature check  {fmt_rate(len(sample), wall, cpu)}")
 
 
+def queued(args: argparse.Namespace, rnd: random.Random) -> None:
+    n = args.txs
+    q = max(1, n // 8)  # the default queued budget of a pool of n txs
+    keys = [SigningKey.from_seed(((11 << 40) + i).to_bytes(32, "big")) for i in range(2 * q + n)]
+    view = DictView()
+    for k in keys:
+        view.accounts[k.public_key] = Account(10**15, 0)
+    gapped = [transfer(k, CHAIN, SINK, 1, 1, rnd.randint(1, 1000)) for k in keys[:q]]
+    refused = [transfer(k, CHAIN, SINK, 1, 1, 1) for k in keys[q : 2 * q]]
+    executable = [transfer(k, CHAIN, SINK, 1, 0, 1) for k in keys[2 * q :]]
+    clock = [0.0]
+    pool = Mempool(CHAIN, view, MempoolConfig(max_txs=n), clock=lambda: clock[0])
+
+    def add_all(txs: list[Transaction]) -> int:
+        out = 0
+        for t in txs:
+            try:
+                out += len(pool.add(t, verified=True))
+            except MempoolError as exc:
+                assert exc.reason == "queued_full"
+        return out
+
+    print(f"[queued: budget {q:,} of a pool of {n:,}]")
+    wall, cpu, _ = timed(lambda: add_all(gapped))
+    assert pool.queued_count == q
+    print(f"  add queued                {fmt_rate(q, wall, cpu)}")
+    wall, cpu, _ = timed(lambda: add_all(refused))
+    assert pool.queued_count == q and len(pool) == q
+    print(f"  add refused queued_full   {fmt_rate(q, wall, cpu)}")
+    add_all(executable[: n - q])
+    wall, cpu, evicted = timed(lambda: add_all(executable[n - q :]))
+    assert evicted == q and pool.queued_count == 0 and len(pool) == n
+    print(f"  add evicting a queued tx  {fmt_rate(q, wall, cpu)}")
+    pool = Mempool(CHAIN, view, MempoolConfig(max_txs=n), clock=lambda: clock[0])
+    add_all(gapped)
+    clock[0] = pool.config.queued_lifetime_s
+    wall, cpu, gone = timed(pool.expire)
+    assert isinstance(gone, list) and len(gone) == q and len(pool) == 0
+    print(f"  expire                    {fmt_rate(q, wall, cpu)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--txs", type=int, default=50_000, help="pool size per shape")
@@ -175,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     shape("10 txs per sender", max(1, args.txs // 10), 10, args, rnd)
     shape("1000 txs per sender", max(1, args.txs // 1000), 1000, args, rnd)
     full_pool(args, rnd)
+    queued(args, rnd)
 
 
 if __name__ == "__main__":

@@ -68,11 +68,14 @@ class MatmulU32(JobKind):
         return max(1, ceil_div(params["m"] * params["n"] * params["k"], MMAC))
 
     def leaf_check_work(self, params: dict, input_size: int | None) -> int:
-        """B (k*n) and one row of A generated or decoded, one row product: ~4 ns per element."""
+        """One row product (k*n multiply-adds, ~3 ns each) after B and a row of A are generated from the
+        seed (~16 ns per element with the counter generator, plus ~75 µs of set-up) or decoded from the
+        input (~1 ns per element, plus hashing it). Calibrated by ``bench/disputes.py``."""
         self.validate_params(params)
         m, n, k = params["m"], params["n"], params["k"]
-        elems = k * n + (k if "seed" in params else m * k)
-        return 1 + ceil_div(4 * elems, 1000) + ceil_div(input_size or 0, 1024)
+        if "seed" in params:
+            return 100 + ceil_div(20 * (k * n + k), 1000)
+        return 10 + ceil_div(4 * (k * n + m * k), 1000) + ceil_div(input_size or 0, 1024)
 
     def device_bytes(self, params: dict) -> int:
         m, n, k = params["m"], params["n"], params["k"]

@@ -86,10 +86,10 @@ class MlpF32(JobKind):
 
     def leaf_check_work(self, params: dict, input_size: int | None) -> int:
         """Weights generated, then ``math.fsum`` over every product of one row (~200 ns per weight in
-        Python), plus decoding an input."""
+        Python, plus ~300 µs of set-up), plus decoding an input. Calibrated by ``bench/disputes.py``."""
         self.validate_params(params)
         i, h, o = params["d_in"], params["d_hidden"], params["d_out"]
-        return 1 + ceil_div(200 * (i * h + h * o + h + o), 1000) + ceil_div(input_size or 0, 1024)
+        return 300 + ceil_div(200 * (i * h + h * o + h + o), 1000) + ceil_div(input_size or 0, 1024)
 
     def device_bytes(self, params: dict) -> int:
         b, i, h, o = params["batch"], params["d_in"], params["d_hidden"], params["d_out"]

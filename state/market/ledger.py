@@ -29,6 +29,7 @@ from .records import (
     Job,
     Miner,
     Stats,
+    due_entry_key,
     due_key,
     job_key,
     miner_key,
@@ -116,11 +117,13 @@ class Market:
 
     # due lists ----------------------------------------------------------------------------------------
     def schedule(self, height: int, tag: str, ident: bytes) -> None:
+        """Handle ``ident`` under ``tag`` at the end of block ``height`` (after what is already due then).
+        One small object per entry plus a count, so a block of N submits schedules in O(N)."""
         key = due_key(height)
         raw = self.ex.get_object(key)
-        items = codec.decode(raw) if raw is not None else []
-        items.append([tag, ident])
-        self.ex.put_object(key, codec.encode(items))
+        n = codec.decode(raw) if raw is not None else 0
+        self.ex.put_object(due_entry_key(height, n), codec.encode([tag, ident]))
+        self.ex.put_object(key, codec.encode(n + 1))
 
     # state and money ----------------------------------------------------------------------------------
     def set_state(self, job: Job, state: str) -> None:

@@ -8,7 +8,8 @@ yields them in order):
 ``mkt/j/<job_id32>``                   the job record (:class:`Job`)
 ``mkt/m/<pubkey32>``                   the miner record (:class:`Miner`)
 ``mkt/stats``                          market totals (:class:`Stats`): escrow, bonds, counts
-``mkt/d/<height8>``                    due list: ``[[tag, id], ...]`` handled at the end of that block
+``mkt/d/<height8>``                    due count: how many entries are due at the end of that block
+``mkt/d/<height8><i4>``                due entry ``i``: ``[tag, id]`` (one object each: scheduling is O(1))
 ``mkt/n/<seq8>``                       job id, every job in submission order
 ``mkt/c/<client32><seq8>``             job id, jobs of a client
 ``mkt/a/<miner32><seq8>``              job id, jobs awarded to a miner (kept)
@@ -88,7 +89,12 @@ def miner_key(pk: bytes) -> bytes:
 
 
 def due_key(height: int) -> bytes:
+    """The count of entries due at the end of block ``height``."""
     return DUE_PREFIX + u64(height)
+
+
+def due_entry_key(height: int, index: int) -> bytes:
+    return DUE_PREFIX + u64(height) + index.to_bytes(4, "big")
 
 
 def seq_key(seq: int) -> bytes:

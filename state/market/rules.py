@@ -40,6 +40,7 @@ from .records import (
     Miner,
     awarded_key,
     client_key,
+    due_entry_key,
     due_key,
     open_key,
     running_key,
@@ -492,15 +493,19 @@ _DUE = {
 
 def market_end_block(ex: Execution) -> None:
     """Handle everything due at this height (awards, missed deadlines, releases, unbonds, availability
-    deadlines), in the order
-    it was scheduled, then drop the due list."""
+    deadlines) in the order it was scheduled, including entries a handler schedules for this very
+    height, then drop the entries and the count."""
     key = due_key(ex.env.height)
-    raw = ex.get_object(key)
-    if raw is None:
+    if ex.get_object(key) is None:
         return
     mk = Market(ex)
-    for tag, ident in codec.decode(raw):
+    i = 0
+    while i < codec.decode(ex.get_object(key)):
+        entry = due_entry_key(ex.env.height, i)
+        tag, ident = codec.decode(ex.get_object(entry))
         _DUE[tag](mk, ident)
+        ex.put_object(entry, None)
+        i += 1
     mk.flush()
     ex.put_object(key, None)
 
