@@ -7,16 +7,50 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: run test lint bench setup clean
+.PHONY: run test lint bench setup lock clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Exactly the versions in requirements.lock (runtime + dev, transitive included), then the project itself
+# without dependency resolution, so consensus-critical packages (cbor2, pynacl, numpy, plyvel, libp2p)
+# are the same bytes on every node and in CI.
+$(STAMP): requirements.lock pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python >= 3.11 not found on PATH" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
+
+# Regenerate requirements.lock: a clean resolve of pyproject.toml (runtime + [dev]) in a throwaway venv.
+# LOCK_CHECK: other interpreters to install the new lock on (each in its own throwaway venv); the header
+# records where it installed and where it failed. Interpreters that are missing or < 3.11 are skipped.
+LOCK_CHECK ?= python3.12 python3.13
+lock:
+	@test -n "$(PYTHON)" || { echo "error: Python >= 3.11 not found on PATH" >&2; exit 1; }
+	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install -q --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install -q -e '.[dev]'; \
+	ver=$$("$$tmp/venv/bin/python" -c 'import platform as p; print("Python", p.python_version(), "on", p.system(), p.machine())'); \
+	"$$tmp/venv/bin/python" -m pip freeze --exclude-editable > "$$tmp/pins"; \
+	mine=$$("$$tmp/venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	ok=""; bad=""; for p in $(LOCK_CHECK); do \
+	  v=$$($$p -c 'import sys; assert sys.version_info >= (3, 11); print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null) || continue; \
+	  [[ "$$v" != "$$mine".* ]] || continue; \
+	  echo "installing the lock on Python $$v ($$p)"; \
+	  if $$p -m venv "$$tmp/v$$v" && "$$tmp/v$$v/bin/python" -m pip install -q -r "$$tmp/pins"; \
+	  then ok="$$ok, $$v"; else bad="$$bad, $$v"; echo "warning: the lock does not install on $$p" >&2; fi; \
+	  rm -rf "$$tmp/v$$v"; done; \
+	{ echo "# Exact pins for aitbc-peer: runtime dependencies, the [dev] extra, and everything they pull in."; \
+	  echo "# \`make setup\` (so \`make run\`, \`make test\`, CI) installs exactly these, then the project with --no-deps."; \
+	  echo "# Consensus-critical (must be identical on every node): cbor2, pynacl, numpy, plyvel, libp2p."; \
+	  echo "# Do not edit by hand: change pyproject.toml, then regenerate with \`make lock\` (clean resolve in a"; \
+	  echo "# throwaway venv: pip install -e '.[dev]'; pip freeze --exclude-editable)."; \
+	  echo "# Generated with $$ver.$${ok:+ Also installs on Python $${ok#, }.}$${bad:+ Failed to install on Python $${bad#, } (see the make lock output).}"; \
+	  echo "# Not included: the gpu extra (pycuda): pip install -e '.[gpu]' after make setup."; \
+	  cat "$$tmp/pins"; } > requirements.lock; \
+	echo "wrote requirements.lock ($$(grep -c '==' requirements.lock) pins)"
 
 run: $(STAMP)
 	exec $(VENV)/bin/aitbc-peer run --dev $(ARGS)
