@@ -20,7 +20,7 @@ subclasses in a node process before it starts:
 
 Entry point (what ``tests/nodeproc.py`` and ``testnet/network.py`` start for a faulty node)::
 
-    python -m testnet.faults [--double-sign] [--faults-file PATH] -- <aitbc-peer arguments, e.g. run --home H>
+    python -m testnet.faults [--double-sign] [--faults-file PATH] [--clock-skew-ms N] -- <aitbc-peer arguments>
 
 It installs the wrappers (:func:`install`: the classes ``node.service`` and ``node.miner`` instantiate
 are replaced by the subclasses) and runs the normal ``node.cli.main``. Nothing in the node imports this
@@ -137,13 +137,26 @@ class FaultyMiner(MinerService):
 # ----------------------------------------------------------------------------------------------- install
 
 
-def install(*, double_sign: bool = False, faults_file: Path | None = None) -> None:
+def skew_clock(skew_ms: int) -> None:
+    """Shift this process's wall clock (``time.time``/``time.time_ns``, what block times come from) by
+    ``skew_ms``; monotonic clocks (timeouts) are untouched, as on a host whose clock is off."""
+    import time as _time
+
+    if not skew_ms:
+        return
+    real_time, real_time_ns = _time.time, _time.time_ns
+    _time.time = lambda: real_time() + skew_ms / 1000.0
+    _time.time_ns = lambda: real_time_ns() + skew_ms * 1_000_000
+
+
+def install(*, double_sign: bool = False, faults_file: Path | None = None, clock_skew_ms: int = 0) -> None:
     """Make the node of this process byzantine: replace the classes it instantiates (the engine in
-    ``node.service``, the miner role in ``node.miner``) by the faulty subclasses. Call before the node
-    starts."""
+    ``node.service``, the miner role in ``node.miner``) by the faulty subclasses, and skew its clock.
+    Call before the node starts."""
     import node.miner
     import node.service
 
+    skew_clock(clock_skew_ms)
     if double_sign:
         if node.service.BftEngine is not BftEngine:
             raise RuntimeError("node.service no longer instantiates consensus.bft_engine.BftEngine by that name")
@@ -155,7 +168,9 @@ def install(*, double_sign: bool = False, faults_file: Path | None = None) -> No
         node.miner.MinerService = FaultyMiner
 
 
-def wrapper_args(*, double_sign: bool = False, faults_file: Path | str | None = None) -> list[str]:
+def wrapper_args(
+    *, double_sign: bool = False, faults_file: Path | str | None = None, clock_skew_ms: int = 0
+) -> list[str]:
     """``[python -m testnet.faults, options…, --]``-style arguments that put a node process behind this
     module (empty when no fault is asked for: the node runs as ``python -m node.cli``)."""
     args: list[str] = []
@@ -163,21 +178,25 @@ def wrapper_args(*, double_sign: bool = False, faults_file: Path | str | None = 
         args.append("--double-sign")
     if faults_file is not None:
         args += ["--faults-file", str(faults_file)]
+    if clock_skew_ms:
+        args += ["--clock-skew-ms", str(int(clock_skew_ms))]
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
-        print("usage: python -m testnet.faults [--double-sign] [--faults-file PATH] -- <aitbc-peer args>",
+        print("usage: python -m testnet.faults [--double-sign] [--faults-file PATH] [--clock-skew-ms N] -- "
+              "<aitbc-peer args>",
               file=sys.stderr)
         return 2
     cut = argv.index("--")
     p = argparse.ArgumentParser(prog="python -m testnet.faults", description=__doc__.split("\n\n")[0])
     p.add_argument("--double-sign", action="store_true", help="the validator double-signs its prevotes")
     p.add_argument("--faults-file", type=Path, help="JSON faults file read by the miner before each action")
+    p.add_argument("--clock-skew-ms", type=int, default=0, help="shift the wall clock by this many ms")
     args = p.parse_args(argv[:cut])
-    install(double_sign=args.double_sign, faults_file=args.faults_file)
+    install(double_sign=args.double_sign, faults_file=args.faults_file, clock_skew_ms=args.clock_skew_ms)
     from node.cli import main as node_main
 
     return node_main(argv[cut + 1 :])

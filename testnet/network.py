@@ -48,14 +48,16 @@ class NodeInfo:
     p2p_port: int
     rpc_port: int
     peer_id: str
+    host: str = "127.0.0.1"  # the address it listens on (another one in its own network namespace)
+    netns: str | None = None  # network namespace it runs in (testnet/chaos partitions), or None
 
     @property
     def rpc_url(self) -> str:
-        return f"http://127.0.0.1:{self.rpc_port}/rpc"
+        return f"http://{self.host}:{self.rpc_port}/rpc"
 
     @property
     def multiaddr(self) -> str:
-        return f"/ip4/127.0.0.1/tcp/{self.p2p_port}/p2p/{self.peer_id}"
+        return f"/ip4/{self.host}/tcp/{self.p2p_port}/p2p/{self.peer_id}"
 
     @property
     def log(self) -> Path:
@@ -85,7 +87,8 @@ class Network:
             raise TestnetError(f"no network in {directory} (run testnet/up first)")
         self.meta = json.loads(meta_path.read_text())
         self.nodes = [
-            NodeInfo(n["index"], directory / n["home"], n["p2p_port"], n["rpc_port"], n["peer_id"])
+            NodeInfo(n["index"], directory / n["home"], n["p2p_port"], n["rpc_port"], n["peer_id"],
+                     n.get("host", "127.0.0.1"), n.get("netns"))
             for n in self.meta["nodes"]
         ]
         self.chain_id: str = self.meta["chain_id"]
@@ -110,9 +113,10 @@ class Network:
         if node.pid() is not None:
             return node.pid()  # already running
         entry = ["testnet.faults", *wrapper_args, "--"] if wrapper_args else ["node.cli"]
+        prefix = ["ip", "netns", "exec", node.netns] if node.netns else []  # exec: the pid stays the node's
         logf = open(node.log, "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", *entry, "run", "--home", str(node.home), *(extra_args or [])],
+            [*prefix, sys.executable, "-m", *entry, "run", "--home", str(node.home), *(extra_args or [])],
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             env={**os.environ, **env} if env else None,
         )
@@ -186,12 +190,15 @@ def create(
     consensus: str = "poa", chain_id: str | None = None, params: dict | None = None,
     validators: int | None = None, miners: list[int] | tuple[int, ...] = (), verifiers: list[int] | tuple[int, ...] = (),
     miner_prices: dict[int, list[str]] | None = None, validator_power: int = 1,
+    hosts: list[str] | None = None, netns: list[str] | None = None, config_overrides: dict | None = None,
 ) -> Network:
     """Generate homes for ``nodes`` nodes sharing one genesis. The first ``validators`` (default: all)
     are genesis validators with power ``validator_power`` (PoA authorities, PoS validators with power × power_unit staked,
     or hybrid authorities); nodes listed in ``miners`` run the miner role (``verifiers`` also re-check
     other miners' results). ``params`` is the genesis ``params`` JSON (sections ``market``/``staking``
-    allowed)."""
+    allowed). ``hosts``/``netns`` put node *i* on address ``hosts[i]`` in network namespace ``netns[i]``
+    (made by the caller, e.g. testnet/chaos); ``config_overrides`` sets ``{section: {key: value}}`` in
+    every node's config.toml."""
     if (directory / "network.json").exists():
         raise TestnetError(f"{directory} already holds a network (testnet/down --clean removes it)")
     if nodes < 1:
@@ -218,7 +225,8 @@ def create(
         val_keys.append(val_key.public_key)
         if i in miners or i in verifiers:  # miner accounts are funded in genesis so they can bond at once
             funded.append(h.miner_key().public_key)
-        infos.append(NodeInfo(i, home, base_port + 10 * i, base_port + 10 * i + 2, peer_id_from_ed25519(node_key.public_key)))
+        infos.append(NodeInfo(i, home, base_port + 10 * i, base_port + 10 * i + 2, peer_id_from_ed25519(node_key.public_key),
+                              hosts[i] if hosts else "127.0.0.1", netns[i] if netns else None))
     faucet = [secrets.token_bytes(32) for _ in range(FAUCET_ACCOUNTS)]
     genesis = Genesis(
         chain_id=chain_id or f"aitbc-testnet-{secrets.token_hex(3)}",
@@ -235,20 +243,26 @@ def create(
         cfg = load_config(h.config_path, env={})
         cfg.node.moniker = f"node{info.index}"
         cfg.rpc.port = info.rpc_port
+        cfg.rpc.host = info.host
         cfg.p2p.enabled = True
+        cfg.p2p.host = info.host
         cfg.p2p.port = info.p2p_port
         cfg.p2p.bootstrap = [o.multiaddr for o in infos if o.index != info.index]
         if info.index in miners or info.index in verifiers:
             cfg.miner.enabled = True
             cfg.miner.verify = info.index in verifiers
             cfg.miner.prices = list((miner_prices or {}).get(info.index, []))
+        for section, values in (config_overrides or {}).items():
+            for key, value in values.items():
+                if hasattr(getattr(cfg, section), key):  # keys an older node does not know are skipped
+                    setattr(getattr(cfg, section), key, value)
         h.config_path.write_text(render_default_toml(cfg))
     meta = {
         "chain_id": genesis.chain_id,
         "genesis_hash": genesis.hash.hex(),
         "nodes": [
             {"index": n.index, "home": n.home.name, "p2p_port": n.p2p_port, "rpc_port": n.rpc_port,
-             "peer_id": n.peer_id, "validator": encode_address(v),
+             "peer_id": n.peer_id, "host": n.host, "netns": n.netns, "validator": encode_address(v),
              "miner": encode_address(Home(n.home).miner_key().public_key) if n.index in miners or n.index in verifiers
              else None}
             for n, v in zip(infos, val_keys, strict=True)
