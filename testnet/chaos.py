@@ -526,13 +526,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-netns", action="store_true", help="loopback only (no partitions; no root needed)")
     p.add_argument("--dir", type=Path, help="keep the network here (default: a temporary directory)")
     p.add_argument("--base-port", type=int, default=27600)
+    p.add_argument("--hold", default="1,4", help="MIN,MAX seconds a fault is held before it is healed")
+    p.add_argument("--gap", default="0.5,2", help="MIN,MAX seconds between faults")
     p.add_argument("--report", type=Path, help="also write the report as JSON here")
     a = p.parse_args(argv)
     kinds = tuple(k for k in a.faults.split(",") if k)
     bad = sorted(set(kinds) - set(FAULT_KINDS))
     if bad:
         p.error(f"unknown faults {bad}")
-    cfg = ChaosConfig(nodes=a.nodes, duration_s=a.duration, seed=a.seed, tps=a.tps,
+    try:
+        hold = tuple(float(x) for x in a.hold.split(","))
+        gap = tuple(float(x) for x in a.gap.split(","))
+        if len(hold) != 2 or len(gap) != 2 or not 0 <= hold[0] <= hold[1] or not 0 <= gap[0] <= gap[1]:
+            raise ValueError
+    except ValueError:
+        p.error("--hold and --gap take MIN,MAX seconds")
+    cfg = ChaosConfig(nodes=a.nodes, hold_s=hold, gap_s=gap,  # type: ignore[arg-type] duration_s=a.duration, seed=a.seed, tps=a.tps,
                       block_interval_ms=int(a.block_interval * 1000), consensus=a.consensus, faults=kinds,
                       byzantine=a.byzantine, lying_miner=a.lying_miner, netns=not a.no_netns, directory=a.dir,
                       base_port=a.base_port)
