@@ -18,9 +18,11 @@ node signed — persist it in the WAL, then send it), :class:`ScheduleTimeout`, 
 :class:`EvidenceFound` and :class:`MissingBlock` (+2/3 precommitted a block we do not have: catch up).
 
 Signing goes through the ``signer`` callable (the driver passes a wrapper around
-:meth:`SignState.sign`, which persists before signing and refuses conflicts). A signer that raises is
-treated as "this message is not sent" — always safe; the step still advances. A core with
-``signer=None`` follows the votes and decides, but never signs (a non-validator node).
+:meth:`SignState.sign`, which persists before signing and refuses conflicts). A signer that refuses
+(:class:`DoubleSignError`) is treated as "this message is not sent" — always safe; the step still
+advances. Any other error of the signer (e.g. :class:`FatalWriteError`: the sign state could not be
+written) propagates: nothing is signed and the driver must stop. A core with ``signer=None`` follows
+the votes and decides, but never signs (a non-validator node).
 
 Upon-rules (line numbers of Algorithm 1), evaluated to a fixpoint after every input:
 
@@ -59,7 +61,7 @@ from state.types import PRECOMMIT, PREVOTE, Block, Commit, CommitSig, Vote, vote
 
 from .engine import proposal_sign_bytes
 from .evidence import DuplicateVote
-from .signstate import STEP_PRECOMMIT, STEP_PREVOTE, STEP_PROPOSE
+from .signstate import STEP_PRECOMMIT, STEP_PREVOTE, STEP_PROPOSE, DoubleSignError
 from .validators import ValidatorSet
 
 __all__ = [
@@ -688,7 +690,7 @@ class BftCore:
             raise InvariantError("a validator core without a signer")
         try:
             return self.signer(kind, self.height, self.round, step, sign_bytes)
-        except Exception:  # e.g. DoubleSignError: not sending is always safe
+        except DoubleSignError:  # refused: not sending is always safe (a failed write is not a refusal)
             self.sign_failures += 1
             self.refused_round = self.round
             return None
@@ -702,6 +704,18 @@ class BftCore:
         if self.refused_round is not None and self.refused_round == self.round and self.decision is None:
             self.refused_round = None
             self._start_round(self.round + 1, out)
+            self._check(out)
+        return out
+
+    def enter_round(self, round_: int) -> list[Action]:
+        """Move to ``round_`` (above the current round) on the driver's behalf: WAL replay of a round
+        change the driver made before a restart (:meth:`leave_refused_round`), or a restarted validator
+        whose sign state shows it already signed in ``round_`` although the WAL restored an earlier
+        round (it cannot sign anything in the rounds before). Like :meth:`leave_refused_round`, safe."""
+        out: list[Action] = []
+        if self.decision is None and self.validators is not None and round_ > self.round:
+            self._start_round(round_, out)
+            self._check(out)
         return out
 
     def _store_proposal(self, p: Proposal, valid: bool) -> None:

@@ -20,10 +20,23 @@ votes of the current round, the proposals it holds for the current/valid/locked 
 proposal + precommits that decided the previous height (for peers one height behind). Peers drop
 what they already have cheaply (duplicate check before signature verification).
 
-Restart: the WAL holds every input the core was fed for the unfinished height and every message this
-node signed (synced before sending). On start the engine re-feeds them, so the core comes back with
-the same round, step and lock, and re-broadcasts its own messages; SignState guarantees that nothing
-it signs after a restart conflicts with what it signed before.
+Restart: the WAL holds every input the core was fed for the unfinished height, every message this
+node signed (synced before sending), the wall-clock deadline of every timeout armed, and the round
+changes the engine made on its own. On start the engine re-feeds them, so the core comes back with
+the same height, round, step, lock, valid value and votes; the messages it signs again during the
+replay are the ones in the WAL (their stored signatures are reused, so the sign state — which only
+moves forward — is not asked again and nothing is refused); its own messages are re-broadcast; and
+each live timeout is armed for what was left of it at its recorded deadline (none if it expired while
+the node was down), so a validator restarted in round 12 is back in round 12 and does not wait round
+12's escalated timeouts from the start. If the sign state shows this validator signed in a later round
+of the height than the WAL restored (records lost), it moves to that round. SignState guarantees that
+nothing it signs after a restart conflicts with what it signed before.
+
+Write failures: a failed write of the sign state, the WAL or the store raises
+:class:`FatalWriteError`. It is never caught and logged: the receive loop stops, :meth:`BftEngine.run`
+raises it (unwrapped from trio's exception group) and the node exits; nothing is signed or sent on top
+of the failed write (the sign state is written before signing, the WAL record of an own message before
+sending it, the block in one atomic batch), so a restart on a working disk resumes.
 """
 
 from __future__ import annotations
@@ -39,8 +52,8 @@ import trio
 
 from state.chain import ChainState, PendingBlock
 from state.codec import sha256
-from state.crypto import SigningKey
-from state.errors import AitbcError, BlockError, InvariantError
+from state.crypto import KIND_PROPOSAL, KIND_VOTE, SigningKey
+from state.errors import AitbcError, BlockError, FatalWriteError, InvariantError
 from state.types import PRECOMMIT, PREVOTE, Block, Commit, CommitSig, Vote
 
 from .bft import (
@@ -61,7 +74,7 @@ from .bft import (
 )
 from .evidence import DuplicateVote, EvidenceError
 from .schedule import ProposerSchedule
-from .signstate import SignState
+from .signstate import STEP_PRECOMMIT, STEP_PREVOTE, STEP_PROPOSE, SignState
 from .transport import ConsensusMessage, ConsensusTransport
 from .validators import Validator, ValidatorSet
 from .wal import WAL, WalEntry
@@ -95,6 +108,18 @@ MAX_EVIDENCE_PER_BLOCK = 32  # offered to build_block per proposal (each is chec
 
 def _wall_ms() -> int:
     return int(time.time() * 1000)
+
+
+def fatal_write_error(exc: BaseException) -> FatalWriteError | None:
+    """The :class:`FatalWriteError` in ``exc`` or in a (nested) exception group, if any."""
+    if isinstance(exc, FatalWriteError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for e in exc.exceptions:
+            found = fatal_write_error(e)
+            if found is not None:
+                return found
+    return None
 
 
 @dataclass(frozen=True)
@@ -149,12 +174,19 @@ class BftEngine:
         rb = self.params.rebroadcast_ms
         self.rebroadcast_s = (rb if rb is not None else cp.timeout_propose_ms + cp.timeout_vote_ms) / 1000
         self.chain_id = chain.chain_id
+        # (kind, height, round, step) -> (sign bytes, signature) of the messages this validator signed
+        # before a restart (from the WAL): re-signing one of them during replay reuses the signature
+        self._presigned: dict[tuple[str, int, int, int], tuple[bytes, bytes]] = {}
         signer = None
         if sign_state is not None:
             ss = sign_state
             chain_id = chain.chain_id
+            presigned = self._presigned
 
             def signer(kind: str, h: int, r: int, step: int, sb: bytes) -> bytes:
+                pre = presigned.get((kind, h, r, step))
+                if pre is not None and pre[0] == sb:
+                    return pre[1]  # signed before the restart (Ed25519 would give the same signature)
                 return ss.sign(kind, chain_id, h, r, step, sb)
 
         self.core = BftCore(
@@ -166,6 +198,8 @@ class BftEngine:
         self._send: trio.MemorySendChannel | None = None
         self._nursery: trio.Nursery | None = None
         self._timers: dict[tuple[str, int, int], trio.CancelScope] = {}
+        self._deadlines: dict[tuple[str, int, int], int] = {}  # timeout -> wall-clock deadline (ms), this height
+        self._served: set[tuple[str, int, int]] = set()  # timeouts of this height that fired
         self._pending: dict[bytes, PendingBlock] = {}  # validated/built blocks of this height
         self._validity: dict[bytes, bool] = {}
         self._validating: dict[bytes, list[Proposal]] = {}
@@ -278,6 +312,11 @@ class BftEngine:
                     await self._handle(ev)
                     changed, self._changed = self._changed, trio.Event()
                     changed.set()
+        except BaseExceptionGroup as group:
+            fatal = fatal_write_error(group)
+            if fatal is None:
+                raise
+            raise fatal from None  # the engine stops on a failed write: the caller sees the typed error
         finally:
             self._send = None
             self._nursery = None
@@ -308,6 +347,13 @@ class BftEngine:
     async def _replay(self, h: int, entries: list[WalEntry]) -> None:
         log.info("height %d: replaying %d WAL records", h, len(entries))
         self._started = True
+        for e in entries:
+            if e.kind == "timer":
+                self._deadlines[(e.timeout, h, e.round)] = e.deadline_ms
+            elif e.kind == "timeout":
+                self._served.add((e.timeout, h, e.round))
+            elif e.own and e.message is not None:
+                self._presign(e.message)
         actions: list[Action] = self.core.start_height(h, self.schedule.validators(h), self._proposer_of(h))
         own: list[Proposal | Vote] = []
         for e in entries:
@@ -327,11 +373,14 @@ class BftEngine:
                         actions += self.core.on_vote(v)
                 elif e.kind == "timeout":
                     actions += self.core.on_timeout(e.timeout, e.height, e.round)
+                elif e.kind == "round":
+                    actions += self.core.enter_round(e.round)
             except MessageRejected as exc:
                 log.debug("WAL replay: record refused (%s)", exc)
             if e.own and e.message is not None:
                 own.append(e.message)
                 self._replay_own.add(e.message.encode())
+        actions += self._align_with_sign_state(h)
         await self._execute(actions, replay=True)
         for m in own:
             await self._broadcast(m)
@@ -341,7 +390,43 @@ class BftEngine:
             "height %d: replay done at round %d step %s (locked round %d)",
             h, summary["round"], summary["step"], summary["locked_round"],
         )
+        await self._leave_refused_round()
         await self._drain_future()
+
+    def _presign(self, msg: Proposal | Vote) -> None:
+        """Remember one of this validator's messages from the WAL (see ``_presigned``)."""
+        if self.key is None:
+            return
+        if isinstance(msg, Proposal):
+            if msg.proposer == self.key.public_key:
+                self._presigned[(KIND_PROPOSAL, msg.height, msg.round, STEP_PROPOSE)] = (msg.sign_bytes(), msg.sig)
+        elif msg.validator == self.key.public_key:
+            step = STEP_PREVOTE if msg.type == PREVOTE else STEP_PRECOMMIT
+            self._presigned[(KIND_VOTE, msg.height, msg.round, step)] = (msg.sign_bytes(), msg.sig)
+
+    def _align_with_sign_state(self, h: int) -> list[Action]:
+        """A restarted validator whose sign state is at a later round of ``h`` than the core (the WAL lost
+        records, or was lost): resume in that round — it cannot sign anything in the rounds before."""
+        ss, core = self.sign_state, self.core
+        if ss is None or ss.last.height != h or ss.last.round <= core.round or core.decision is not None:
+            return []
+        log.warning(
+            "height %d: the sign state shows round %d was reached before the restart (the WAL restored round"
+            " %d): resuming in round %d", h, ss.last.round, core.round, ss.last.round,
+        )
+        self.wal.append_round(h, ss.last.round)
+        return core.enter_round(ss.last.round)
+
+    async def _leave_refused_round(self) -> None:
+        """The signer refused in the current round (this validator signed something for it that the WAL
+        lost): move to the next round, recorded in the WAL so a replay moves too."""
+        core = self.core
+        if not self._started or core.refused_round is None or core.refused_round != core.round:
+            return
+        if core.decision is not None or core.height != self.height:
+            return
+        self.wal.append_round(self.height, core.round + 1)
+        await self._execute(core.leave_refused_round())
 
     # events -------------------------------------------------------------------------------------
     async def _emit(self, ev: tuple) -> None:
@@ -364,8 +449,7 @@ class BftEngine:
             await self._on_tick()
         elif kind == "sync":
             await self._on_sync(ev[1], ev[2], ev[3], ev[4])
-        if self.core.refused_round is not None:
-            await self._execute(self.core.leave_refused_round())
+        await self._leave_refused_round()
 
     def _proposer_of(self, h: int) -> Callable[[int], bytes]:
         schedule = self.schedule
@@ -381,6 +465,8 @@ class BftEngine:
         if exc.reason in PENALISED:
             try:
                 self.transport.report_peer(peer, exc.reason)
+            except FatalWriteError:
+                raise
             except Exception:  # a transport bug must not stop consensus
                 log.exception("report_peer failed")
 
@@ -479,6 +565,8 @@ class BftEngine:
         if self.on_behind is not None:
             try:
                 self.on_behind(target)
+            except FatalWriteError:
+                raise
             except Exception:
                 log.exception("on_behind callback failed")
 
@@ -579,6 +667,8 @@ class BftEngine:
         pending: PendingBlock | None = None
         try:
             pending = await self.offload(self._check_block, block, sets, verified, now)
+        except FatalWriteError:
+            raise
         except AitbcError as exc:
             log.info("height %d: proposed block %s is invalid: %s", height, block.hash.hex()[:16], exc)
         except Exception:
@@ -631,6 +721,8 @@ class BftEngine:
         pending: PendingBlock | None = None
         try:
             pending = await self.offload(self._build_sync, h, txs, verified, self.now_ms(), vs.hash, vs_next.hash)
+        except FatalWriteError:
+            raise
         except Exception:
             log.exception("height %d round %d: building a block failed", h, r)
         await self._emit(("built", h, r, pending))
@@ -658,15 +750,24 @@ class BftEngine:
 
     # timeouts -----------------------------------------------------------------------------------
     def _schedule_timeout(self, a: ScheduleTimeout) -> None:
+        """Arm a timeout of the current round. Its wall-clock deadline goes to the WAL when first armed;
+        armed again after a restart, it waits only for what is left until that deadline (bounded by
+        its full length if the clock jumped) — a timeout that fired before the restart is not armed."""
         core = self.core
         if (a.height, a.round) != (core.height, core.round) or core.decision is not None:
             return
         key = (a.kind, a.height, a.round)
-        if key in self._timers or self._nursery is None:
+        if key in self._timers or key in self._served or self._nursery is None:
             return
+        now = self.now_ms()
+        deadline = self._deadlines.get(key)
+        if deadline is None:
+            deadline = self._deadlines[key] = now + a.ms
+            self.wal.append_timer(a.kind, a.height, a.round, deadline)
+        delay_ms = min(max(deadline - now, 0), a.ms)
         scope = trio.CancelScope()
         self._timers[key] = scope
-        self._nursery.start_soon(self._timer, scope, key, a.ms / 1000)
+        self._nursery.start_soon(self._timer, scope, key, delay_ms / 1000)
 
     async def _timer(self, scope: trio.CancelScope, key: tuple[str, int, int], seconds: float) -> None:
         with scope:
@@ -684,6 +785,7 @@ class BftEngine:
         core = self.core
         if not self._started or (h, r) != (core.height, core.round) or core.decision is not None:
             return
+        self._served.add((kind, h, r))
         before = (core.round, core.step)
         actions = core.on_timeout(kind, h, r)
         if (core.round, core.step) != before:
@@ -719,6 +821,8 @@ class BftEngine:
                 await self.transport.broadcast_proposal(msg)
             else:
                 await self.transport.broadcast_evidence(msg)
+        except FatalWriteError:
+            raise
         except Exception:  # the network failing must not stop consensus; rebroadcast retries
             log.exception("broadcast failed")
 
@@ -749,6 +853,8 @@ class BftEngine:
         for fn in list(self._evidence_listeners):
             try:
                 fn(ev)
+            except FatalWriteError:
+                raise
             except Exception:
                 log.exception("evidence listener failed")
         if broadcast:
@@ -815,6 +921,9 @@ class BftEngine:
     def _enter_height(self, h: int) -> None:
         self.height = h
         self._started = False
+        self._deadlines.clear()
+        self._served.clear()
+        self._presigned.clear()
         self._pending.clear()
         self._validity.clear()
         self._validating.clear()
@@ -863,6 +972,7 @@ class BftEngine:
         self._idle_wait = None
         self._started = True
         actions = self.core.start_height(h, self.schedule.validators(h), self._proposer_of(h))
+        actions += self._align_with_sign_state(h)
         await self._execute(actions)
         await self._drain_future()
 
@@ -884,6 +994,9 @@ class BftEngine:
             ]
             await self._finalize(pending, commit)
             box.append(True)
+        except FatalWriteError as exc:  # the caller learns it, and the engine stops
+            box.append(exc)
+            raise
         except Exception as exc:
             box.append(exc)
         finally:
@@ -906,4 +1019,4 @@ class BftEngine:
                 await self._broadcast(m)
 
 
-__all__ = ["BftEngine", "BftParams", "OnCommit", "OnBehind", "PENALISED"]
+__all__ = ["BftEngine", "BftParams", "OnCommit", "OnBehind", "PENALISED", "fatal_write_error"]

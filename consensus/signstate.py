@@ -1,6 +1,11 @@
 """The validator's last-signed height/round/step, persisted BEFORE every signature so a restart can
 never make it sign two different messages for the same height/round/step (like CometBFT's
-priv_validator_state.json)."""
+priv_validator_state.json).
+
+A failed write of the state (full disk, I/O error) raises :class:`FatalWriteError` (reason
+``signstate_write``) and nothing is signed: the caller must stop, never treat it as a refusal. The file
+is replaced atomically (write a temporary file, fsync, rename, fsync the directory), so after a crash
+it holds the previous state or the new one."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from pathlib import Path
 
 from state.codec import sha256
 from state.crypto import SigningKey
-from state.errors import AitbcError
+from state.errors import AitbcError, FatalWriteError
 
 STEP_PROPOSE = 1
 STEP_PREVOTE = 2
@@ -49,11 +54,18 @@ class SignState:
                 ) from None
 
     def _persist(self, last: _Last) -> None:
+        try:
+            self._write_file(json.dumps(last.__dict__).encode())
+        except OSError as exc:
+            raise FatalWriteError.from_os(f"writing the sign state {self.path}", exc, "signstate_write") from None
+
+    def _write_file(self, data: bytes) -> None:
         tmp = self.path.with_suffix(".tmp")
-        data = json.dumps(last.__dict__).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -65,7 +77,8 @@ class SignState:
             os.close(dfd)
 
     def sign(self, kind: str, chain_id: str, height: int, round_: int, step: int, sign_bytes: bytes) -> bytes:
-        """Sign ``sign_bytes`` for (height, round, step) if that is safe; record it durably first."""
+        """Sign ``sign_bytes`` for (height, round, step) if that is safe; record it durably first.
+        Raises :class:`DoubleSignError` (refused: not signing is safe) or :class:`FatalWriteError`."""
         digest = sha256(kind.encode() + b"\x00" + sign_bytes).hex()
         last = self.last
         hrs, last_hrs = (height, round_, step), (last.height, last.round, last.step)

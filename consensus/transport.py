@@ -172,6 +172,8 @@ class InMemoryNetwork:
         self._groups: list[set[str]] | None = None
         self.drop_fn: DropFn | None = None
         self.delay_fn: DelayFn | None = None
+        # (src, message) of every broadcast, delivered or not (tests record what a node sent)
+        self.on_broadcast: Callable[[str, ConsensusMessage], None] | None = None
         self.stats: Counter[str] = Counter()
         self.reports: Counter[tuple[str, str]] = Counter()
 
@@ -223,6 +225,8 @@ class InMemoryNetwork:
 
     # delivery -----------------------------------------------------------------------------------
     def _broadcast(self, src: str, msg: ConsensusMessage) -> None:
+        if self.on_broadcast is not None:
+            self.on_broadcast(src, msg)
         kind, raw = encode_message(msg) if self.encode else ("", b"")
         self.stats["broadcasts"] += 1
         for dst in list(self.endpoints):

@@ -34,7 +34,7 @@ def _job_id(text: str) -> bytes:
     return raw
 
 
-def _params(text: str) -> dict:
+def _params(text: str, *, default_seed: bool = True) -> dict:
     """JSON object; strings of the form 0x… become bytes; a missing "seed" gets a random one."""
     try:
         obj = json.loads(text)
@@ -58,7 +58,8 @@ def _params(text: str) -> dict:
         return v
 
     out = {k: conv(v) for k, v in obj.items()}
-    out.setdefault("seed", secrets.token_bytes(32))
+    if default_seed:  # no seed when the input comes from --input: a kind takes one or the other
+        out.setdefault("seed", secrets.token_bytes(32))
     return out
 
 
@@ -81,15 +82,18 @@ def cmd_job(args: argparse.Namespace) -> int:
         c = args.job_cmd
         if c == "submit":
             key = load_signer(args)
-            params = _params(args.params)
+            params = _params(args.params, default_seed=not args.input)
             inline, blob = None, None
             if args.input:
                 data = Path(args.input).read_bytes()
                 info = rpc.call("system_info")
                 if len(data) <= info["params"]["market"]["max_inline_input"]:
                     inline = data
-                else:
-                    put = rpc.call("blob_put", data="0x" + data.hex())
+                else:  # stored on the node, signed by --from (a funded account); expires in 50 blocks
+                    from .blobs import signed_blob_put_params
+
+                    expires = rpc.call("chain_getHead")["height"] + 50
+                    put = rpc.call("blob_put", **signed_blob_put_params(key, info["chain_id"], data, expires))
                     blob = (bytes.fromhex(put["hash"][2:]), len(data))
             verify = args.challenge_window or args.verify_rate_bps
             body = market.job_submit_body(

@@ -38,8 +38,39 @@ class RpcSection:
     port: int = 8202
     admin: bool = False
     admin_token: str = ""
+    admin_loopback: bool = True  # loopback clients (without an Origin header) need no admin token
     max_body_bytes: int = 4 << 20
     max_batch: int = 1000
+    # Limits (rpc/limits.py; README "Configuration"): connections, time, rate, browsers, subscriptions.
+    max_connections: int = 1024
+    max_connections_per_ip: int = 32
+    max_ws_connections: int = 512
+    max_ws_per_ip: int = 16
+    idle_timeout_s: int = 15
+    ws_idle_timeout_s: int = 300
+    request_timeout_s: int = 30
+    rate_limit: int = 50  # calls per second per address (0: unlimited)
+    rate_burst: int = 200
+    loopback_exempt: bool = True  # loopback clients skip per-IP caps and the rate limit
+    cors_origins: list[str] = field(default_factory=list)  # browser origins allowed ("*": any)
+    fd_reserve: int = 1024  # file descriptors kept free for the node's own files
+    max_subscriptions_per_connection: int = 64
+    max_subscriptions: int = 10_000
+
+
+@dataclass
+class BlobsSection:
+    """The blob store (node/blobs.py): quotas and expiry of ``blob_put`` uploads and cached blobs."""
+
+    max_total_bytes: int = 1 << 30  # uploads + cached blobs (the miner's own results are never refused)
+    max_count: int = 4096
+    max_account_bytes: int = 64 << 20
+    max_account_count: int = 64
+    min_balance: int = 1_000_000  # base units an uploader's account must hold (1 AIT)
+    sig_max_blocks: int = 100  # a blob_put signature expires at most this many blocks ahead
+    grace_s: int = 600  # an upload must be referenced by a live job of its owner within this
+    retain_s: int = 3600  # kept this long after its last live job (settled), or after the miner wrote it
+    gc_interval_s: int = 60
 
 
 @dataclass
@@ -48,7 +79,11 @@ class P2pSection:
     host: str = "127.0.0.1"
     port: int = 8200
     bootstrap: list[str] = field(default_factory=list)
+    persistent_peers: list[str] = field(default_factory=list)  # always redialed, never crowded out
     target_peers: int = 8
+    max_peers: int = 32
+    outbound_slots: int = -1  # of max_peers, kept for our own dials; -1: a quarter of max_peers
+    max_requests_per_peer: int = 4
 
 
 @dataclass
@@ -58,6 +93,11 @@ class MempoolSection:
     nonce_window: int = 1024
     max_per_sender: int = 4096
     replace_bump_percent: int = 10
+    # txs behind a nonce gap ("queued"): their own budget and lifetime (state/mempool.py)
+    max_queued: int = 0  # pool-wide; 0: max_txs // 8
+    max_queued_bytes: int = 0  # pool-wide; 0: max_bytes // 8
+    max_queued_per_sender: int = 64
+    queued_lifetime_s: int = 180
 
 
 @dataclass
@@ -83,6 +123,7 @@ class Config:
     mempool: MempoolSection = field(default_factory=MempoolSection)
     validator: ValidatorSection = field(default_factory=ValidatorSection)
     miner: MinerSection = field(default_factory=MinerSection)
+    blobs: BlobsSection = field(default_factory=BlobsSection)
 
     # ---------------------------------------------------------------------------------------------
     def set(self, dotted: str, value: Any, *, source: str) -> None:
@@ -107,10 +148,20 @@ class Config:
                 raise ConfigError(f"{name}: {v} is out of range {lo}..{hi}")
         if self.node.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError("node.log_level: must be one of debug, info, warning, error")
-        for name in ("mempool.max_txs", "mempool.max_bytes", "rpc.max_body_bytes", "rpc.max_batch"):
+        for name in ("mempool.max_txs", "mempool.max_bytes", "rpc.max_body_bytes", "rpc.max_batch",
+                     "rpc.max_connections", "rpc.max_connections_per_ip", "rpc.max_ws_connections",
+                     "rpc.max_ws_per_ip", "rpc.rate_burst", "rpc.max_subscriptions_per_connection",
+                     "rpc.max_subscriptions", "blobs.max_total_bytes", "blobs.max_count",
+                     "blobs.max_account_bytes", "blobs.max_account_count", "blobs.sig_max_blocks",
+                     "blobs.gc_interval_s"):  # fmt: skip
             sec, key = name.split(".")
             if getattr(getattr(self, sec), key) <= 0:
                 raise ConfigError(f"{name}: must be positive")
+        for name in ("rpc.idle_timeout_s", "rpc.ws_idle_timeout_s", "rpc.request_timeout_s", "rpc.rate_limit",
+                     "rpc.fd_reserve", "blobs.min_balance", "blobs.grace_s", "blobs.retain_s"):  # fmt: skip
+            sec, key = name.split(".")
+            if getattr(getattr(self, sec), key) < 0:
+                raise ConfigError(f"{name}: must not be negative")
 
 
 def _coerce(name: str, ftype: Any, value: Any, source: str) -> Any:

@@ -2,7 +2,9 @@
 
 ``Node.run`` opens everything, starts the services in one trio nursery and closes the store when
 they stop (cancellation = clean shutdown: a block being written finishes first, because the worker
-thread doing it is not abandoned).
+thread doing it is not abandoned). A failed write of the store, WAL or sign state
+(:class:`FatalWriteError`) stops the consensus engine, which cancels every other service; ``run`` then
+raises that error alone, and the CLI prints it as one line (with its reason code) and exits with 1.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 import trio
 
-from consensus.bft_engine import BftEngine
+from consensus.bft_engine import BftEngine, fatal_write_error
 from consensus.schedule import ProposerSchedule
 from consensus.signstate import SignState
 from consensus.transport import ConsensusTransport, NullTransport
@@ -29,7 +31,7 @@ from state.mempool import Mempool, MempoolConfig
 from state.store import P_OBJECT, Store
 from state.types import Commit, Transaction
 
-from .blobs import BlobStore
+from .blobs import BlobLimits, BlobStore, run_blob_gc
 from .config import Config
 from .home import Home, load_node_keys
 from .metrics import NodeMetrics
@@ -117,7 +119,7 @@ class Node:
     def open(self) -> None:
         data = self.home.data_dir(self.cfg)
         data.mkdir(parents=True, exist_ok=True)
-        self.blobs = BlobStore(data / "blobs")
+        self.blobs = BlobStore(data / "blobs", limits=BlobLimits.from_config(self.cfg.blobs))
         self.store = Store(data / "db")
         try:
             self.chain = ChainState(self.store, self.genesis)
@@ -135,6 +137,10 @@ class Node:
                 max_per_sender=m.max_per_sender,
                 replace_bump_percent=m.replace_bump_percent,
                 min_fee=self.genesis.params.min_fee,
+                max_queued=m.max_queued,
+                max_queued_bytes=m.max_queued_bytes,
+                max_queued_per_sender=m.max_queued_per_sender,
+                queued_lifetime_s=m.queued_lifetime_s,
             ),
             cost=tx_cost,
             check_body=check_body,
@@ -155,14 +161,20 @@ class Node:
             self.store.close()
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        from rpc.admin_methods import install_node_extras
+        from rpc.limits import RpcLimits
         from rpc.methods import build_rpc
         from rpc.server import RpcServer
 
+        from .fdlimits import setup_fd_limits
+
+        self.fd_budget = setup_fd_limits(self.cfg.rpc.fd_reserve)  # raise RLIMIT_NOFILE; keep a reserve
         self.open()
         if self.chain is None or self.mempool is None:
             raise InvariantError("node not opened")
         try:
             registry, self.hub = build_rpc(self)
+            install_node_extras(registry, self.hub, self)  # admin_* methods, topic indexes, subscription caps
             async with trio.open_nursery() as nursery:
                 transport: ConsensusTransport = NullTransport()
                 if self.cfg.p2p.enabled:
@@ -184,6 +196,7 @@ class Node:
                         admin_token=self.cfg.rpc.admin_token or None,
                         metrics_registry=self.metrics.registry,
                         version=VERSION,
+                        limits=RpcLimits.from_config(self.cfg.rpc, fd_budget=self.fd_budget),
                     )
                     self.rpc_port = await nursery.start(server.serve)
                     log.info("JSON-RPC on http://%s:%d/rpc (WebSocket /ws, metrics /metrics)",
@@ -200,9 +213,28 @@ class Node:
 
                     self.miner = load_miner(self)
                     await nursery.start(self.miner.run)
+                nursery.start_soon(run_blob_gc, self)  # expire unreferenced blobs (node/blobs.py)
+                nursery.start_soon(self._expire_queued_txs)
                 task_status.started(self)
+        except BaseExceptionGroup as group:
+            # A failed write of the store, WAL or sign state stopped the engine (FatalWriteError): every
+            # other service was cancelled with it. Raise it alone, so the process prints one line with
+            # its reason code and exits non-zero; the store is closed below (LevelDB batches are atomic).
+            fatal = fatal_write_error(group)
+            if fatal is None:
+                raise
+            raise fatal from None
         finally:
             self.close()
+
+    async def _expire_queued_txs(self) -> None:
+        """Drop queued (gapped) transactions past their lifetime even when no block commits."""
+        while True:
+            await trio.sleep(10)
+            if self.mempool is not None:
+                self.mempool.expire()
+                self.metrics.mempool_size.set(len(self.mempool))
+                self.metrics.mempool_bytes.set(self.mempool.size_bytes)
 
     async def _start_p2p(self, nursery: trio.Nursery) -> ConsensusTransport:
         from p2p import ChainStatus, P2PConfig, P2PService
@@ -263,7 +295,6 @@ class Node:
             self._on_commit,
             self.wal,
             on_behind=lambda height: self.sync.behind(height) if self.sync is not None else None,
-            # Test-only fault injection (tests/test_network.py): this validator double-signs prevotes.
         )
 
     # events -------------------------------------------------------------------------------------
@@ -393,7 +424,7 @@ class Node:
                     log.debug("blob %s from %s: %s", blob_hash.hex()[:16], peer.peer_id, exc)
                     continue
                 if data is not None:
-                    await self.blobs.aput(data)
+                    await self.blobs.aput(data, cache=True)
                     return data
         return None
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import hmac
 import inspect
-import ipaddress
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import trio
 
 from rpc.errors import (
     BUSY,
@@ -32,6 +34,7 @@ from rpc.errors import (
     UNAUTHORIZED,
     RpcError,
 )
+from rpc.limits import STATE_CHANGING, Refusal, is_loopback
 from rpc.params import Param, Validator, compile_params
 
 if TYPE_CHECKING:
@@ -207,23 +210,29 @@ def _check_signature(name: str, handler: Callable[..., Any], params: tuple[Param
 
 
 # --------------------------------------------------------------------------- context
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if ip.is_loopback:
-        return True
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return mapped is not None and mapped.is_loopback
-
-
 class CallContext:
-    """Per-request (HTTP) or per-connection (WebSocket) facts the dispatcher needs."""
+    """Per-request (HTTP) or per-connection (WebSocket) facts the dispatcher needs.
 
-    __slots__ = ("_admin_ok", "authorization", "client_host", "subscriber")
+    The transport may also set: ``rate`` (``rate(n) -> None | seconds``: takes ``n`` tokens of the
+    client's rate limit, or says how long until they would be there), ``deadline`` (trio time after
+    which calls are answered with a timeout error), ``json_body`` (False when an HTTP request did not
+    declare ``Content-Type: application/json``: state-changing methods are then refused) and ``origin``
+    (the browser ``Origin`` header, if any: admin calls then always need the token). The dispatcher sets
+    ``status`` (an HTTP status for a refusal of the whole request, e.g. 429) and ``retry_after``.
+    """
+
+    __slots__ = (
+        "_admin_ok",
+        "authorization",
+        "client_host",
+        "deadline",
+        "json_body",
+        "origin",
+        "rate",
+        "retry_after",
+        "status",
+        "subscriber",
+    )
 
     def __init__(
         self,
@@ -235,6 +244,12 @@ class CallContext:
         self.authorization = authorization
         self.subscriber = subscriber  # set on WebSocket connections only
         self._admin_ok: bool | None = None
+        self.rate: Callable[[int], float | None] | None = None
+        self.deadline: float | None = None
+        self.json_body = True
+        self.origin: str | None = None
+        self.status: int | None = None
+        self.retry_after: float | None = None
 
 
 # --------------------------------------------------------------------------- metrics
@@ -321,18 +336,29 @@ class Dispatcher:
         admin_token: str | None = None,
         metrics: RpcMetrics | None = None,
         openrpc: Callable[[], dict] | None = None,
+        admin_loopback: bool = True,
+        state_changing: Iterable[str] = STATE_CHANGING,
     ) -> None:
         self.registry = registry
         self.max_batch = max_batch
         self.admin_enabled = admin_enabled
+        self.admin_loopback = admin_loopback
         self._admin_header = ("Bearer " + admin_token).encode() if admin_token else None
         self.metrics = metrics
         self._openrpc = openrpc
         self._methods = registry._methods  # live view, read on every call
+        self.state_changing = frozenset(state_changing)
+        #: Refused calls by reason (rate_limited, timeout, content_type): ``rpc_refusals_total``.
+        self.refusals: Counter[str] = Counter()
 
     # -- entry point ----------------------------------------------------------
     async def handle(self, payload: bytes | str, ctx: CallContext) -> str | None:
         """Handle one HTTP body / WebSocket message; None means "send nothing"."""
+        rate = ctx.rate
+        if rate is not None:  # one token before parsing anything: a refused flood costs no JSON decode
+            wait = rate(1)
+            if wait is not None:
+                return self._rate_limited(ctx, wait)
         try:
             if type(payload) is not str:
                 payload = payload.decode("utf-8")
@@ -347,6 +373,11 @@ class Dispatcher:
             if len(req) > self.max_batch:
                 self._record_unknown_error()
                 return _BATCH_TOO_LARGE_RESPONSE
+            if rate is not None and len(req) > 1:  # a batch costs one token per call, taken all at once
+                rate(-1)  # the token taken before parsing
+                wait = rate(len(req))
+                if wait is not None:  # refused: nothing is taken
+                    return self._rate_limited(ctx, wait)
             parts = []
             for item in req:
                 r = await self.call(item, ctx)
@@ -360,6 +391,19 @@ class Dispatcher:
     def _record_unknown_error(self) -> None:
         if self.metrics is not None:
             self.metrics.record("unknown", False, 0.0)
+
+    def _rate_limited(self, ctx: CallContext, wait: float) -> str:
+        self.refusals["rate_limited"] += 1
+        self._record_unknown_error()
+        retry_ms = max(1, int(wait * 1000 + 0.999))
+        ctx.status = 429
+        ctx.retry_after = wait
+        return _error_response(
+            None,
+            BUSY,
+            f"rate limited: too many requests from this address; retry in {retry_ms} ms",
+            {"reason": "rate_limited", "retry_after_ms": retry_ms},
+        )
 
     # -- one request object ---------------------------------------------------
     async def call(self, req: Any, ctx: CallContext) -> str | None:
@@ -403,13 +447,25 @@ class Dispatcher:
                     label = name
                     if method.admin:
                         self._check_admin(ctx)
+                    if not ctx.json_body and (method.admin or name in self.state_changing):
+                        self.refusals["content_type"] += 1
+                        refusal = Refusal(
+                            "content_type",
+                            f"{name} changes state: send it with 'Content-Type: application/json'",
+                        )
+                        raise RpcError(refusal.code, refusal.message, refusal.data())
                     kwargs = method.validate(params)
-                    if method.is_async:
-                        result = await method.handler(**kwargs)
+                    deadline = ctx.deadline
+                    if deadline is None:
+                        result = await self._invoke(method, kwargs)
                     else:
-                        result = method.handler(**kwargs)
-                        if inspect.isawaitable(result):
-                            result = await result
+                        with trio.CancelScope(deadline=deadline) as scope:
+                            result = await self._invoke(method, kwargs)
+                        if scope.cancelled_caught:
+                            self.refusals["timeout"] += 1
+                            raise RpcError(
+                                BUSY, f"request timed out: {name} did not finish in time", {"reason": "timeout"}
+                            )
                 elif name in BUILTIN_METHODS:
                     label = name
                     result = self._builtin(name, params, ctx)
@@ -438,21 +494,35 @@ class Dispatcher:
             if self.metrics is not None:
                 self.metrics.record(label, ok, time.perf_counter() - start)
 
+    @staticmethod
+    async def _invoke(method: Method, kwargs: dict) -> Any:
+        if method.is_async:
+            return await method.handler(**kwargs)
+        result = method.handler(**kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
     # -- admin ----------------------------------------------------------------
     def _check_admin(self, ctx: CallContext) -> None:
         if not self.admin_enabled:
             raise RpcError(UNAUTHORIZED, "admin methods are disabled")
         allowed = ctx._admin_ok
         if allowed is None:
-            allowed = is_loopback(ctx.client_host) or (
+            # A browser (Origin header) never gets the loopback exemption: any page can reach 127.0.0.1.
+            trusted_loopback = self.admin_loopback and ctx.origin is None and is_loopback(ctx.client_host)
+            allowed = trusted_loopback or (
                 self._admin_header is not None
                 and ctx.authorization is not None
                 and hmac.compare_digest(ctx.authorization, self._admin_header)
             )
             ctx._admin_ok = allowed
         if not allowed:
+            where = "off loopback" if self.admin_loopback else "(rpc.admin_loopback is off)"
             raise RpcError(
-                UNAUTHORIZED, "unauthorized: admin methods need 'Authorization: Bearer <token>' off loopback"
+                UNAUTHORIZED,
+                f"unauthorized: admin methods need 'Authorization: Bearer <token>' {where}",
+                {"reason": "unauthorized"},
             )
 
     # -- built-ins ------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+import trio
+
 from state import market_views as mv
 from state.errors import InvariantError
 
@@ -171,6 +173,7 @@ def register_market_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Nod
 
     # blobs --------------------------------------------------------------------------------------
     max_blob = node.genesis.params.market.max_blob_input
+    BLOB_REJECTED = -32011  # blob_put refused: data.reason (README "JSON-RPC")
 
     @reg.method("blob_get", params=[Param("hash", HASH, description="sha256 of the blob")],
                 summary="A blob (job input or result) from this node, else fetched from peers and verified",
@@ -183,16 +186,60 @@ def register_market_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Nod
 
     @reg.method(
         "blob_put",
-        params=[Param("data", {"type": "string", "format": "hex", "maxBytes": max_blob})],
-        summary="Store a blob on this node (served to peers by hash), e.g. a job input",
+        params=[
+            Param("data", {"type": "string", "format": "hex", "maxBytes": max_blob}),
+            Param("owner", ADDRESS, required=False, description="the uploading account: holds blobs.min_balance"),
+            Param("expires", {"type": "integer", "minimum": 0, "maximum": 2**63}, required=False,
+                  description="last height at which this upload is accepted (at most blobs.sig_max_blocks ahead)"),
+            Param("sig", {"type": "string", "format": "hex", "maxBytes": 64}, required=False,
+                  description="owner's Ed25519 signature, kind 'blob_put', over CBOR {hash, size, expires}"),
+        ],
+        summary="Store a blob on this node (served to peers by hash), e.g. a job input: signed by a funded "
+        "account, bounded by quotas, collected unless a live job of the owner refers to it (-32011 + data.reason)",
         result=OBJ,
     )
-    async def blob_put(data: str) -> dict:
-        raw = bytes.fromhex(data[2:])
-        if node.blobs is None:
+    async def blob_put(data: str, owner: str | None = None, expires: int | None = None,
+                       sig: str | None = None) -> dict:
+        from node.blobs import KIND_BLOB, BlobError, blob_sign_bytes
+        from state.crypto import verify
+
+        def reject(reason: str, message: str, **extra: object) -> RpcError:
+            return RpcError(BLOB_REJECTED, f"blob rejected: {message}", {"reason": reason, **extra})
+
+        store = node.blobs
+        if store is None:
             raise InvariantError("node not opened")
-        await node.blobs.aput(raw)
-        return {"hash": "0x" + hashlib.sha256(raw).hexdigest(), "size": len(raw)}
+        if owner is None or expires is None or sig is None:
+            raise reject("unsigned", "blob_put needs 'owner', 'expires' and 'sig' (a signature by a funded account)")
+        pk = _pk(owner, "owner")
+        lim = store.limits
+        head = chain.head.height
+        if expires < head:
+            raise reject("expired", f"the upload expired at height {expires} (head {head})", head=head)
+        if expires > head + lim.sig_max_blocks:
+            raise reject("expiry_too_far", f"'expires' may be at most {lim.sig_max_blocks} blocks ahead (head {head})",
+                         head=head)
+        signature = bytes.fromhex(sig[2:])
+
+        def check() -> tuple[bytes, bytes, bool]:  # hex decode, hash and verify leave the loop (16 MiB)
+            raw = bytes.fromhex(data[2:])
+            h = hashlib.sha256(raw).digest()
+            return raw, h, verify(KIND_BLOB, chain_id, pk, blob_sign_bytes(h, len(raw), expires), signature)
+
+        raw, h, good = await trio.to_thread.run_sync(check)
+        if not good:
+            raise reject("bad_signature", "the signature does not verify for this owner, blob and expiry")
+        balance = chain.account(pk).balance
+        if balance < lim.min_balance:
+            raise reject("unfunded", f"the owner holds {balance} base units; uploading needs {lim.min_balance}",
+                         min_balance=str(lim.min_balance))
+        try:
+            await store.aput_owned(raw, pk)
+        except BlobError as exc:
+            raise reject(exc.reason, str(exc)) from None
+        used, count = store.account_usage(pk)
+        return {"hash": "0x" + h.hex(), "size": len(raw), "owner": owner, "account_bytes": used,
+                "account_blobs": count, "grace_s": lim.grace_s}
 
     hub.register_topic(
         "jobs",

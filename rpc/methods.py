@@ -236,7 +236,11 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
             out.append(item)
         return {"accepted": accepted, "rejected": len(results) - accepted, "results": out}
 
-    @reg.method("mempool_status", summary="Mempool size, bytes, senders and limits", result=OBJ)
+    @reg.method(
+        "mempool_status",
+        summary="Mempool size (pending: executable; queued: behind a nonce gap), bytes, senders and limits",
+        result=OBJ,
+    )
     async def mempool_status() -> dict:
         return mempool.stats()
 

@@ -12,18 +12,38 @@ app (``app.asgi_app`` middleware): a JSON-RPC call then costs one dict parse,
 one encode and two ASGI sends instead of a full Quart request/response cycle.
 Everything else (``/health``, ``/metrics``, routes the node adds to
 :attr:`RpcServer.app`, ASGI lifespan) goes through Quart.
+
+Limits (``rpc.limits.RpcLimits``; everything from outside is hostile):
+
+* connections — hypercorn is driven by our own accept loop (:meth:`RpcServer._serve_hypercorn`, the
+  body of ``hypercorn.trio.run.worker_serve`` with a gate in front of ``TCPServer``): each accepted TCP
+  connection is counted globally and per address and checked against the file-descriptor reserve
+  before hypercorn sees a byte; a refused one gets a canned HTTP 429/503 with a JSON-RPC error
+  (``data.reason``) and is closed. WebSockets are counted again at the upgrade (refused with an HTTP
+  429/503 response instead of the 101).
+* idle connections — HTTP keep-alive connections (and half-sent request heads) are closed by
+  hypercorn after ``idle_timeout_s``; a WebSocket with no message either way for ``ws_idle_timeout_s``
+  is closed with code 1000 "idle timeout".
+* time — reading a request body and running its calls share one ``request_timeout_s`` deadline
+  (408 for a body that is too slow, error -32005 ``timeout`` for a call that is).
+* rate — every JSON-RPC call (each member of a batch, each WebSocket message) takes a token of the
+  client address's bucket; an empty bucket answers HTTP 429 / error -32005 ``rate_limited``.
+* browsers — a request or WebSocket upgrade carrying an ``Origin`` not listed in ``cors_origins`` is
+  refused (403, ``origin_not_allowed``): any web page can make the operator's browser POST to
+  127.0.0.1. State-changing methods also need ``Content-Type: application/json`` (which a page can
+  only send cross-origin after a CORS preflight this server answers only for allowed origins).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from quart import Response
 from quart_trio import QuartTrio
@@ -36,6 +56,7 @@ from rpc.jsonrpc import (
     RpcMetrics,
     make_openrpc_provider,
 )
+from rpc.limits import ConnectionGate, RateLimiter, Refusal, RpcLimits, ip_key, is_loopback
 from rpc.subscriptions import SubscriberConnection, SubscriptionHub
 
 __all__ = ["RpcServer"]
@@ -50,6 +71,14 @@ _426_BODY = b"WebSocket upgrade required\n"
 
 # Close codes used on /ws.
 WS_GOING_AWAY = 1001
+WS_NORMAL = 1000  # with reason "idle timeout"
+
+#: Refusals answered politely (response sent, request drained) at once; more are just closed.
+MAX_GRACEFUL_REFUSALS = 64
+REFUSAL_TIMEOUT = 1.0  # seconds a refused connection may take to read its answer
+QUICK_REFUSAL_TIMEOUT = 0.05  # beyond MAX_GRACEFUL_REFUSALS: the answer is written or dropped
+REFUSAL_DRAIN_BYTES = 64 << 10
+EOF_GRACE = 1.0  # seconds a connection's task may outlive its client's EOF (e.g. to finish a call)
 
 
 class _Outcome:
@@ -97,6 +126,110 @@ class _WsState:
         self.disconnected = False
 
 
+def _header_text(value: bytes) -> str:
+    return value.decode("latin-1").strip()
+
+
+def _is_json_content_type(value: bytes | None) -> bool:
+    if value is None:
+        return False
+    return value.split(b";", 1)[0].strip().lower() == b"application/json"
+
+
+class _CountedStream(trio.abc.HalfCloseableStream):
+    """A connection's stream handed to hypercorn: calls ``on_close`` once, as soon as it is closed.
+
+    When the client closes its side (EOF), hypercorn stops reading but keeps the socket open until its
+    keep-alive timer fires; here the socket is closed at once (nothing more can be exchanged on it:
+    hypercorn reports EOF to the app as a disconnect) and ``on_eof`` lets the server end that
+    connection's task soon after. So the gate counts live sockets, and a client that connects and
+    disconnects quickly costs no descriptor for the length of a keep-alive period.
+    """
+
+    def __init__(
+        self, stream: trio.SocketStream, on_close: Callable[[], None], on_eof: Callable[[], None] | None = None
+    ) -> None:
+        self._stream = stream
+        self._on_close: Callable[[], None] | None = on_close
+        self._on_eof = on_eof
+
+    def __getattr__(self, name: str) -> Any:  # socket, setsockopt, ... (do_handshake: AttributeError)
+        return getattr(self._stream, name)
+
+    def release(self) -> None:
+        cb, self._on_close = self._on_close, None
+        if cb is not None:
+            cb()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self._stream.receive_some(max_bytes)
+        if not data and self._on_eof is not None:
+            on_eof, self._on_eof = self._on_eof, None
+            with trio.CancelScope(shield=True):
+                await self.aclose()
+            on_eof()
+        return data
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            self.release()
+
+
+class _LimitsCollector:
+    """Prometheus collector for the server's limits: read at scrape time (on the trio thread)."""
+
+    def __init__(self, server: RpcServer) -> None:
+        self.server = server
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        s = self.server
+        for name, doc, value in (
+            ("rpc_connections", "Open TCP connections on the RPC port", s.gate.tcp_total),
+            ("rpc_ws_connections", "Open WebSocket connections", s.gate.ws_total),
+            ("rpc_ws_subscriptions", "Live WebSocket subscriptions", s.hub.total_subscriptions),
+        ):
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], value)
+            yield g
+        fd = s.limits.fd_budget
+        if fd is not None:
+            g = GaugeMetricFamily("rpc_fd_headroom", "File descriptors left for connections above the reserve")
+            g.add_metric([], fd.headroom(s.gate.tcp_total))
+            yield g
+        c = CounterMetricFamily("rpc_refusals", "Refused connections and calls, by reason", labels=["reason"])
+        merged = dict(s.gate.refusals)
+        for reason, n in s.dispatcher.refusals.items():
+            merged[reason] = merged.get(reason, 0) + n
+        for reason, n in sorted(merged.items()):
+            c.add_metric([reason], n)
+        yield c
+        checked = CounterMetricFamily(
+            "rpc_ws_fanout_checked", "Subscriptions examined to publish events, by topic", labels=["topic"]
+        )
+        sent = CounterMetricFamily("rpc_ws_notifications", "Notifications queued, by topic", labels=["topic"])
+        for t in s.hub.topics():
+            checked.add_metric([t.name], t.checked)
+            sent.add_metric([t.name], t.delivered)
+        yield checked
+        yield sent
+
+
 async def _abort_transport(send: Any) -> None:
     """Close the TCP stream under a hypercorn connection, given its ASGI ``send``.
 
@@ -142,9 +275,14 @@ class RpcServer:
         version: str = "0.1.0",
         access_log: bool = False,
         shutdown_timeout: float = 2.0,
+        limits: RpcLimits | None = None,
     ) -> None:
         if max_body_bytes < 1 or max_batch < 1:
             raise ValueError("max_body_bytes and max_batch must be positive")
+        self.limits = limits = limits if limits is not None else RpcLimits()
+        self.gate = ConnectionGate(limits)
+        self.rate_limiter = RateLimiter(limits.rate_limit, limits.rate_burst)
+        self._refusing = 0
         self.registry = registry
         self.hub = hub
         self.host = host
@@ -169,11 +307,29 @@ class RpcServer:
             openrpc=make_openrpc_provider(
                 registry, hub, title=title, version=version, include_admin=admin_enabled
             ),
+            admin_loopback=limits.admin_loopback,
+            state_changing=limits.state_changing,
         )
+        if metrics_registry is not None:
+            metrics_registry.register(_LimitsCollector(self))
         self._ws_conns: set[SubscriberConnection] = set()
         self._stopping = False
         self._serving = False
         self.app = self._build_app()
+
+    # ------------------------------------------------------------ per-client
+    def _rate_for(self, host: str | None) -> Callable[[int], float | None] | None:
+        """The client's token bucket (None: not limited)."""
+        lim = self.limits
+        if lim.rate_limit <= 0 or (lim.loopback_exempt and is_loopback(host)):
+            return None
+        return partial(self.rate_limiter.take, ip_key(host))
+
+    def _origin_refusal(self, origin: str | None) -> Refusal | None:
+        if origin is None or self.limits.origin_allowed(origin):
+            return None
+        self.gate.refusals["origin_not_allowed"] += 1
+        return Refusal("origin_not_allowed", f"cross-origin requests from {origin[:100]!r} are not allowed")
 
     # ------------------------------------------------------------------ app
     def _build_app(self) -> QuartTrio:
@@ -217,11 +373,10 @@ class RpcServer:
 
     # ------------------------------------------------------------------ HTTP
     async def _http_rpc(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["method"] != "POST":
-            await _send_simple(send, 405, _405_BODY, b"application/json", [(b"allow", b"POST")])
-            return
         authorization = None
         declared = None
+        origin = None
+        content_type = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -230,7 +385,43 @@ class RpcServer:
                     declared = None
             elif name == b"authorization":
                 authorization = value
-        body = await self._read_body(receive, declared)
+            elif name == b"origin":
+                origin = _header_text(value)
+            elif name == b"content-type":
+                content_type = value
+        refusal = self._origin_refusal(origin)
+        if refusal is not None:
+            await _send_simple(send, refusal.status, refusal.body(), b"application/json")
+            return
+        cors = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"origin")] if origin else []
+        if scope["method"] == "OPTIONS" and origin is not None:  # CORS preflight of an allowed origin
+            await _send_simple(
+                send,
+                204,
+                b"",
+                b"text/plain",
+                cors
+                + [
+                    (b"access-control-allow-methods", b"POST"),
+                    (b"access-control-allow-headers", b"content-type, authorization"),
+                    (b"access-control-max-age", b"600"),
+                ],
+            )
+            return
+        if scope["method"] != "POST":
+            await _send_simple(send, 405, _405_BODY, b"application/json", [(b"allow", b"POST")])
+            return
+        client = scope.get("client")
+        host = client[0] if client else None
+        timeout = self.limits.request_timeout_s
+        deadline = trio.current_time() + timeout if timeout > 0 else None
+        with trio.CancelScope(deadline=deadline if deadline is not None else float("inf")) as reading:
+            body = await self._read_body(receive, declared)
+        if reading.cancelled_caught:
+            self.dispatcher.refusals["timeout"] += 1
+            late = Refusal("timeout", f"request body not received within {timeout:g} s")
+            await _send_simple(send, late.status, late.body(), b"application/json", [(b"connection", b"close")])
+            return
         if type(body) is not bytes:
             if body is _Outcome.DISCONNECTED:
                 return
@@ -239,21 +430,21 @@ class RpcServer:
                 self.metrics.record("unknown", False, 0.0)
             await _send_simple(send, 413, REQUEST_TOO_LARGE_RESPONSE.encode(), b"application/json", extra)
             return
-        client = scope.get("client")
-        ctx = CallContext(client[0] if client else None, authorization)
+        ctx = CallContext(host, authorization)
+        ctx.rate = self._rate_for(host)
+        ctx.deadline = deadline
+        ctx.json_body = _is_json_content_type(content_type)
+        ctx.origin = origin
         out = await self.dispatcher.handle(body, ctx)
         if out is None:
-            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.start", "status": 204, "headers": cors})
             await send({"type": "http.response.body", "body": b""})
             return
         data = out.encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [_JSON_HEADERS_PREFIX, (b"content-length", b"%d" % len(data))],
-            }
-        )
+        headers = [_JSON_HEADERS_PREFIX, (b"content-length", b"%d" % len(data)), *cors]
+        if ctx.retry_after is not None:
+            headers.append((b"retry-after", b"%d" % max(1, int(ctx.retry_after + 0.999))))
+        await send({"type": "http.response.start", "status": ctx.status or 200, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
     async def _read_body(self, receive: Any, declared: int | None) -> Any:
@@ -290,6 +481,21 @@ class RpcServer:
         return b"".join(chunks)
 
     # ------------------------------------------------------------- WebSocket
+    async def _ws_refuse(self, scope: Any, send: Any, refusal: Refusal) -> None:
+        """Answer a WebSocket upgrade with an HTTP error instead of the 101 (403 without the extension)."""
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            body = refusal.body()
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": refusal.status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:  # pragma: no cover - hypercorn supports the extension
+            await send({"type": "websocket.close", "code": 1008})
+
     async def _ws_endpoint(self, scope: Any, receive: Any, send: Any) -> None:
         msg = await receive()
         if msg["type"] != "websocket.connect":
@@ -297,35 +503,66 @@ class RpcServer:
         if self._stopping:
             await send({"type": "websocket.close", "code": WS_GOING_AWAY})
             return
-        await send({"type": "websocket.accept"})
         authorization = None
+        origin = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value
+            elif name == b"origin":
+                origin = _header_text(value)
         client = scope.get("client")
-        conn = self.hub.open_connection()
-        ctx = CallContext(client[0] if client else None, authorization, conn)
-        state = _WsState()
-        self._ws_conns.add(conn)
+        host = client[0] if client else None
+        refusal = self._origin_refusal(origin) or self.gate.admit_ws(host)
+        if refusal is not None:
+            await self._ws_refuse(scope, send, refusal)
+            return
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._ws_writer, conn, send)
-                nursery.start_soon(self._ws_watchdog, conn, state, send, nursery.cancel_scope)
-                await self._ws_reader(conn, ctx, receive)
-                state.disconnected = True
-                nursery.cancel_scope.cancel()
+            await send({"type": "websocket.accept"})
+            conn = self.hub.open_connection()
+            ctx = CallContext(host, authorization, conn)
+            ctx.rate = self._rate_for(host)
+            ctx.origin = origin
+            state = _WsState()
+            self._ws_conns.add(conn)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._ws_writer, conn, send)
+                    nursery.start_soon(self._ws_watchdog, conn, state, send, nursery.cancel_scope)
+                    nursery.start_soon(self._ws_idle, conn)
+                    await self._ws_reader(conn, ctx, receive)
+                    state.disconnected = True
+                    nursery.cancel_scope.cancel()
+            finally:
+                self._ws_conns.discard(conn)
+                conn.close()
         finally:
-            self._ws_conns.discard(conn)
-            conn.close()
+            self.gate.release_ws(host)
+
+    async def _ws_idle(self, conn: SubscriberConnection) -> None:
+        """Close the WebSocket once no message went either way for ``ws_idle_timeout_s``."""
+        idle = self.limits.ws_idle_timeout_s
+        if idle <= 0:
+            return
+        while not conn.closing:
+            deadline = conn.last_activity + idle
+            if trio.current_time() >= deadline:
+                log.debug("closing an idle WebSocket")
+                conn.request_close(WS_NORMAL, "idle timeout")
+                return
+            await trio.sleep_until(deadline)
 
     async def _ws_reader(self, conn: SubscriberConnection, ctx: CallContext, receive: Any) -> None:
         handle = self.dispatcher.handle
+        timeout = self.limits.request_timeout_s
         while True:
             msg = await receive()
             kind = msg["type"]
             if kind == "websocket.receive":
                 if conn.closing:
                     continue  # closing: ignore further requests, wait for the disconnect
+                now = trio.current_time()
+                conn.last_activity = now
+                ctx.deadline = now + timeout if timeout > 0 else None
                 data = msg.get("text")
                 if data is None:
                     data = msg.get("bytes") or b""
@@ -348,6 +585,7 @@ class RpcServer:
             if conn.closing:
                 break  # drop whatever is still queued
             await send({"type": "websocket.send", "text": text})
+            conn.last_activity = trio.current_time()
         if conn.close_code is not None:
             await send({"type": "websocket.close", "code": conn.close_code, "reason": conn.close_reason})
 
@@ -384,7 +622,131 @@ class RpcServer:
         config.websocket_max_message_size = self.max_body_bytes
         config.graceful_timeout = self.shutdown_timeout
         config.include_server_header = False
+        if self.limits.idle_timeout_s > 0:
+            config.keep_alive_timeout = self.limits.idle_timeout_s
+        else:
+            config.keep_alive_timeout = float("inf")
         return config
+
+    async def _serve_hypercorn(
+        self,
+        config: HypercornConfig,
+        shutdown_trigger: Callable[[], Awaitable[None]],
+        task_status: trio.TaskStatus[list[str]],
+    ) -> None:
+        """``hypercorn.trio.run.worker_serve`` (plain TCP, one worker) with :meth:`_handle_tcp` in front
+        of hypercorn's per-connection ``TCPServer``: connections are gated before hypercorn reads them."""
+        from hypercorn.trio.lifespan import Lifespan
+        from hypercorn.trio.statsd import StatsdLogger
+        from hypercorn.trio.tcp_server import TCPServer
+        from hypercorn.trio.worker_context import WorkerContext
+        from hypercorn.typing import ConnectionState
+        from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
+
+        app = wrap_app(self.app, config.wsgi_max_body_size, None)
+        config.set_statsd_logger_class(StatsdLogger)
+        lifespan_state: dict = {}
+        lifespan = Lifespan(app, config, lifespan_state)
+        context = WorkerContext(None)
+        async with trio.open_nursery() as lifespan_nursery:
+            await lifespan_nursery.start(lifespan.handle_lifespan)
+            await lifespan.wait_for_startup()
+            async with trio.open_nursery() as server_nursery:
+                sockets = config.create_sockets()
+                listeners = []
+                binds = []
+                for sock in sockets.insecure_sockets:
+                    sock.listen(config.backlog)
+                    listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+                    binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+                state = ConnectionState(lifespan_state.copy())
+                run_connection = partial(TCPServer, app, config, context, state)
+                task_status.started(binds)
+                try:
+                    async with trio.open_nursery(strict_exception_groups=True) as nursery:
+                        nursery.start_soon(raise_shutdown, shutdown_trigger)
+                        nursery.start_soon(raise_shutdown, context.terminate.wait)
+                        nursery.start_soon(
+                            partial(
+                                trio.serve_listeners,
+                                partial(self._handle_tcp, run_connection),
+                                listeners,
+                                handler_nursery=server_nursery,
+                            )
+                        )
+                        await trio.sleep_forever()
+                except BaseExceptionGroup as error:
+                    _, other_errors = error.split((ShutdownError, KeyboardInterrupt))
+                    if other_errors is not None:
+                        raise other_errors from None
+                finally:
+                    await context.terminated.set()
+                    server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+            await lifespan.wait_for_shutdown()
+            lifespan_nursery.cancel_scope.cancel()
+
+    async def _handle_tcp(self, run_connection: Callable[[Any], Awaitable[None]], stream: trio.SocketStream) -> None:
+        """One accepted connection: counted and checked by the gate, then handed to hypercorn or refused."""
+        try:
+            peer = stream.socket.getpeername()
+            host = peer[0] if isinstance(peer, tuple) else None
+        except OSError:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            return
+        refusal = self.gate.admit_tcp(host)
+        if refusal is not None:
+            counted = _CountedStream(stream, partial(self.gate.release_tcp, host))
+            try:
+                await self._refuse_tcp(counted, refusal)
+            finally:
+                counted.release()
+            return
+        with trio.CancelScope() as scope:
+
+            def on_eof() -> None:  # the client is gone: let an app call in flight finish briefly, then end
+                scope.deadline = min(scope.deadline, trio.current_time() + EOF_GRACE)
+
+            counted = _CountedStream(stream, partial(self.gate.release_tcp, host), on_eof)
+            try:
+                await run_connection(counted)
+            finally:
+                counted.release()
+
+    async def _refuse_tcp(self, stream: trio.abc.HalfCloseableStream, refusal: Refusal) -> None:
+        """Answer a refused connection with a canned HTTP error and close it. The request is drained
+        (bounded in bytes and time) so that closing does not reset the answer away; beyond
+        :data:`MAX_GRACEFUL_REFUSALS` at once connections are closed without an answer."""
+        log.debug("refusing an RPC connection: %s", refusal.reason)
+        if self._refusing >= MAX_GRACEFUL_REFUSALS:
+            # A flood: answer without waiting for the request (the answer fits the socket buffer) and close
+            # at once. The client may see a reset instead, but no descriptor is held for it.
+            with trio.move_on_after(QUICK_REFUSAL_TIMEOUT):
+                try:
+                    await stream.send_all(refusal.http_response())
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            return
+        self._refusing += 1
+        try:
+            with trio.move_on_after(REFUSAL_TIMEOUT):
+                try:
+                    await stream.send_all(refusal.http_response())
+                    await stream.send_eof()
+                    drained = 0
+                    while drained < REFUSAL_DRAIN_BYTES:
+                        data = await stream.receive_some(16384)
+                        if not data:
+                            break
+                        drained += len(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+        finally:
+            self._refusing -= 1
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
 
     def _begin_shutdown(self) -> None:
         self._stopping = True
@@ -408,9 +770,7 @@ class RpcServer:
         async def run_hypercorn(task_status: trio.TaskStatus[list[str]]) -> None:
             try:
                 with server_scope:
-                    await hypercorn_serve(
-                        self.app, config, shutdown_trigger=stop.wait, task_status=task_status
-                    )
+                    await self._serve_hypercorn(config, stop.wait, task_status)
             finally:
                 finished.set()
 

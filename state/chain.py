@@ -289,7 +289,9 @@ class ChainState:
 
     # commit ------------------------------------------------------------------------------------
     def commit(self, pending: PendingBlock, commit: Commit) -> Head:
-        """Persist ``pending`` with the commit that finalized it, atomically and durably."""
+        """Persist ``pending`` with the commit that finalized it, atomically and durably. If the write
+        fails, :class:`FatalWriteError` (``store_write``) propagates and nothing here changes (head,
+        tree): the store holds the previous block, never part of this one; the caller must stop."""
         with self.lane:
             block = pending.block
             if block.header.prev_hash != self.head.hash or block.height != self.head.height + 1:

@@ -49,3 +49,21 @@ class InvariantError(AitbcError):
     it is started). Raised instead of ``assert``, which ``python -O`` removes."""
 
     reason = "invariant"
+
+
+class FatalWriteError(AitbcError):
+    """A durable write failed: the block store (reason ``store_write``), the consensus WAL
+    (``wal_write``) or the validator's sign state (``signstate_write``). Never caught and continued: the
+    node stops (the store holds the previous block or the next, never half of one; nothing is signed or
+    sent on top of the failed write) and a restart on a working disk resumes. ``reason`` is the stable
+    code; the message names it too, so the one line the node prints on exit carries it."""
+
+    reason = "write_failed"
+
+    @classmethod
+    def wrap(cls, what: str, detail: str, reason: str) -> FatalWriteError:
+        return cls(f"fatal [{reason}]: {what} failed: {detail}; stopping (restart once the disk is fixed)", reason)
+
+    @classmethod
+    def from_os(cls, what: str, exc: OSError, reason: str) -> FatalWriteError:
+        return cls.wrap(what, exc.strerror or str(exc) or type(exc).__name__, reason)

@@ -22,7 +22,7 @@ import cbor2
 import plyvel
 
 from . import codec
-from .errors import AitbcError
+from .errors import AitbcError, FatalWriteError
 from .types import Account
 
 P_HASH_BY_HEIGHT = b"H"
@@ -107,7 +107,18 @@ class Store:
         return self.db.get(key)
 
     def write_batch(self, puts: dict[bytes, bytes | None], *, sync: bool = True) -> None:
-        """Apply all puts (None = delete) atomically."""
+        """Apply all puts (None = delete) atomically. A failed write raises :class:`FatalWriteError`
+        (reason ``store_write``): LevelDB applied all of the batch or none of it, and once a write has
+        failed it refuses further writes, so the caller must stop, not retry or carry on."""
+        try:
+            self._apply(puts, sync=sync)
+        except plyvel.Error as exc:
+            what = f"writing the database at {self.path}"
+            raise FatalWriteError.wrap(what, _leveldb_message(exc), "store_write") from None
+        except OSError as exc:
+            raise FatalWriteError.from_os(f"writing the database at {self.path}", exc, "store_write") from None
+
+    def _apply(self, puts: dict[bytes, bytes | None], *, sync: bool) -> None:
         with self.db.write_batch(sync=sync) as wb:
             for k, v in puts.items():
                 if v is None:

@@ -4,6 +4,7 @@ hypothesis safety check over random delivery orders, drops and a byzantine valid
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 
@@ -41,7 +42,7 @@ from consensus.wal import WAL
 from state import codec
 from state.codec import sha256
 from state.crypto import KIND_PROPOSAL, SigningKey
-from state.errors import DecodeError
+from state.errors import DecodeError, FatalWriteError
 from state.types import EMPTY_HASH, PRECOMMIT, PREVOTE, Block, BlockHeader, Vote
 
 CHAIN = "bft-core-test"
@@ -726,6 +727,84 @@ def test_wal_replay_torn_tail_and_rotation(tmp_path) -> None:
     w = WAL(path2)
     assert w.replay() == [] and w.last_ended_height() == 199
     assert not os.path.exists(str(path2) + ".tmp")
+
+
+def test_wal_timer_and_round_records(tmp_path) -> None:
+    with WAL(tmp_path / "cs.wal") as w:
+        w.append_timer(TIMEOUT_PROPOSE, 3, 7, 1_700_000_123_456)
+        w.append_round(3, 8)
+        w.append_timeout(TIMEOUT_PROPOSE, 3, 7)
+    es = WAL(tmp_path / "cs.wal").replay()
+    assert [(e.kind, e.height, e.round) for e in es] == [("timer", 3, 7), ("round", 3, 8), ("timeout", 3, 7)]
+    assert es[0].timeout == TIMEOUT_PROPOSE and es[0].deadline_ms == 1_700_000_123_456
+
+
+class _FullDiskWAL(WAL):
+    """Appends fail like a full disk once ``full`` is set (half of the record reaches the file)."""
+
+    full = False
+
+    def _append(self, rec: bytes, *, sync: bool) -> None:
+        if self.full:
+            os.write(self._fd, rec[: len(rec) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        super()._append(rec, sync=sync)
+
+
+def test_wal_write_failure_is_fatal_and_poisons_the_log(tmp_path) -> None:
+    path = tmp_path / "cs.wal"
+    w = _FullDiskWAL(path)
+    w.append_vote(vote(1, 0, PREVOTE, NIL))
+    w.full = True
+    with pytest.raises(FatalWriteError) as ei:
+        w.append_vote(vote(0, 0, PREVOTE, NIL), own=True)
+    assert ei.value.reason == "wal_write" and "No space left on device" in str(ei.value)
+    w.full = False
+    with pytest.raises(FatalWriteError):  # nothing more goes into a log whose write failed
+        w.append_vote(vote(2, 0, PREVOTE, NIL))
+    w.close()
+    w = WAL(path)  # the restart cuts the torn record off and appends again
+    assert [e.message for e in w.replay()] == [vote(1, 0, PREVOTE, NIL)]
+    w.append_vote(vote(0, 0, PREVOTE, NIL), own=True)
+    w.close()
+    assert [e.own for e in WAL(path).replay()] == [False, True]
+
+
+def test_signstate_write_failure_is_fatal_not_a_refusal(tmp_path) -> None:
+    class FullDisk(SignState):
+        full = False
+
+        def _write_file(self, data: bytes) -> None:
+            if self.full:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            super()._write_file(data)
+
+    ss = FullDisk(tmp_path / "pv.json", KEYS[0])
+    ss.sign("vote", CHAIN, 1, 0, 2, b"a")
+    ss.full = True
+    with pytest.raises(FatalWriteError) as ei:
+        ss.sign("vote", CHAIN, 1, 0, 3, b"b")
+    assert ei.value.reason == "signstate_write"
+    assert (ss.last.height, ss.last.round, ss.last.step) == (1, 0, 2)  # not signed, not recorded
+    assert SignState(tmp_path / "pv.json", KEYS[0]).last == ss.last
+    # the core lets it through: a failed write is not a refusal (no "sign_failures", no vote)
+    vs = valset()
+    sched = ProposerSchedule(vs)
+    core = BftCore(
+        CHAIN, TIMEOUTS, signer=lambda k, h, r, st_, sb: ss.sign(k, CHAIN, h, r, st_, sb), pubkey=KEYS[0].public_key
+    )
+    core.start_height(2, vs, lambda r: sched.proposer(2, r).public_key)
+    with pytest.raises(FatalWriteError):
+        core.on_timeout(TIMEOUT_PROPOSE, 2, 0)
+    assert core.sign_failures == 0
+
+
+def test_enter_round_moves_forward_only() -> None:
+    core, _ = make_core(0)
+    acts = core.enter_round(3)
+    assert core.round == 3 and core.step == Step.PROPOSE
+    assert [a.round for a in of(acts, ScheduleTimeout)] == [3]
+    assert core.enter_round(2) == [] and core.round == 3
 
 
 # --------------------------------------------------------------------------------------------------

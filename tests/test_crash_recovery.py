@@ -5,20 +5,29 @@ tx the node reports as committed (with its height) and the hash of every block i
 SIGKILLed twice (once at an arbitrary moment of the stream, once in the middle of sending a batch) and
 restarted on the same home; everything recorded must be there unchanged, balances must add up, the chain
 must go on and accept new transfers at the account's pending nonce.
+
+A failed write (sign state, WAL or store; injected from outside by ``tests/write_fault_node.py``) stops
+the node process with one line naming the reason and exit status 1; the database holds whole blocks
+only, and a restart on a working disk resumes the chain.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from nodeproc import NodeProcess, load_dev_key, wait_for
+import pytest
+from nodeproc import REPO, NodeProcess, init_home, load_dev_key, wait_for
 
+from state.chain import ChainState
 from state.crypto import SigningKey
+from state.genesis import Genesis
+from state.store import Store
 from state.types import Transaction, transfer
 
 BATCH = 200
@@ -303,3 +312,54 @@ def test_two_nodes_cannot_share_a_home(node_factory: Callable[..., NodeProcess])
     h = first.height()
     first.wait_height(h + 2)
     assert first.alive()
+
+
+class WriteFaultNode(NodeProcess):
+    """A node process whose ``nth`` write of one kind fails like a full disk (tests/write_fault_node.py)."""
+
+    def __init__(self, home: Path, kind: str, nth: int) -> None:
+        super().__init__(home)
+        self.fault = [kind, str(nth)]
+
+    @property
+    def args(self) -> list[str]:
+        plain = super().args  # [python, -m, node.cli, run, ...]
+        return [sys.executable, str(REPO / "tests" / "write_fault_node.py"), *self.fault, "--", *plain[3:]]
+
+
+@pytest.mark.parametrize(("kind", "nth"), [("signstate", 12), ("wal", 16), ("store", 6)])
+def test_failed_write_stops_the_node_with_one_line_and_a_restart_resumes(
+    node_factory: Callable[..., NodeProcess], tmp_path: Path, kind: str, nth: int
+) -> None:
+    home = init_home(tmp_path / "home")
+    faulty = WriteFaultNode(home, kind, nth)
+    try:
+        faulty.start()
+        assert faulty.proc is not None
+        rc = faulty.proc.wait(60)
+    finally:
+        faulty.close()
+    log = faulty.log_text()
+    assert rc == 1, log
+    assert "Traceback" not in log, log
+    lines = [line for line in log.splitlines() if f"[{kind}_write]" in line]
+    assert len(lines) == 1, log
+    assert lines[0].startswith(f"error: fatal [{kind}_write]: ") and "No space left on device" in lines[0], log
+
+    # the database holds whole blocks (every block up to the head, with its commit; state root = head's)
+    genesis = Genesis.load(home / "genesis.json")
+    store = Store(home / "data" / "db")
+    try:
+        chain = ChainState(store, genesis)  # checks the state tree against the head
+        head = chain.head.height
+        assert head >= 2, "the node failed before it made blocks"
+        hashes = {h: store.block_hash(h) for h in range(1, head + 1)}
+        assert all(hashes.values()) and all(chain.commit_at(h) is not None for h in hashes)
+        assert store.block_hash(head + 1) is None
+    finally:
+        store.close()
+
+    node = restart(node_factory, home)  # a working disk
+    node.wait_height(head + 3)
+    for h, bh in hashes.items():
+        assert node.rpc("chain_getBlock", height=h)["hash"] == "0x" + bh.hex()
