@@ -92,6 +92,7 @@ class Report:
     longest_stall_s: float = 0.0
     max_resume_s: float = 0.0
     max_resume_blocks: float = 0.0
+    resume_s_by_fault: dict[str, float] = field(default_factory=dict)  # slowest recovery per fault kind
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -106,7 +107,8 @@ class Report:
             f"lost {self.txs_lost}; jobs {self.jobs_submitted}",
             f"height {self.final_height}, {self.heights_checked} heights compared on every node, forks {self.forks}",
             f"longest stall {self.longest_stall_s:.1f} s; slowest recovery after a heal {self.max_resume_s:.1f} s "
-            f"({self.max_resume_blocks:.1f} block intervals)",
+            f"({self.max_resume_blocks:.1f} block intervals); by fault: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(self.resume_s_by_fault.items())),
             "OK" if self.ok else "VIOLATIONS:\n  " + "\n  ".join(self.violations),
         ]
         return "\n".join(lines)
@@ -171,7 +173,8 @@ class Chaos:
 
     def __init__(self, cfg: ChaosConfig) -> None:
         self.cfg = cfg
-        self.rng = random.Random(cfg.seed)
+        self.rng = random.Random(cfg.seed)  # the fault schedule: drawn only by the fault loop
+        self.load_rng = random.Random(cfg.seed + 1)  # which node gets each transaction
         self.report = Report(cfg.seed)
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
@@ -251,7 +254,7 @@ class Chaos:
             live = self.live()
             if not live:
                 continue
-            node = self.rng.choice(live)
+            node = self.load_rng.choice(live)
             key = self.senders[i % len(self.senders)]
             to = self.senders[(i * 7 + 3) % len(self.senders)].public_key
             try:
@@ -317,7 +320,7 @@ class Chaos:
             hashes = list(self.pending)[:limit]
         for h in hashes:
             try:
-                st = self.rpc(self.rng.choice(live), "chain_getTransaction", hash=h, timeout=2)
+                st = self.rpc(live[hash(h) % len(live)], "chain_getTransaction", hash=h, timeout=2)
             except (httpx.HTTPError, TestnetError, ValueError):
                 continue
             if st["status"] in ("committed", "failed"):
@@ -375,11 +378,13 @@ class Chaos:
             self.ns.heal()
         self.report.faults[kind] = self.report.faults.get(kind, 0) + 1
         self.report.faults_total += 1
-        self.wait_resume()
+        took = self.wait_resume()
+        by = self.report.resume_s_by_fault
+        by[kind] = max(by.get(kind, 0.0), took)
 
-    def wait_resume(self) -> None:
+    def wait_resume(self) -> float:
         """After a heal: finality must advance again within resume_limit_blocks block intervals (plus
-        the time a restarted process needs to load)."""
+        the time a restarted process needs to load). Returns how long it took."""
         interval = self.cfg.block_interval_ms / 1000
         limit = self.cfg.resume_limit_blocks * interval + self.cfg.start_allowance_s
         healed, base = time.monotonic(), self.finalized
@@ -388,9 +393,10 @@ class Chaos:
                 took = time.monotonic() - healed
                 self.report.max_resume_s = max(self.report.max_resume_s, took)
                 self.report.max_resume_blocks = max(self.report.max_resume_blocks, took / interval)
-                return
+                return took
             time.sleep(0.1)
         self.violation(f"finality did not resume within {limit:.0f} s of a heal (stuck at {base})")
+        return limit
 
     # end checks ---------------------------------------------------------------------------------------
     def final_checks(self) -> None:
@@ -541,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError
     except ValueError:
         p.error("--hold and --gap take MIN,MAX seconds")
-    cfg = ChaosConfig(nodes=a.nodes, hold_s=hold, gap_s=gap,  # type: ignore[arg-type] duration_s=a.duration, seed=a.seed, tps=a.tps,
+    cfg = ChaosConfig(nodes=a.nodes, hold_s=hold, gap_s=gap, duration_s=a.duration, seed=a.seed, tps=a.tps,  # type: ignore[arg-type]
                       block_interval_ms=int(a.block_interval * 1000), consensus=a.consensus, faults=kinds,
                       byzantine=a.byzantine, lying_miner=a.lying_miner, netns=not a.no_netns, directory=a.dir,
                       base_port=a.base_port)
