@@ -237,9 +237,9 @@ class Node:
                 self.metrics.mempool_bytes.set(self.mempool.size_bytes)
 
     async def _start_p2p(self, nursery: trio.Nursery) -> ConsensusTransport:
-        from p2p import ChainStatus, P2PConfig, P2PService
+        from p2p import ChainStatus, P2PService
 
-        from .network import P2PConsensusTransport, TxGossip
+        from .network import P2PConsensusTransport, TxGossip, p2p_config
         from .sync import serve_blocks
 
         c = self.cfg.p2p
@@ -252,7 +252,7 @@ class Node:
             return ChainStatus(self.genesis.chain_id, self.genesis.hash, head.height, head.hash, head.height)
 
         self.p2p = P2PService(
-            P2PConfig(host=c.host, port=c.port, bootstrap=list(c.bootstrap), target_peers=c.target_peers),
+            p2p_config(c),
             self.node_key,
             self.genesis.chain_id,
             self.genesis.hash,
@@ -261,7 +261,7 @@ class Node:
             metrics_registry=self.metrics.registry,
             blob_provider=self.blobs.aget if self.blobs is not None else None,
         )
-        transport = P2PConsensusTransport(self.p2p, self.genesis.chain_id)
+        transport = P2PConsensusTransport(self.p2p, self.genesis.chain_id, node=self)
         self.tx_gossip = TxGossip(self.p2p, lambda raws: self.submit_raw(raws, gossip=False))
         await nursery.start(self.p2p.run)
         await nursery.start(transport.run)

@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from state import codec
-from state.errors import AitbcError, DecodeError
+from state.errors import AitbcError, DecodeError, FatalWriteError
 from state.types import Block, Commit
 
 log = logging.getLogger("aitbc.sync")
@@ -108,6 +108,8 @@ class BlockSync:
                             continue
                         try:
                             await self.engine.submit_block(block, commit)
+                        except FatalWriteError:
+                            raise  # our disk failed, not the peer: the node stops (never blame the peer)
                         except (AitbcError, ValueError) as exc:
                             self._bad_peer(peer_id, f"invalid block {block.height}: {exc}")
                             break

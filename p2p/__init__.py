@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from .batch import GossipBatcher, decode_batch
     from .config import P2PConfig, protocol_name, topic_name
+    from .gossip_validation import Verdict
     from .service import P2PService, PeerInfo
     from .wire import (
         BadResponse,
@@ -30,6 +31,7 @@ _EXPORTS = {
     "protocol_name": "config",
     "P2PService": "service",
     "PeerInfo": "service",
+    "Verdict": "gossip_validation",
     "ChainStatus": "wire",
     "P2PError": "wire",
     "PeerNotConnected": "wire",
@@ -51,6 +53,7 @@ __all__ = [
     "ProtocolUnsupported",
     "RemoteError",
     "RequestTimeout",
+    "Verdict",
     "decode_batch",
     "protocol_name",
     "topic_name",

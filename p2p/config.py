@@ -65,8 +65,16 @@ class P2PConfig:
     #: Addresses to tell other peers (peer exchange) instead of the bound ones (e.g. a public IP when
     #: listening on 0.0.0.0). Transport multiaddrs without ``/p2p``.
     announce_addrs: list[str] = field(default_factory=list)
-    target_peers: int = 8  # dial known peers while fewer are connected
-    max_peers: int = 32  # inbound connections beyond this are closed
+    #: Like ``bootstrap``, but always (re)dialed whatever ``target_peers`` says, with the backoff capped
+    #: at ``reconnect_backoff_max``. Bootstrap and persistent peers are *protected*: admitted beyond the
+    #: slot limits below, so identities that cost nothing cannot crowd them out.
+    persistent_peers: list[str] = field(default_factory=list)
+    target_peers: int = 8  # dial known peers while fewer outbound (or protected) peers are connected
+    max_peers: int = 32  # peers beyond this are refused (protected peers do not count)
+    #: Of ``max_peers``, slots only our own dials may fill: inbound peers get ``max_peers -
+    #: outbound_slots`` at most (Lighthouse's outbound target, CometBFT's max_num_outbound_peers).
+    #: None: a quarter of ``max_peers`` (at least 2, and below ``max_peers``).
+    outbound_slots: int | None = None
     peer_exchange: bool = True  # ask peers for their peers (``/aitbc/<chain>/peers/1``)
     pex_interval: float = 30.0  # seconds between peer-exchange rounds while below target_peers
     max_known_peers: int = 256  # size of the address book (bootstrap entries are never evicted)
@@ -100,11 +108,22 @@ class P2PConfig:
     penalty_half_life: float = 300.0  # seconds; application penalties (penalize()) decay with it
     ban_duration: float = 600.0  # seconds a graylisted or wrong-chain peer is refused / not dialed
 
+    #: Per-peer, per-topic gossip budgets (token buckets refilled continuously, holding ``burst``
+    #: seconds' worth): a message beyond them is dropped before validation and costs the forwarder
+    #: ``over_budget_penalty`` score points. The byte bucket always holds at least two messages of the
+    #: topic's bound.
+    peer_gossip_msgs_per_s: float = 500.0
+    peer_gossip_bytes_per_s: int = 8 * MiB
+    peer_gossip_burst: float = 2.0  # seconds
+    over_budget_penalty: float = 2.0
+    #: Messages larger than this are decoded (canonical-CBOR check) in a worker thread.
+    offload_decode_bytes: int = 64 * KiB
+
     # --- timing ----------------------------------------------------------------------------------
     dial_timeout: float = 10.0
     reconnect_backoff_min: float = 1.0  # seconds before redialing a lost or failed peer
     reconnect_backoff_max: float = 60.0  # exponential backoff cap
-    handshake_timeout: float = 10.0  # status exchange on a new connection
+    handshake_timeout: float = 10.0  # status exchange on a new connection; a peer that misses it is dropped
     status_interval: float = 3.0  # re-request every peer's status this often
     request_timeout: float = 10.0  # one request/response exchange (each read/write bounded by it)
 
@@ -113,13 +132,29 @@ class P2PConfig:
     max_blocks_response_bytes: int = 32 * MiB  # at least one item is always sent if it fits
     blob_chunk_bytes: int = 1 * MiB
     max_blob_bytes: int = 64 * MiB
-    max_inbound_requests: int = 32  # concurrent inbound requests per protocol (more: "busy")
+    max_inbound_requests: int = 32  # concurrent inbound requests per protocol, all peers (more: "busy")
+    #: Concurrent inbound requests one peer may have open (blocks, blob, peers together; status has its
+    #: own allowance of 2): one peer holding streams open cannot starve the others.
+    max_requests_per_peer: int = 4
+
+    @property
+    def reserved_outbound(self) -> int:
+        """Slots of ``max_peers`` that inbound peers may not take."""
+        if self.outbound_slots is not None:
+            return self.outbound_slots
+        return min(self.max_peers - 1, max(2, self.max_peers // 4))
+
+    @property
+    def max_inbound_peers(self) -> int:
+        return self.max_peers - self.reserved_outbound
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"p2p port {self.port} out of range")
         if self.target_peers < 0 or self.max_peers < 1 or self.target_peers > self.max_peers:
             raise ValueError("need 0 <= target_peers <= max_peers and max_peers >= 1")
+        if self.outbound_slots is not None and not 0 <= self.outbound_slots < self.max_peers:
+            raise ValueError("need 0 <= outbound_slots < max_peers")
         if not 1 <= self.degree_low <= self.gossip_degree <= self.degree_high:
             raise ValueError("need 1 <= degree_low <= gossip_degree <= degree_high")
         if self.heartbeat_interval <= 0:
@@ -137,6 +172,8 @@ class P2PConfig:
             "penalty_half_life",
             "gossip_rate_limit",
             "publish_backpressure_timeout",
+            "peer_gossip_msgs_per_s",
+            "peer_gossip_burst",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
@@ -150,9 +187,14 @@ class P2PConfig:
             "peer_queue_max_bytes",
             "subscription_buffer",
             "max_known_peers",
+            "max_requests_per_peer",
+            "peer_gossip_bytes_per_s",
+            "offload_decode_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.over_budget_penalty < 0:
+            raise ValueError("over_budget_penalty must be >= 0")
         for kind, n in self.topic_max_bytes.items():
             check_kind(kind)
             if not 1 <= n <= 64 * MiB:

@@ -9,8 +9,9 @@ class P2PMetrics:
     """``p2p_peers``, ``p2p_gossip_messages_total{topic,direction,result}``,
     ``p2p_gossip_bytes_total{topic,direction}``, ``p2p_reqresp_requests_total{protocol,result}``.
 
-    ``topic`` is the kind (``tx``, ``block`` …). Gossip results: ``in``: accepted, rejected (validator),
-    oversize, malformed (not canonical CBOR), dropped (a slow subscriber's channel was full);
+    ``topic`` is the kind (``tx``, ``block`` …). Gossip results: ``in``: accepted, rejected (validator:
+    reject or ban), ignored (validator), oversize, malformed (not canonical CBOR), over_budget (the
+    forwarder's budget was spent), dropped (a slow subscriber's channel was full);
     ``out``: published, dropped (a peer queue stayed full). Request results: outbound ok, error,
     timeout, unsupported; inbound served, bad_request, busy, failed.
     """
