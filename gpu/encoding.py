@@ -27,6 +27,7 @@ DTYPES: frozenset[str] = frozenset(
     {"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float32", "float64"}
 )
 MAX_NDIM = 8
+MAX_DIM = 1 << 32  # per dimension, and for the product of the non-zero ones (numpy's shapes are intp)
 MAX_HEADER_BYTES = 128  # far more than any valid header needs (at most 1 + 8 + 1 + 8 * 9 = 82)
 DEFAULT_MAX_BYTES = 16 << 20
 
@@ -113,6 +114,10 @@ def _decode_one(raw: bytes, pos: int, max_bytes: int) -> tuple[np.ndarray, int]:
     if cbor_encode([name, list(shape)]) != header:
         raise ArrayError("array header: non-canonical CBOR encoding")
     dt = _le(name)
+    if any(d > MAX_DIM for d in shape):
+        raise ArrayError(f"array header: a dimension exceeds {MAX_DIM}")
+    if math.prod(d for d in shape if d) > MAX_DIM:  # numpy cannot shape even an empty array beyond this
+        raise ArrayError(f"array header: the non-zero dimensions multiply past {MAX_DIM}")
     count = math.prod(shape)
     nbytes = count * dt.itemsize
     if nbytes > max_bytes:

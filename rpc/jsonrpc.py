@@ -13,6 +13,7 @@ import hmac
 import inspect
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -418,6 +419,8 @@ class Dispatcher:
             if rid is not _NOTIFICATION and rid is not None:
                 t = type(rid)
                 if t is not str and t is not int and t is not float:
+                    return _BAD_ID_RESPONSE
+                if t is float and not math.isfinite(rid):  # 1e400 parses as inf: no response could carry it
                     return _BAD_ID_RESPONSE
             reply_id = None if rid is _NOTIFICATION else rid
             if req.get("jsonrpc") != "2.0":

@@ -186,6 +186,7 @@ def test_availability_refusals() -> None:
     m.ok(CLIENT, "transfer", {"to": poor.public_key, "amount": MARKET.availability_bond + FEE - 1})
     job4, _ = _window_job(m, "matmul-u32", window=5)
     assert m.fail(poor, mkt.TX_AVAILABILITY_CHALLENGE, body(job4.job_id, [0])) == "insufficient_balance"
+    mkt.set_cost_params(MP())
     assert mkt.body_cost(mkt.TX_AVAILABILITY_CHALLENGE, body(jid, [0])) == MP().availability_bond
 
 

@@ -780,6 +780,7 @@ def test_challenge_refusals() -> None:
     m.ok(MINER1, mkt.TX_RECEIPT, receipt(m, MINER1, job2, res))
     r = m.fail(VERIFIER, mkt.TX_CHALLENGE, mkt.challenge_body(job2.job_id, 0, res.leaves[0], res.proof(0)))
     assert r == "not_in_challenge_window"
+    mkt.set_cost_params(MarketParams())  # the mempool's cost of a challenge is this chain's fixed bond
     assert mkt.body_cost(mkt.TX_CHALLENGE, body) == MarketParams().challenge_bond
 
 

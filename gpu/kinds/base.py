@@ -89,7 +89,8 @@ def int_param(params: dict, key: str, lo: int, hi: int) -> int:
     if type(v) is not int:
         raise JobParamError("bad_type", f"param '{key}' must be an integer, got {type(v).__name__}")
     if not lo <= v <= hi:
-        raise JobParamError("out_of_bounds", f"param '{key}' = {v} outside [{lo}, {hi}]")
+        shown = str(v) if v.bit_length() <= 64 else f"a {v.bit_length()}-bit integer"  # str() of a huge int raises
+        raise JobParamError("out_of_bounds", f"param '{key}' = {shown} outside [{lo}, {hi}]")
     return v
 
 
