@@ -177,6 +177,7 @@ class Chaos:
         self.load_rng = random.Random(cfg.seed + 1)  # which node gets each transaction
         self.report = Report(cfg.seed)
         self.lock = threading.Lock()
+        self.local = threading.local()  # per-thread RPC clients
         self.stop_event = threading.Event()
         self.ns: Namespaces | None = None
         self.net: Network | None = None
@@ -193,8 +194,18 @@ class Chaos:
 
     # rpc ------------------------------------------------------------------------------------------------
     def rpc(self, node: NodeInfo, method: str, timeout: float = 3.0, **params):
-        r = httpx.post(node.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
-                       timeout=timeout)
+        """One call over this thread's kept-alive connection to ``node`` (re-opened once if it died)."""
+        clients = self.local.__dict__.setdefault("clients", {})
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        for attempt in (0, 1):
+            c = clients.get(node.rpc_url) or clients.setdefault(node.rpc_url, httpx.Client())
+            try:
+                r = c.post(node.rpc_url, json=body, timeout=timeout)
+                break
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.ConnectError):
+                clients.pop(node.rpc_url).close()
+                if attempt:
+                    raise
         obj = r.json()
         if "error" in obj:
             raise TestnetError(f"node{node.index} {method}: {obj['error'].get('message')}")

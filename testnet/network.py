@@ -139,9 +139,22 @@ class Network:
             _reap(pid)
         node.pidfile.unlink(missing_ok=True)
 
+    def _client(self, node: NodeInfo) -> httpx.Client:
+        clients = self.__dict__.setdefault("_clients", {})
+        c = clients.get(node.rpc_url)
+        if c is None:
+            c = clients[node.rpc_url] = httpx.Client()
+        return c
+
     def rpc(self, node: NodeInfo, method: str, timeout: float = 5.0, **params):
-        r = httpx.post(node.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
-                       timeout=timeout)
+        """One JSON-RPC call over a kept-alive connection to ``node`` (re-opened once if the node closed
+        it, e.g. after an idle timeout or a restart)."""
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        try:
+            r = self._client(node).post(node.rpc_url, json=body, timeout=timeout)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.ConnectError):
+            self.__dict__["_clients"].pop(node.rpc_url).close()
+            r = self._client(node).post(node.rpc_url, json=body, timeout=timeout)
         obj = r.json()
         if "error" in obj:
             raise TestnetError(f"node{node.index} {method}: {obj['error'].get('message')}")

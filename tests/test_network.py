@@ -57,6 +57,7 @@ def test_two_of_four_down_stops_finality_then_resumes(make_net) -> None:
     assert_no_fork(net)
 
 
+@pytest.mark.timeout(600)  # 510 blocks with a validator absent, then sync and a fork check of every height
 def test_late_joiner_syncs_hundreds_of_blocks_then_votes(make_net) -> None:
     # the absent validator's proposer turns time out: keep that timeout short so 500 blocks come fast
     net = make_net(4, block_interval_ms=40, start=False, params={**FAST, "timeout_propose_ms": 300})
