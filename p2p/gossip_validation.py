@@ -261,14 +261,18 @@ class GossipTopics:
                 return self._settle(t, forwarder, self._malformed(t, forwarder, exc), counted=True)
         if t.validator is None:
             return True
-        try:
-            v = t.validator(self._origin(msg), data)
-        except Exception:
-            log.exception("%s validator raised; treating the message as invalid", t.kind)
-            v = Verdict.REJECT
+        v = self._call_validator(t, msg, data)
         if inspect.isawaitable(v):
             return self._finish(t, forwarder, v)
         return self._settle(t, forwarder, v)
+
+    def _call_validator(self, t: _Topic, msg: rpc_pb2.Message, data: bytes) -> Any:
+        """The topic validator's verdict (or awaitable); a validator that raises rejects the message."""
+        try:
+            return t.validator(self._origin(msg), data)  # type: ignore[misc]
+        except Exception:
+            log.exception("%s validator raised; treating the message as invalid", t.kind)
+            return Verdict.REJECT
 
     async def _validate_slow(self, t: _Topic, forwarder: ID, msg: rpc_pb2.Message, data: bytes) -> Any:
         try:
@@ -277,11 +281,7 @@ class GossipTopics:
             return self._settle(t, forwarder, self._malformed(t, forwarder, exc), counted=True)
         if t.validator is None:
             return True
-        try:
-            v = t.validator(self._origin(msg), data)
-        except Exception:
-            log.exception("%s validator raised; treating the message as invalid", t.kind)
-            v = Verdict.REJECT
+        v = self._call_validator(t, msg, data)
         if inspect.isawaitable(v):
             return await self._finish(t, forwarder, v)
         return self._settle(t, forwarder, v)

@@ -41,10 +41,10 @@ from pathlib import Path
 import httpx
 
 from state import market
-from state.address import encode_address
+from state.address import decode_address, encode_address
 from state.crypto import SigningKey
 from state.genesis import Genesis
-from state.types import transfer
+from state.types import Transaction, transfer
 
 from . import faults as F
 from .network import Network, NodeInfo, TestnetError, create
@@ -276,7 +276,7 @@ class Chaos:
                     body = market.job_submit_body("matmul-u32", 1, {**JOB_PARAMS, "seed": secrets.token_bytes(32)},
                                                   max_price=5000, max_units=1, bid_window=4, deadline=30,
                                                   verify_rate_bps=10_000, challenge_window=20)
-                    tx = market_tx(key, self.net.chain_id, acc["pending_nonce"], body)  # type: ignore[union-attr]
+                    tx = Transaction.create(key, self.net.chain_id, "job_submit", acc["pending_nonce"], FEE, body)  # type: ignore[union-attr]
                     self.report.jobs_submitted += 1
                 self.report.txs_submitted += 1
                 res = self.rpc(node, "tx_submit", tx="0x" + tx.raw.hex())
@@ -450,9 +450,9 @@ class Chaos:
         net = self.net
         accounts = [k.public_key for k in net.faucet_keys()]  # type: ignore[union-attr]
         for m in net.meta["nodes"]:  # type: ignore[union-attr]
-            accounts.append(bytes(_decode(m["validator"])))
+            accounts.append(decode_address(m["validator"]))
             if m.get("miner"):
-                accounts.append(bytes(_decode(m["miner"])))
+                accounts.append(decode_address(m["miner"]))
         for n in net.nodes:  # type: ignore[union-attr]
             # no load runs now, so balances only move while the last transactions commit: read until two
             # snapshots (supply, every account, supply) agree
@@ -511,18 +511,6 @@ class Chaos:
                 self.ns.down()
         self.report.duration_s = time.monotonic() - t0
         return self.report
-
-
-def _decode(address: str) -> bytes:
-    from state.address import decode_address
-
-    return decode_address(address)
-
-
-def market_tx(key: SigningKey, chain_id: str, nonce: int, body: dict):
-    from state.types import Transaction
-
-    return Transaction.create(key, chain_id, "job_submit", nonce, FEE, body)
 
 
 def run(cfg: ChaosConfig) -> Report:

@@ -92,6 +92,7 @@ class Network:
             for n in self.meta["nodes"]
         ]
         self.chain_id: str = self.meta["chain_id"]
+        self._clients: dict[str, httpx.Client] = {}  # kept-alive RPC connections, by node URL
 
     def node(self, which: str | int) -> NodeInfo:
         s = str(which).removeprefix("node")
@@ -140,10 +141,9 @@ class Network:
         node.pidfile.unlink(missing_ok=True)
 
     def _client(self, node: NodeInfo) -> httpx.Client:
-        clients = self.__dict__.setdefault("_clients", {})
-        c = clients.get(node.rpc_url)
+        c = self._clients.get(node.rpc_url)
         if c is None:
-            c = clients[node.rpc_url] = httpx.Client()
+            c = self._clients[node.rpc_url] = httpx.Client()
         return c
 
     def rpc(self, node: NodeInfo, method: str, timeout: float = 5.0, **params):
@@ -153,7 +153,7 @@ class Network:
         try:
             r = self._client(node).post(node.rpc_url, json=body, timeout=timeout)
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.ConnectError):
-            self.__dict__["_clients"].pop(node.rpc_url).close()
+            self._clients.pop(node.rpc_url).close()
             r = self._client(node).post(node.rpc_url, json=body, timeout=timeout)
         obj = r.json()
         if "error" in obj:
