@@ -15,11 +15,9 @@ from pathlib import Path
 
 import httpx
 
+from testnet.ports import free_base_port, free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["free_base_port", "free_port"]
 
 
 def machine() -> str:

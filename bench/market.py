@@ -21,7 +21,7 @@ from state import market
 from state.types import Transaction
 from testnet.network import create
 
-from .common import free_port, machine
+from .common import free_base_port, machine
 
 SMALL = {
     "matmul-u32": {"m": 32, "n": 32, "k": 32},
@@ -31,7 +31,7 @@ SMALL = {
 
 def run(jobs: int, rate: float, interval_ms: int, bid_window: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        base = min(free_port() // 10 * 10, 60_000)
+        base = free_base_port(4)
         net = create(Path(tmp) / "net", nodes=4, base_port=base, block_interval_ms=interval_ms, validators=2,
                      miners=[2, 3], miner_prices={2: ["matmul-u32=1000", "hash-chain=1000"],
                                                   3: ["matmul-u32=1200", "hash-chain=1200"]})

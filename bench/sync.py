@@ -14,7 +14,7 @@ from pathlib import Path
 from testnet.load import run_load
 from testnet.network import create
 
-from .common import free_port, machine
+from .common import free_base_port, machine
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--tps", type=float, default=200)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        net = create(Path(tmp) / "net", nodes=4, base_port=min(free_port() // 10 * 10, 60_000),
+        net = create(Path(tmp) / "net", nodes=4, base_port=free_base_port(4),
                      block_interval_ms=args.block_interval_ms,
                      params={"timeout_propose_ms": 1000, "timeout_vote_ms": 500, "timeout_delta_ms": 250})
         late = net.nodes[3]

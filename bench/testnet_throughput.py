@@ -14,13 +14,12 @@ from pathlib import Path
 from testnet.load import run_load
 from testnet.network import create
 
-from .common import free_port, machine
+from .common import free_base_port, machine
 
 
 def measure(nodes: int, tps: float, seconds: float, interval_ms: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        base = free_port() // 10 * 10
-        net = create(Path(tmp) / "net", nodes=nodes, base_port=min(base, 60_000), block_interval_ms=interval_ms)
+        net = create(Path(tmp) / "net", nodes=nodes, base_port=free_base_port(nodes), block_interval_ms=interval_ms)
         try:
             for n in net.nodes:
                 net.start(n, ["--log-level", "warning"])

@@ -3,30 +3,14 @@ node it started (by pid), bounded waits and the no-fork check."""
 
 from __future__ import annotations
 
-import random
-import socket
 import time
 
 from testnet.network import Network, NodeInfo
+from testnet.ports import free_base_port
+
+__all__ = ["FAST", "assert_no_fork", "free_base_port", "head", "log_tails", "wait_heights"]
 
 FAST = {"timeout_propose_ms": 800, "timeout_vote_ms": 300, "timeout_delta_ms": 200}
-
-
-def free_base_port(nodes: int) -> int:
-    """A base port such that base+10i and base+10i+2 are free for every node."""
-    for _ in range(200):
-        base = random.randrange(30_000, 60_000, 10)
-        ok = True
-        for i in range(nodes):
-            for off in (0, 2):
-                with socket.socket() as s:
-                    try:
-                        s.bind(("127.0.0.1", base + 10 * i + off))
-                    except OSError:
-                        ok = False
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
 
 
 def head(net: Network, n: NodeInfo) -> int:
@@ -42,8 +26,22 @@ def wait_heights(net: Network, nodes: list[NodeInfo], height: int, timeout: floa
         if all(head(net, n) >= height for n in nodes):
             return
         time.sleep(0.1)
-    raise AssertionError(f"not all of {[n.index for n in nodes]} reached {height}: "
-                         f"{[head(net, n) for n in nodes]}")
+    heights = [head(net, n) for n in nodes]
+    raise AssertionError(f"not all of {[n.index for n in nodes]} reached {height}: {heights}\n"
+                         + log_tails([n for n, h in zip(nodes, heights, strict=True) if h < height]))
+
+
+def log_tails(nodes: list[NodeInfo], lines: int = 25) -> str:
+    """The last ``lines`` lines of each node's log (and whether it is still running): what a failed wait
+    prints so that a CI failure says why a node fell behind."""
+    out = []
+    for n in nodes:
+        try:
+            tail = n.log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError as e:
+            tail = [f"(no log: {e})"]
+        out.append(f"--- node {n.index} (pid {n.pid()}) log tail:\n" + "\n".join(tail))
+    return "\n".join(out)
 
 
 def assert_no_fork(net: Network, nodes: list[NodeInfo] | None = None) -> int:

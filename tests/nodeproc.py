@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import httpx
 from node.keystore import Keystore
 from state.address import encode_address
 from state.crypto import SigningKey
+from testnet.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 POLL = 0.05  # seconds between polls
@@ -40,11 +40,6 @@ T = TypeVar("T")
 # ----------------------------------------------------------------------------------------------- utils
 
 
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (bind port 0, read it, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
