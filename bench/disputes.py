@@ -46,11 +46,12 @@ import numpy as np
 
 import state.market as mkt
 from gpu.encoding import array_hash, encode_array, result_leaves, result_root
-from gpu.kinds import counter, get_kind
-from gpu.kinds.hash_chain import chain as hash_chain
+from gpu.kinds import get_kind
 from state.chain import ChainState
 from state.crypto import SigningKey
 from state.genesis import ChainParams, Genesis, GenesisValidator
+from state.kinds import counter
+from state.kinds.hash_chain import chain as hash_chain
 from state.machine import TX_KINDS, BlockEnv, Execution, execute_block
 from state.market.disputes import BASE_WORK
 from state.market_views import load_job

@@ -24,11 +24,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from state.kinds.counter import derive_key
+from state.kinds.mlp_f32 import S_B1, S_B2, S_W1, S_W2, S_X
+
 from .backend import BackendInfo, BackendUnavailable
 from .kernels import NAMES, source
 from .kinds.base import Deadline, JobExecutionError, JobKind
-from .kinds.counter import derive_key
-from .kinds.mlp_f32 import S_B1, S_B2, S_W1, S_W2, S_X
 
 T = TypeVar("T")
 GEN_THREADS = 256

@@ -9,6 +9,7 @@ import trio
 
 from state import market_views as mv
 from state.errors import InvariantError
+from state.kinds import get_kind
 
 from .errors import RpcError
 from .jsonrpc import MethodRegistry
@@ -157,8 +158,6 @@ def register_market_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Nod
                         "height": height,
                     }
                 )
-        from gpu.kinds import get_kind
-
         return {
             "job_id": job_id,
             "result_root": "0x" + job.receipt["result_root"].hex() if job.receipt else None,

@@ -31,9 +31,10 @@ from gpu.encoding import (
 )
 from gpu.executor import Executor
 from gpu.kernels import source
-from gpu.kinds import KINDS, JobExecutionError, JobParamError, counter, get_kind
+from gpu.kinds import KINDS, JobExecutionError, JobParamError, get_kind
 from gpu.kinds.base import Deadline
 from gpu.probe import format_probe, probe
+from state.kinds import counter
 from state.merkle import merkle_proof, verify_merkle_proof
 from state.types import merkle_root
 

@@ -1,6 +1,6 @@
 """CUDA C sources of the PyCUDA backend (``*.cu`` package data), loaded with importlib.resources.
 
-``counter.cu``: the counter-based input generator (twin of ``gpu/kinds/counter.py``);
+``counter.cu``: the counter-based input generator (twin of ``state/kinds/counter.py``);
 ``gemm.cu``: tiled shared-memory GEMM — ``matmul_u32`` (mod 2**32) and ``sgemm_bias_act`` (float32 with
 bias and optional ReLU); ``sha256.cu``: ``hash_chain``, one thread per chain. Every kernel is declared
 ``extern "C"`` in the source (compile with ``no_extern_c=True``).

@@ -1,4 +1,4 @@
-// Counter-based input generator: the CUDA twin of gpu/kinds/counter.py (bit-identical).
+// Counter-based input generator: the CUDA twin of state/kinds/counter.py (bit-identical).
 //   u32(key, stream, idx) = low32(splitmix64(key ^ ((stream << 40) | idx)))
 //   f32(u)                = (u >> 8) * 2^-23 - 1      (exact in float32)
 // All arithmetic is unsigned 64-bit with wrap-around; shift counts are constants < 64.

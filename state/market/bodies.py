@@ -19,6 +19,7 @@ from .. import codec
 from ..address import decode_address, encode_address
 from ..crypto import KIND_RECEIPT, SigningKey, verify
 from ..errors import AitbcError, TxError
+from ..kinds import JobParamError, KindRules, get_kind
 from ..params import BPS
 from ..types import U64_MAX
 
@@ -175,9 +176,7 @@ def check_miner_exit(body: dict) -> None:
     _map(body, "miner_exit body", set())
 
 
-def _job_kind(name: str, version: int):  # noqa: ANN202 - gpu.kinds.JobKind
-    from gpu.kinds import JobParamError, get_kind
-
+def _job_kind(name: str, version: int) -> KindRules:
     try:
         kind = get_kind(name)
     except JobParamError as exc:
@@ -234,8 +233,6 @@ def check_job_submit(body: dict) -> None:
         if "backend" in req:
             _text(req, "backend", "job_submit.requirements", MAX_NAME_LEN)
     kind = _job_kind(body["kind"], body["version"])
-    from gpu.kinds import JobParamError
-
     try:
         kind.validate(params, input_size)
     except JobParamError as exc:
@@ -250,10 +247,10 @@ def check_job_submit(body: dict) -> None:
         )
 
 
-def challengeable(kind: Any) -> bool:
+def challengeable(kind: KindRules) -> bool:
     """Whether results of ``kind`` can be challenged on chain: its ``check_leaf`` decides identically on
     every node — exact kinds (``deterministic``) and floating-point kinds checked within a stated
-    ``tolerance`` (their leaf check is computed deterministically, see ``gpu/kinds/mlp_f32.py``)."""
+    ``tolerance`` (their leaf check is computed deterministically, see ``state/kinds/mlp_f32.py``)."""
     return bool(kind.deterministic) or getattr(kind, "tolerance", None) is not None
 
 
@@ -574,8 +571,6 @@ def make_receipt(
     returns ``(receipt_map, sig)``, ready for :func:`receipt_body`. ``unit_type`` defaults to the job
     kind's."""
     if unit_type is None:
-        from gpu.kinds import get_kind
-
         unit_type = get_kind(job.kind).unit_type
     r = receipt_map(
         job_id=job.job_id,

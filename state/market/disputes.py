@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from ..codec import sha256
 from ..errors import InvariantError
+from ..kinds import JobParamError, get_kind
 from ..machine import ExecFailure, Execution, TxKind
 from ..merkle import verify_merkle_proof
 from ..slashing import settle_slash, slash_cut
@@ -66,8 +67,6 @@ def _escrowed_job(ex: Execution, job_id: object) -> Job | None:
 
 def leaf_check_work(job: Job) -> int:
     """DWU of re-checking one leaf of ``job`` on chain (0 for a kind the chain cannot re-check)."""
-    from gpu.kinds import JobParamError, get_kind
-
     try:
         kind = get_kind(job.kind)
         return kind.leaf_check_work(job.params, job.input_size) if B.challengeable(kind) else 0
@@ -125,8 +124,6 @@ def apply_challenge(mk: Market, tx: Transaction) -> None:
     _need_escrowed(job, "challenged")
     if tx.sender == job.miner:
         raise ExecFailure("self_challenge", "a miner cannot challenge its own result")
-    from gpu.kinds import JobParamError, get_kind
-
     kind = get_kind(job.kind)
     if not B.challengeable(kind):  # job_submit refuses challenge windows for these; kept for safety
         raise ExecFailure("not_challengeable", f"results of job kind '{job.kind}' cannot be challenged")
@@ -244,8 +241,6 @@ def apply_availability_challenge(mk: Market, tx: Transaction) -> None:
             "too_many_availability_challenges",
             f"the job already had the maximum of {p.max_availability_challenges_per_job} availability challenges",
         )
-    from gpu.kinds import get_kind
-
     indices = list(tx.body["indices"])
     if len(indices) > p.max_availability_chunks:
         raise ExecFailure(
@@ -304,8 +299,6 @@ def apply_availability_response(mk: Market, tx: Transaction) -> None:
         raise ExecFailure(
             "wrong_chunks", f"the answer must carry exactly the challenged leaves {da['indices']}"
         )
-    from gpu.kinds import get_kind
-
     kind = get_kind(job.kind)
     count, leaf_len = kind.leaf_count(job.params), kind.leaf_bytes(job.params)
     root = _receipt(job)["result_root"]

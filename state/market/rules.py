@@ -14,6 +14,7 @@ from __future__ import annotations
 from .. import codec
 from ..crypto import KIND_RECEIPT, verify
 from ..errors import InvariantError
+from ..kinds import get_kind
 from ..machine import BlockHook, ExecFailure, Execution, TxKind, register_block_hook, register_tx_kind
 from ..types import Transaction
 from . import bodies as B
@@ -175,8 +176,6 @@ def apply_job_submit(mk: Market, tx: Transaction) -> None:
             f"challenge_window {window} exceeds the maximum {p.max_challenge_window} blocks",
         )
     if window:
-        from gpu.kinds import get_kind
-
         work = get_kind(body["kind"]).leaf_check_work(body["params"], _input_size(inp))
         if work > p.max_challenge_work:
             raise ExecFailure(
@@ -412,8 +411,6 @@ def apply_receipt(mk: Market, tx: Transaction) -> None:
         )
     if r["client"] != job.client:
         raise ExecFailure("wrong_client", "the receipt names another client than the job's")
-    from gpu.kinds import get_kind
-
     kind = get_kind(job.kind)
     if r["unit_type"] != kind.unit_type:
         raise ExecFailure("wrong_unit_type", f"unit_type must be '{kind.unit_type}', got '{r['unit_type']}'")

@@ -24,7 +24,7 @@ What is recorded:
   vote, commit and duplicate-vote evidence; Merkle roots (``state.types.merkle_root``) of 0-9 leaves
   and every inclusion proof (``state.merkle``) of some of them; a sparse-Merkle state tree
   (``state.smt``) with its node hashes, roots after inserts and deletes, and proofs; the job input
-  generator (``gpu/kinds/counter.py``); per job kind the canonical array encoding, result hash, result
+  generator (``state/kinds/counter.py``); per job kind the canonical array encoding, result hash, result
   leaves, result Merkle root (what the miner's receipt commits to: ``gpu.executor`` →
   ``encode_array``/``result_root``), a leaf proof and the ``check_leaf`` verdicts.
 - ``chains.poa`` and ``chains.pos``: the genesis (its canonical encoding, hash and state root) and a
@@ -66,7 +66,6 @@ from gpu.backend import NumpyBackend
 from gpu.encoding import array_hash, decode_array, encode_array, result_leaves, result_root
 from gpu.executor import Executor
 from gpu.kinds import KINDS, get_kind
-from gpu.kinds import counter as gpu_counter
 from state import codec, crypto
 from state import market as mkt
 from state.address import decode_address, encode_address
@@ -75,6 +74,7 @@ from state.codec import sha256
 from state.crypto import SigningKey
 from state.evidence import DuplicateVote
 from state.genesis import ChainParams, Genesis, GenesisValidator
+from state.kinds import counter as gpu_counter
 from state.machine import account_state_key, object_state_key
 from state.merkle import merkle_proof, verify_merkle_proof
 from state.params import MarketParams, StakingParams

@@ -13,7 +13,8 @@ with ``idx < 2**40`` and ``stream < 2**24``. A matrix of ``rows x cols`` takes e
 ``idx = i * cols + j``. Floats are ``f32(u) = (u >> 8) * 2**-23 - 1``: a value in ``[-1, 1)`` that is
 exactly representable in float32 (and so exact whatever the rounding or FMA contraction).
 The key is ``le64(sha256(b"aitbc/gpu/<kind>/v<version>\\x00" + seed)[:8])``.
-The CUDA twin is ``gpu/kernels/counter.cu``.
+The CUDA twin is ``gpu/kernels/counter.cu``. Consensus-critical (leaf checks of generated jobs use
+it), so it lives in ``state``; the ``gpu`` tag in the key is part of the definition.
 """
 
 from __future__ import annotations
