@@ -16,7 +16,8 @@ Three kinds of writes, with different rules (the origin is kept per blob in ``<d
 Garbage collection (:func:`gc_once`, run every ``gc_interval_s`` by :func:`run_blob_gc`, and by
 ``admin_blobGc``) keeps a blob while a *live* job refers to it — its input or its receipt's result,
 for jobs QUEUED, RUNNING, COMPLETED with the payment escrowed (challenge window) or with an open
-availability challenge, read from the market's state indexes — and for ``retain_s`` after the last pass
+availability challenge, read from the market's state indexes, and the index and chunks of every model
+this node pins (``node/models.py``) — and for ``retain_s`` after the last pass
 that saw it live (so results stay fetchable a while after settlement). Otherwise an upload goes
 ``grace_s`` after its last ``blob_put``, a local blob ``retain_s`` after it was written (a result
 whose job settled before any pass saw it), a cached blob ``grace_s`` after it was fetched.
@@ -278,8 +279,10 @@ class BlobStore:
             self._save()
         return blob_hash
 
-    def put_owned(self, data: bytes, owner: bytes) -> bytes:
+    def put_owned(self, data: bytes, owner: bytes, *, charge: bool = True) -> bytes:
         """Store an upload charged to ``owner`` (the signature and balance are checked by the caller).
+        ``charge=False`` (the index or a chunk of a model ``owner`` registered): not charged to the owner
+        nor bounded by its per-account quota; the store's total bounds still apply.
         Raises :class:`BlobError` with reason ``too_large``, ``account_quota``, ``account_count``,
         ``total_quota`` or ``store_full``."""
         lim = self.limits
@@ -293,7 +296,7 @@ class BlobStore:
             if meta is not None and not self._path(blob_hash).exists():
                 self._forget(blob_hash)
                 meta = None
-            if meta is None or owner not in meta.owners:
+            if charge and (meta is None or owner not in meta.owners):
                 used, count = self._account_usage(owner)
                 if count + 1 > lim.max_account_count:
                     raise BlobError(
@@ -317,7 +320,10 @@ class BlobStore:
                 self._write_file(blob_hash, data)
                 meta = self._meta[blob_hash] = BlobMeta(size=size, origin=ORIGIN_PUT, stored_at=now)
                 self.total_bytes += size
-            meta.owners[owner] = now
+            if charge:
+                meta.owners[owner] = now
+            else:
+                meta.stored_at = now
             self._save()
         return blob_hash
 
@@ -362,8 +368,8 @@ class BlobStore:
         """:meth:`put` in a worker thread (it writes and fsyncs a file): for callers on the trio loop."""
         return await trio.to_thread.run_sync(lambda: self.put(data, cache=cache))
 
-    async def aput_owned(self, data: bytes, owner: bytes) -> bytes:
-        return await trio.to_thread.run_sync(self.put_owned, data, owner)
+    async def aput_owned(self, data: bytes, owner: bytes, *, charge: bool = True) -> bytes:
+        return await trio.to_thread.run_sync(lambda: self.put_owned(data, owner, charge=charge))
 
     async def aget(self, blob_hash: bytes) -> bytes | None:
         """:meth:`get` in a worker thread: for callers on the trio loop (also the p2p blob provider)."""
@@ -443,6 +449,8 @@ def live_refs(node: Node) -> LiveRefs:
                 refs.inputs.setdefault(inp["blob"], set()).add(job.client)
             if job.receipt is not None and "result_hash" in job.receipt:
                 refs.results.add(job.receipt["result_hash"])
+    if node.models is not None:  # the index and chunks of pinned models (node/models.py): live like results
+        refs.results |= node.models.live_refs()
     return refs
 
 

@@ -352,9 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_status)
 
     from .cli_market import add_market_commands
+    from .cli_models import add_model_commands
     from .cli_staking import add_staking_commands
 
     add_market_commands(sub, home_arg, rpc_arg)
+    add_model_commands(sub, home_arg, rpc_arg)
     add_staking_commands(sub, home_arg, rpc_arg)
     return p
 

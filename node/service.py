@@ -51,6 +51,7 @@ _EVENT_TOPICS = {
     "jail": "slashes",
     "unjail": "slashes",
     "evidence": "slashes",
+    "model_registered": "jobs",
 }
 
 
@@ -113,6 +114,7 @@ class Node:
         self.hub = None  # rpc.subscriptions.SubscriptionHub, set in run()
         self.blobs: BlobStore | None = None  # job inputs and results, served to peers
         self.miner = None  # node.miner.MinerService with the miner role
+        self.models = None  # node.models.ModelService: registered models, pins (set in open())
         self._commit_listeners: list[trio.MemorySendChannel] = []
 
     # lifecycle ------------------------------------------------------------------------------------
@@ -120,6 +122,9 @@ class Node:
         data = self.home.data_dir(self.cfg)
         data.mkdir(parents=True, exist_ok=True)
         self.blobs = BlobStore(data / "blobs", limits=BlobLimits.from_config(self.cfg.blobs))
+        from .models import ModelService
+
+        self.models = ModelService(self, data / "models")
         self.store = Store(data / "db")
         try:
             self.chain = ChainState(self.store, self.genesis)
@@ -214,6 +219,8 @@ class Node:
                     self.miner = load_miner(self)
                     await nursery.start(self.miner.run)
                 nursery.start_soon(run_blob_gc, self)  # expire unreferenced blobs (node/blobs.py)
+                if self.models is not None:
+                    await nursery.start(self.models.run)  # fetch the chunks of pinned models (node/models.py)
                 nursery.start_soon(self._expire_queued_txs)
                 task_status.started(self)
         except BaseExceptionGroup as group:

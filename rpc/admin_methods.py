@@ -14,6 +14,8 @@ method                     params                                   result
 ``admin_blobGc``           –                                        gc pass stats
 ``admin_setLogLevel``      ``{level, logger?}``                     ``{logger, level}``
 ``admin_mempoolFlush``     –                                        ``{dropped}``
+``admin_pinModel``         ``{model}``                              local model status (``rpc/model_methods.py``)
+``admin_unpinModel``       ``{model}``                              local model status (``rpc/model_methods.py``)
 =========================  =======================================  ===================================
 """
 

@@ -232,13 +232,19 @@ def register_market_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Nod
         if balance < lim.min_balance:
             raise reject("unfunded", f"the owner holds {balance} base units; uploading needs {lim.min_balance}",
                          min_balance=str(lim.min_balance))
+        models = node.models  # a registered model's index and chunks are not charged to its owner
+        charge = models is None or not await trio.to_thread.run_sync(models.is_owner_ref, pk, h)
         try:
-            await store.aput_owned(raw, pk)
+            await store.aput_owned(raw, pk, charge=charge)
         except BlobError as exc:
             raise reject(exc.reason, str(exc)) from None
         used, count = store.account_usage(pk)
         return {"hash": "0x" + h.hex(), "size": len(raw), "owner": owner, "account_bytes": used,
                 "account_blobs": count, "grace_s": lim.grace_s}
+
+    from .model_methods import register_model_methods
+
+    register_model_methods(reg, node)
 
     hub.register_topic(
         "jobs",

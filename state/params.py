@@ -14,6 +14,7 @@ from .types import U64_MAX
 
 AIT = 1_000_000  # base units per AIT
 BPS = 10_000  # basis points in 100 %
+MAX_MODEL_BYTES_CAP = 1 << 40  # bound of params.market.max_model_bytes (chunk counts stay small)
 
 
 class ParamsError(AitbcError):
@@ -58,6 +59,10 @@ class MarketParams:
     max_availability_bytes: int = 32 * 1024  # chunk bytes one answer may have to carry
     max_availability_challenges_per_job: int = 4
     slash_unavailable_bps: int = 5_000  # of the miner's bond, for a result it did not make available
+    # Models (state/market/models.py): the largest model file a model_register may declare, and the fee
+    # (base units, burned) per started MiB of it, on top of the transaction fee.
+    max_model_bytes: int = 512 << 20
+    model_register_fee_per_mib: int = AIT // 100
 
     def validate(self) -> None:
         if self.max_challenge_work > self.max_dispute_work_per_block:
@@ -83,6 +88,8 @@ class MarketParams:
             )
         if self.max_open_jobs_per_miner < 1:
             raise ParamsError("genesis: params.market.max_open_jobs_per_miner must be >= 1")
+        if not 1 <= self.max_model_bytes <= MAX_MODEL_BYTES_CAP:
+            raise ParamsError(f"genesis: params.market.max_model_bytes must be in [1, {MAX_MODEL_BYTES_CAP}]")
         for name in ("reputation_success", "reputation_timeout_penalty", "reputation_wrong_result_penalty"):
             if getattr(self, name) > 1_000_000:
                 raise ParamsError(f"genesis: params.market.{name} must be <= 1000000")

@@ -12,6 +12,8 @@ Importing this package registers the market transaction kinds and its block hook
 - :mod:`state.market.rules` — how miner, job, bid and receipt transactions and the end-of-block hook
   change state;
 - :mod:`state.market.disputes` — metered challenges of wrong results and availability challenges.
+- :mod:`state.market.models` — models as on-chain objects: the ``model_register`` manifest, its checks,
+  rule and record, and the chunk index and proofs of a model file.
 
 Life of a job: ``job_submit`` locks ``max_price × max_units`` (QUEUED, escrowed) → miners ``bid`` until
 ``bid_close_height`` → at the end of that block the best bid wins (lowest price, then higher reputation,
@@ -38,6 +40,7 @@ from .bodies import (
     TX_MINER_EXIT,
     TX_MINER_REGISTER,
     TX_MINER_UPDATE,
+    TX_MODEL_REGISTER,
     TX_RECEIPT,
     ReceiptJsonError,
     availability_challenge_body,
@@ -125,6 +128,7 @@ __all__ = [
     "TX_MINER_EXIT",
     "TX_MINER_REGISTER",
     "TX_MINER_UPDATE",
+    "TX_MODEL_REGISTER",
     "TX_RECEIPT",
     "Bid",
     "Job",

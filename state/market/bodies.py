@@ -33,6 +33,7 @@ TX_RECEIPT = "receipt"
 TX_CHALLENGE = "challenge"
 TX_AVAILABILITY_CHALLENGE = "availability_challenge"
 TX_AVAILABILITY_RESPONSE = "availability_response"
+TX_MODEL_REGISTER = "model_register"  # state/market/models.py
 MARKET_TX_TYPES = (
     TX_MINER_REGISTER,
     TX_MINER_UPDATE,
@@ -44,6 +45,7 @@ MARKET_TX_TYPES = (
     TX_CHALLENGE,
     TX_AVAILABILITY_CHALLENGE,
     TX_AVAILABILITY_RESPONSE,
+    TX_MODEL_REGISTER,
 )
 
 MAX_PARAMS_BYTES = 4096  # encoded job params

@@ -18,7 +18,7 @@ from ..kinds import get_kind
 from ..machine import BlockHook, ExecFailure, Execution, TxKind, register_block_hook, register_tx_kind
 from ..types import Transaction
 from . import bodies as B
-from . import disputes
+from . import disputes, models
 from .ledger import Market, address, emit_job_failed, fail_job, hex_id, market_tx, settle
 from .records import (
     ACTIVE,
@@ -520,6 +520,7 @@ TX_KINDS = (
     TxKind(B.TX_BID, B.check_bid, _cost, apply_bid),
     TxKind(B.TX_RECEIPT, B.check_receipt, _cost, apply_receipt),
     *disputes.TX_KINDS,
+    *models.TX_KINDS,
 )
 MARKET_HOOK = BlockHook("market", order=50, end=market_end_block)
 

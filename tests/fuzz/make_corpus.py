@@ -250,6 +250,21 @@ def corpus_types() -> dict[str, bytes]:
     return out
 
 
+def _model_manifest() -> dict:
+    """A valid model_register manifest of a tiny model file (state/market/models.py)."""
+    from state.llm.config import LlamaConfig
+    from state.llm.modelfile import weights_size
+    from state.market.models import manifest_for_file
+
+    cfg = LlamaConfig(vocab=16, dim=8, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=4, ffn_dim=8, max_ctx=8,
+                      rope_base=10_000, norm_eps_num=1, norm_eps_den=100_000, tied_embeddings=True, bos_id=1,
+                      eos_id=2)
+    tokenizer = b"tok"
+    file = bytes(weights_size(cfg)) + tokenizer
+    return manifest_for_file(file, name="tiny", arch=cfg.to_map(), tokenizer_size=len(tokenizer),
+                             licence="MIT")[0]
+
+
 def corpus_bodies() -> dict[str, bytes]:
     job_id = hashlib.sha256(b"job").digest()
     receipt_tx = transactions()["receipt"]
@@ -333,6 +348,7 @@ def corpus_bodies() -> dict[str, bytes]:
                 mkt.availability_response_body(job_id, [(0, b"\x00" * 32, [b"\x01" * 32]), (3, b"", [])]),
             )
         ],
+        "model_register": [("basic", _model_manifest())],
         "validator_create": [("basic", stk.validator_create_body(PKS[0], 500, 1_000_000, "val-0"))],
         "validator_edit": [
             ("commission", stk.validator_edit_body(commission_bps=10)),

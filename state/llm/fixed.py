@@ -1,0 +1,306 @@
+"""Integer primitives of ``aitbc-llm-int8-v1``: every result is a pure function of integer inputs.
+
+Number formats (``Qn`` = signed integer with ``n`` fractional bits):
+
+* activations between steps: int32 Q16 (``ACT_FRAC``), saturated to the int32 range;
+* matmul inputs: each vector is re-expressed as ``a * 2**(s - 16)`` with ``|a| <= 2**14`` and a
+  per-vector power-of-two exponent ``s`` (:func:`quant_shift`); weights are int8 with a per-row scale
+  ``m / 2**28``; the accumulator ``sum(a * q)`` is exact (``|acc| <= 2**34`` for inner size <= 8192);
+* ``exp`` returns Q30; probabilities inside attention are Q16; RoPE cos/sin are Q30;
+* rounding: :func:`round_shift` (add half, arithmetic shift = round half up) and :func:`round_div`
+  (floor division of ``n + d // 2``), defined once here.
+
+Constant tables (exp, RoPE) are computed with :mod:`decimal` at fixed precision and Python integers,
+never with the platform ``libm``; ``tests/test_llm_fixed.py`` pins their sha256.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal, localcontext
+from functools import lru_cache
+
+import numpy as np
+
+from ..errors import InvariantError
+
+ACT_FRAC = 16
+EXP_FRAC = 30
+ROPE_FRAC = 30
+QBITS = 14  # matmul / attention operands are re-expressed with |a| <= 2**QBITS
+NORM_BITS = 15  # RMSNorm sums squares of |a| <= 2**15
+I32_MIN = -(1 << 31)
+I32_MAX = (1 << 31) - 1
+_DEC_PREC = 60
+
+
+# --------------------------------------------------------------------------------------------------
+# Rounding and shifts
+
+
+def round_shift(x: np.ndarray, s: np.ndarray | int) -> np.ndarray:
+    """``x / 2**s`` rounded half up (``(x + 2**(s-1)) >> s``) for ``s > 0``; ``x * 2**-s`` for ``s <= 0``.
+
+    ``s`` may be an array broadcast against ``x``; the caller keeps ``|x| + 2**(s-1) < 2**63``.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    if np.ndim(s) == 0:
+        si = int(s)
+        if si > 0:
+            return (x + np.int64(1 << (si - 1))) >> np.int64(si)
+        return x << np.int64(-si)
+    sa = np.asarray(s, dtype=np.int64)
+    pos = np.maximum(sa, 0)
+    half = np.where(pos > 0, np.left_shift(np.int64(1), np.maximum(pos - 1, 0)), 0)
+    return ((x + half) >> pos) << np.maximum(-sa, 0)
+
+
+def round_div(n: np.ndarray, d: np.ndarray | int) -> np.ndarray:
+    """``n / d`` rounded half up, for ``d > 0`` (floor division of ``n + d // 2``)."""
+    n = np.asarray(n, dtype=np.int64)
+    d = np.asarray(d, dtype=np.int64)
+    return (n + d // 2) // d
+
+
+def sat32(x: np.ndarray) -> np.ndarray:
+    """Saturate to the int32 range and return an int32 array."""
+    return np.clip(np.asarray(x, dtype=np.int64), I32_MIN, I32_MAX).astype(np.int32)
+
+
+def bit_length(x: np.ndarray) -> np.ndarray:
+    """Elementwise ``int.bit_length`` of a non-negative int64 array."""
+    v = np.asarray(x, dtype=np.int64).copy()
+    n = np.zeros_like(v)
+    for k in (32, 16, 8, 4, 2, 1):
+        m = v >= (np.int64(1) << np.int64(k))
+        n += m * k
+        v = np.where(m, v >> np.int64(k), v)
+    return n + (v > 0)
+
+
+def quant_shift(x: np.ndarray, bits: int = QBITS) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row power-of-two rescaling along the last axis: ``a = round_shift(x, s)``, ``|a| <= 2**bits``.
+
+    ``s = bit_length(max |x|) - bits`` clamped to ``[-16, 48]`` (a left shift for small vectors keeps
+    ``bits`` bits of precision). Returns ``(a, s)`` with ``s`` of shape ``x.shape[:-1]``.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    mx = np.abs(x).max(axis=-1) if x.shape[-1] else np.zeros(x.shape[:-1], np.int64)
+    s = np.clip(bit_length(mx) - bits, -16, 48)
+    return round_shift(x, s[..., None]), s
+
+
+def isqrt(n: int) -> int:
+    """Integer square root (floor) of a non-negative Python int."""
+    return math.isqrt(n)
+
+
+def isqrt_array(n: np.ndarray) -> np.ndarray:
+    """Elementwise floor square root of a non-negative int64 array (exact, via Python ints)."""
+    flat = [math.isqrt(int(v)) for v in np.asarray(n, dtype=np.int64).reshape(-1)]
+    return np.array(flat, dtype=np.int64).reshape(np.shape(n))
+
+
+# --------------------------------------------------------------------------------------------------
+# Constant tables (decimal / integer arithmetic only)
+
+
+def _dec_to_fixed(v: Decimal, frac: int) -> int:
+    return int((v * (1 << frac)).to_integral_value())  # ROUND_HALF_EVEN of the context; v irrational
+
+
+@lru_cache(maxsize=1)
+def exp_tables() -> tuple[np.ndarray, np.ndarray, int]:
+    """``(EXP_HI, EXP_LO, LN2_Q32)``: ``EXP_HI[i] = exp(-i/256)``, ``EXP_LO[j] = exp(-j/65536)`` in Q30
+    for ``i, j < 256``, and ``ln 2`` in Q32."""
+    with localcontext() as ctx:
+        ctx.prec = _DEC_PREC
+        hi = [_dec_to_fixed((Decimal(-i) / 256).exp(), EXP_FRAC) for i in range(256)]
+        lo = [_dec_to_fixed((Decimal(-j) / 65536).exp(), EXP_FRAC) for j in range(256)]
+        ln2 = _dec_to_fixed(Decimal(2).ln(), 32)
+    return np.array(hi, dtype=np.int64), np.array(lo, dtype=np.int64), ln2
+
+
+def exp_q30(z: np.ndarray) -> np.ndarray:
+    """``exp(z / 2**16)`` in Q30 for Q16 ``z <= 0`` (positive ``z`` is an invariant error).
+
+    Range reduction ``z = -k ln2 - r`` with ``ln2`` in Q32, then ``exp(-r) = EXP_HI[r >> 8] *
+    EXP_LO[r & 255]`` (Q16 ``r``), then ``>> k`` rounded. Relative error about 2**-16.
+    """
+    z = np.asarray(z, dtype=np.int64)
+    if z.size and int(z.max()) > 0:
+        raise InvariantError("exp_q30 takes z <= 0")
+    hi, lo, ln2 = exp_tables()
+    n32 = np.minimum(-z, np.int64(1 << 40)) << np.int64(16)
+    k = n32 // np.int64(ln2)
+    r16 = round_shift(n32 - k * np.int64(ln2), 16)
+    e = round_shift(hi[r16 >> 8] * lo[r16 & 255], EXP_FRAC)
+    return round_shift(e, np.minimum(k, 40))
+
+
+def softmax_q16(x: np.ndarray) -> np.ndarray:
+    """Softmax along the last axis of Q16 scores; probabilities in Q16 (rounded, may not sum exactly)."""
+    x = np.asarray(x, dtype=np.int64)
+    e = exp_q30(x - x.max(axis=-1, keepdims=True))
+    return round_div(e << np.int64(16), e.sum(axis=-1, keepdims=True))
+
+
+def sigmoid_q30(x: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-x))`` in Q30 for Q16 ``x`` (through ``exp`` of ``-|x|`` only)."""
+    x = np.asarray(x, dtype=np.int64)
+    e = exp_q30(-np.abs(x))
+    den = np.int64(1 << EXP_FRAC) + e
+    return np.where(x >= 0, round_div(np.int64(1 << 60), den), round_div(e << np.int64(EXP_FRAC), den))
+
+
+def silu_q16(x: np.ndarray) -> np.ndarray:
+    """``x * sigmoid(x)`` for Q16 ``x`` with ``|x| < 2**31``; Q16 result."""
+    x = np.asarray(x, dtype=np.int64)
+    return round_shift(x * sigmoid_q30(x), EXP_FRAC)
+
+
+@lru_cache(maxsize=8)
+def rope_tables(head_dim: int, base: int, n_pos: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(COS, SIN)`` int64 [n_pos, head_dim // 2] in Q30 of ``pos * base**(-2i/head_dim)``.
+
+    Frequencies come from :mod:`decimal` (``exp(-2i/d * ln base)``, 60 digits), their cos/sin from a
+    Decimal Taylor series; positions by exact rotation of 2**-120 fixed-point integers.
+    """
+    if head_dim % 2 or head_dim <= 0 or base < 2 or n_pos <= 0:
+        raise InvariantError("rope_tables: bad arguments")
+    half = head_dim // 2
+    big = 120
+    rot: list[tuple[int, int]] = []
+    with localcontext() as ctx:
+        ctx.prec = _DEC_PREC
+        ln_base = Decimal(base).ln()
+        for i in range(half):
+            theta = (-(Decimal(2 * i) / head_dim) * ln_base).exp()
+            c, s, term, k = Decimal(0), Decimal(0), Decimal(1), 0
+            while True:  # cos = sum (-1)^j t^2j/(2j)!, sin = sum (-1)^j t^(2j+1)/(2j+1)!
+                if k % 4 == 0:
+                    c += term
+                elif k % 4 == 1:
+                    s += term
+                elif k % 4 == 2:
+                    c -= term
+                else:
+                    s -= term
+                k += 1
+                term = term * theta / k
+                if term < Decimal(10) ** -(_DEC_PREC + 2):
+                    break
+            rot.append((_dec_to_fixed(c, big), _dec_to_fixed(s, big)))
+    cos = np.empty((n_pos, half), dtype=np.int64)
+    sin = np.empty((n_pos, half), dtype=np.int64)
+    shift = big - ROPE_FRAC
+    half_unit = 1 << (shift - 1)
+    for i, (rc, rs) in enumerate(rot):
+        c, s = 1 << big, 0
+        for p in range(n_pos):
+            cos[p, i] = (c + half_unit) >> shift
+            sin[p, i] = (s + half_unit) >> shift
+            c, s = (c * rc - s * rs) >> big, (s * rc + c * rs) >> big
+    return cos, sin
+
+
+def rope_q16(x: np.ndarray, pos: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate adjacent pairs ``(x[2i], x[2i+1])`` of Q16 ``x`` [..., head_dim] by angle ``pos * theta_i``.
+
+    ``pos`` has shape ``x.shape[:-1]`` (broadcastable); result Q16 int64.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    p = np.asarray(pos, dtype=np.int64)
+    c = cos[p]
+    s = sin[p]
+    x0 = x[..., 0::2]
+    x1 = x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2] = round_shift(x0 * c - x1 * s, ROPE_FRAC)
+    out[..., 1::2] = round_shift(x0 * s + x1 * c, ROPE_FRAC)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Linear algebra
+
+
+def exact_dot(a: np.ndarray, wq: np.ndarray) -> np.ndarray:
+    """``a @ wq.T`` exactly, for int ``a`` [T, K] with ``|a| <= 2**14`` and int8 (or float64 holding int8)
+    ``wq`` [O, K], K <= 8192.
+
+    Computed in float64 BLAS: every product and every partial sum is an integer of magnitude
+    <= K * 2**14 * 127 < 2**35 < 2**53, so it is exact in any summation order.
+    """
+    wf = wq if wq.dtype == np.float64 else wq.astype(np.float64)
+    return (np.asarray(a, dtype=np.float64) @ wf.T).astype(np.int64)
+
+
+def matmul_q8(x: np.ndarray, scale: np.ndarray, wq: np.ndarray) -> np.ndarray:
+    """Q16 ``x`` [T, K] times a q8r matrix (``scale`` [O] in Q28, int8 ``wq`` [O, K]) -> Q16 int64 [T, O].
+
+    ``y = round_shift(acc * m, 28 - s)`` where ``x = a * 2**(s-16)`` (:func:`quant_shift`) and
+    ``acc = a @ wq.T`` exact. Each output row depends only on its own weight row, so splitting the rows
+    into blocks never changes a result.
+    """
+    a, s = quant_shift(x, QBITS)
+    acc = exact_dot(a, wq)
+    return round_shift(acc * np.asarray(scale, dtype=np.int64)[None, :], 28 - s[:, None])
+
+
+def dequant_rows_q16(scale: np.ndarray, wq: np.ndarray) -> np.ndarray:
+    """Rows of a q8r matrix as Q16 values (used for the embedding lookup)."""
+    return round_shift(wq.astype(np.int64) * np.asarray(scale, dtype=np.int64)[:, None], 28 - ACT_FRAC)
+
+
+def rmsnorm_q16(h: np.ndarray, gain: np.ndarray, eps_num: int, eps_den: int) -> np.ndarray:
+    """RMSNorm of Q16 rows ``h`` [T, d] (``|h| < 2**31``) with Q16 gains; Q16 int64 result.
+
+    Per row: ``a = round_shift(h, s)`` with ``|a| <= 2**15``; ``V = den * sum(a^2) + num * d * 4**(16-s)``
+    (the epsilon in the same units); ``r = isqrt(V * 2**32 // (d * den))`` (rms * 2**16);
+    ``out = round_div(a * gain * 2**16, r)``.
+    """
+    h = np.asarray(h, dtype=np.int64)
+    d = h.shape[-1]
+    a, s = quant_shift(h, NORM_BITS)
+    if s.size and int(s.max()) > 16:
+        raise InvariantError("rmsnorm input outside int32")
+    sumsq = (a * a).sum(axis=-1)
+    r = np.empty(h.shape[0], dtype=np.int64)
+    for i in range(h.shape[0]):
+        v = int(sumsq[i]) * eps_den + eps_num * d * 4 ** (16 - int(s[i]))
+        r[i] = math.isqrt((v << 32) // (d * eps_den))
+    return round_div(a * np.asarray(gain, dtype=np.int64)[None, :] << np.int64(16), r[:, None])
+
+
+def attention_q16(
+    q: np.ndarray, qpos: np.ndarray, k: np.ndarray, v: np.ndarray, head_dim: int
+) -> np.ndarray:
+    """Causal attention of Q16 queries ``q`` [T, G, hd] (at positions ``qpos`` [T]) over Q16 keys and
+    values ``k``, ``v`` [S, hd] at positions ``0..S-1``; returns Q16 int64 [T, G * hd].
+
+    Scores ``q.k / sqrt(hd)`` in Q16 via per-vector :func:`quant_shift` of ``q`` and of each key; keys
+    after a query's position are masked; weights ``e = exp_q30(score - max) >> 14`` (Q16);
+    ``out = round_div(sum e * v, sum e)``.
+    """
+    t, g, hd = q.shape
+    qa, sq = quant_shift(q.reshape(t * g, hd), QBITS)
+    ka, sk = quant_shift(k, QBITS)
+    dot = (qa.astype(np.float64) @ ka.astype(np.float64).T).astype(np.int64)  # |dot| <= 256 * 2**28
+    c = np.int64(math.isqrt((1 << 32) // head_dim))  # 2**16 / sqrt(hd)
+    shift = np.minimum(32 - sq[:, None] - sk[None, :], 62)
+    score = round_shift(dot * c, shift)  # [T*G, S], |score| < 2**55
+    mask = np.arange(k.shape[0])[None, :] > np.repeat(np.asarray(qpos, dtype=np.int64), g)[:, None]
+    mx = np.where(mask, np.iinfo(np.int64).min, score).max(axis=1, keepdims=True)
+    z = np.where(mask, np.int64(-(1 << 40)), score - mx)
+    e = np.where(mask, 0, round_shift(exp_q30(z), EXP_FRAC - 16))
+    num = e @ np.asarray(v, dtype=np.int64)  # exact int64: sum e <= S * 2**16, |v| < 2**31
+    out = round_div(num, e.sum(axis=1, keepdims=True))
+    return out.reshape(t, g * hd)
+
+
+def topk_desc(values: np.ndarray, k: int, base_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest ``values`` (ties: lowest index first) and their indices ``+ base_index``."""
+    idx = np.arange(values.shape[0], dtype=np.int64)
+    order = np.lexsort((idx, -np.asarray(values, dtype=np.int64)))[:k]
+    return np.asarray(values, dtype=np.int64)[order], idx[order] + base_index
