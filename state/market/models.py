@@ -48,6 +48,8 @@ from typing import Any
 
 from .. import codec
 from ..errors import AitbcError, TxError
+from ..llm.config import FORMAT, LlamaConfig, LlmError
+from ..llm.modelfile import CHUNK_SIZE, weights_size
 from ..machine import ExecFailure, Execution, TxKind
 from ..types import U64_MAX, Transaction
 from .bodies import TX_MODEL_REGISTER, _cost_params
@@ -155,8 +157,6 @@ class ModelFormat:
 
     def config(self, arch: dict) -> Any:
         """The format's config object from ``arch``; raises :class:`TxError` ``bad_arch``."""
-        from ..llm.config import LlamaConfig, LlmError
-
         try:
             return LlamaConfig.from_map(arch)
         except LlmError as exc:
@@ -164,15 +164,10 @@ class ModelFormat:
 
     def weights_size(self, cfg: Any) -> int:
         """Bytes of the weights section the config implies (the tokenizer section follows it)."""
-        from ..llm.modelfile import weights_size
-
         return weights_size(cfg)
 
 
 def _formats() -> dict[str, ModelFormat]:
-    from ..llm.config import FORMAT
-    from ..llm.modelfile import CHUNK_SIZE
-
     return {FORMAT: ModelFormat(FORMAT, CHUNK_SIZE)}
 
 
