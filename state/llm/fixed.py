@@ -4,8 +4,9 @@ Number formats (``Qn`` = signed integer with ``n`` fractional bits):
 
 * activations between steps: int32 Q16 (``ACT_FRAC``), saturated to the int32 range;
 * matmul inputs: each vector is re-expressed as ``a * 2**(s - 16)`` with ``|a| <= 2**14`` and a
-  per-vector power-of-two exponent ``s`` (:func:`quant_shift`); weights are int8 with a per-row scale
-  ``m / 2**28``; the accumulator ``sum(a * q)`` is exact (``|acc| <= 2**34`` for inner size <= 8192);
+  per-vector power-of-two exponent ``s`` (:func:`quant_shift`); weights are integers ``|w| < 2**15``
+  (int8 times a uint8 group sub-scale) with a per-row scale ``m / 2**36``; the accumulator
+  ``sum(a * w)`` is exact (``|acc| <= 2**42`` for inner size <= 8192);
 * ``exp`` returns Q30; probabilities inside attention are Q16; RoPE cos/sin are Q30;
 * rounding: :func:`round_shift` (add half, arithmetic shift = round half up) and :func:`round_div`
   (floor division of ``n + d // 2``), defined once here.
@@ -226,31 +227,35 @@ def rope_q16(x: np.ndarray, pos: np.ndarray, cos: np.ndarray, sin: np.ndarray) -
 
 
 def exact_dot(a: np.ndarray, wq: np.ndarray) -> np.ndarray:
-    """``a @ wq.T`` exactly, for int ``a`` [T, K] with ``|a| <= 2**14`` and int8 (or float64 holding int8)
-    ``wq`` [O, K], K <= 8192.
+    """``a @ wq.T`` exactly, for int ``a`` [T, K] with ``|a| <= 2**14`` and integer (or float64 holding
+    integers) ``wq`` [O, K] with ``|wq| < 2**15``, K <= 8192.
 
     Computed in float64 BLAS: every product and every partial sum is an integer of magnitude
-    <= K * 2**14 * 127 < 2**35 < 2**53, so it is exact in any summation order.
+    <= K * 2**14 * 2**15 <= 2**42 < 2**53, so it is exact in any summation order.
     """
     wf = wq if wq.dtype == np.float64 else wq.astype(np.float64)
     return (np.asarray(a, dtype=np.float64) @ wf.T).astype(np.int64)
 
 
-def matmul_q8(x: np.ndarray, scale: np.ndarray, wq: np.ndarray) -> np.ndarray:
-    """Q16 ``x`` [T, K] times a q8r matrix (``scale`` [O] in Q28, int8 ``wq`` [O, K]) -> Q16 int64 [T, O].
+W_FRAC = 36  # q8r row scales are Q36 (modelfile.SCALE_FRAC)
+ACC_DROP = 14  # bits dropped from the exact accumulator before the row scale (keeps acc * m < 2**57)
 
-    ``y = round_shift(acc * m, 28 - s)`` where ``x = a * 2**(s-16)`` (:func:`quant_shift`) and
-    ``acc = a @ wq.T`` exact. Each output row depends only on its own weight row, so splitting the rows
-    into blocks never changes a result.
+
+def matmul_q8(x: np.ndarray, scale: np.ndarray, wq: np.ndarray) -> np.ndarray:
+    """Q16 ``x`` [T, K] times a q8r matrix (``scale`` [O] in Q36, integer ``wq`` [O, K]) -> Q16 int64 [T, O].
+
+    ``y = round_shift(round_shift(acc, 14) * m, 36 - 14 - s)`` where ``x = a * 2**(s-16)``
+    (:func:`quant_shift`) and ``acc = a @ wq.T`` exact. Each output row depends only on its own weight
+    row, so splitting the rows into blocks never changes a result.
     """
     a, s = quant_shift(x, QBITS)
-    acc = exact_dot(a, wq)
-    return round_shift(acc * np.asarray(scale, dtype=np.int64)[None, :], 28 - s[:, None])
+    acc = round_shift(exact_dot(a, wq), ACC_DROP)
+    return round_shift(acc * np.asarray(scale, dtype=np.int64)[None, :], W_FRAC - ACC_DROP - s[:, None])
 
 
 def dequant_rows_q16(scale: np.ndarray, wq: np.ndarray) -> np.ndarray:
     """Rows of a q8r matrix as Q16 values (used for the embedding lookup)."""
-    return round_shift(wq.astype(np.int64) * np.asarray(scale, dtype=np.int64)[:, None], 28 - ACT_FRAC)
+    return round_shift(wq.astype(np.int64) * np.asarray(scale, dtype=np.int64)[:, None], W_FRAC - ACT_FRAC)
 
 
 def rmsnorm_q16(h: np.ndarray, gain: np.ndarray, eps_num: int, eps_den: int) -> np.ndarray:

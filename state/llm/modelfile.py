@@ -12,8 +12,11 @@ by the TOKENIZER section (opaque bytes; canonical CBOR written by the importer) 
 * ``output_norm``                    i32  [dim]
 * ``output`` q8r [vocab, dim] only when the embeddings are not tied.
 
-``q8r`` is a row-quantised matrix stored row-major, one row = int32 little-endian scale ``m`` followed by
-``in`` int8 weights ``q``; the real weight is ``q * m / 2**SCALE_FRAC`` with ``0 <= m <= 2**SCALE_FRAC``.
+``q8r`` is a row-quantised matrix stored row-major, one row = int32 little-endian row scale ``m``, then
+``ceil(in / GROUP)`` uint8 group sub-scales ``u``, then ``in`` int8 weights ``q`` (``|q| <= 127``); weight
+``k`` of the row is ``q[k] * u[k // GROUP] * m / 2**SCALE_FRAC`` with ``0 <= m <= 2**28``. The integer
+``w = q * u`` (``|w| <= 127 * 255 < 2**15``) is what the matmul multiplies: a per-group resolution (as
+fine as the source GGUF's 32-blocks) at the cost of one byte per 32 weights.
 ``i32`` is a vector of little-endian int32 norm gains in Q``GAIN_FRAC`` (``|gain| < 2**31``). Keeping a row's scale next to
 its weights makes any block of rows one contiguous byte range, so one Merkle-proven run of chunks carries
 everything a step needs.
@@ -34,7 +37,9 @@ from ..types import merkle_root
 from .config import LlamaConfig, LlmError
 
 CHUNK_SIZE = 65536
-SCALE_FRAC = 28  # q8r row scale m: weight = q * m / 2**28, 0 <= m <= 2**28
+SCALE_FRAC = 36  # q8r row scale m: weight = q * u * m / 2**36
+MAX_SCALE = 1 << 28
+GROUP = 32  # weights per uint8 sub-scale
 GAIN_FRAC = 16  # i32 norm gains are Q16
 MAX_GAIN = (1 << 31) - 1
 
@@ -59,7 +64,12 @@ class TensorSpec:
 
     @property
     def row_bytes(self) -> int:
-        return self.shape[1] + 4 if self.dtype == Q8R else 4 * self.shape[0]
+        return q8_row_bytes(self.shape[1]) if self.dtype == Q8R else 4 * self.shape[0]
+
+
+def q8_row_bytes(n_in: int) -> int:
+    """Bytes of one q8r row with ``n_in`` weights: scale, sub-scales, weights."""
+    return 4 + -(-n_in // GROUP) + n_in
 
 
 def tensor_shapes(cfg: LlamaConfig) -> list[tuple[str, str, tuple[int, ...]]]:
@@ -90,7 +100,7 @@ def _layout(cfg: LlamaConfig) -> tuple[TensorSpec, ...]:
     specs = []
     off = 0
     for name, dtype, shape in tensor_shapes(cfg):
-        n = shape[0] * (shape[1] + 4) if dtype == Q8R else 4 * shape[0]
+        n = shape[0] * q8_row_bytes(shape[1]) if dtype == Q8R else 4 * shape[0]
         specs.append(TensorSpec(name, dtype, shape, off, n))
         off += n
     return tuple(specs)
@@ -158,8 +168,8 @@ def chunk_root(file_bytes: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class WRows:
-    """Rows ``[row0, row0 + n)`` of tensor ``name``: ``scale`` int64 [n] and ``q`` int8 [n, in] for q8r;
-    for i32 ``q`` is the int64 gain vector and ``scale`` is empty."""
+    """Rows ``[row0, row0 + n)`` of tensor ``name``: ``scale`` int64 [n] (Q36) and ``q`` int16 [n, in] the
+    integer weights ``q8 * u`` for q8r; for i32 ``q`` is the int64 gain vector and ``scale`` is empty."""
 
     name: str
     row0: int
@@ -182,23 +192,31 @@ def decode_rows(cfg: LlamaConfig, name: str, row0: int, row1: int, data: bytes) 
         return WRows(spec.name, 0, np.zeros(0, np.int64), g)
     raw = np.frombuffer(data, dtype=np.uint8).reshape(row1 - row0, spec.row_bytes)
     scale = raw[:, :4].copy().view("<i4").reshape(-1).astype(np.int64)
-    if scale.min() < 0 or scale.max() > (1 << SCALE_FRAC):
-        raise LlmError(f"{name}: row scale outside [0, 2**{SCALE_FRAC}]", "llm_weights")
-    q = raw[:, 4:].view(np.int8)
-    return WRows(spec.name, row0, scale, q)
+    if scale.min() < 0 or scale.max() > MAX_SCALE:
+        raise LlmError(f"{name}: row scale outside [0, 2**28]", "llm_weights")
+    k = spec.shape[1]
+    ng = -(-k // GROUP)
+    sub = raw[:, 4 : 4 + ng]
+    q8 = raw[:, 4 + ng :].view(np.int8)
+    if q8.size and int(q8.min()) < -127:
+        raise LlmError(f"{name}: int8 weight -128", "llm_weights")
+    w = q8.astype(np.int16) * np.repeat(sub, GROUP, axis=1)[:, :k].astype(np.int16)
+    return WRows(spec.name, row0, scale, w)
 
 
-def encode_q8r(scale: np.ndarray, q: np.ndarray) -> bytes:
-    """Bytes of a q8r tensor from int32 scales [n] and int8 weights [n, in]."""
+def encode_q8r(scale: np.ndarray, sub: np.ndarray, q: np.ndarray) -> bytes:
+    """Bytes of a q8r tensor from row scales [n], uint8 sub-scales [n, ceil(in/32)] and int8 weights [n, in]."""
     n, k = q.shape
-    if scale.shape != (n,) or q.dtype != np.int8:
-        raise LlmError("q8r: scale/weight shape or dtype mismatch", "llm_weights")
+    ng = -(-k // GROUP)
+    if scale.shape != (n,) or sub.shape != (n, ng) or q.dtype != np.int8 or sub.dtype != np.uint8:
+        raise LlmError("q8r: scale/sub-scale/weight shape or dtype mismatch", "llm_weights")
     sc = np.asarray(scale, dtype=np.int64)
-    if sc.min() < 0 or sc.max() > (1 << SCALE_FRAC):
-        raise LlmError(f"q8r: row scale outside [0, 2**{SCALE_FRAC}]", "llm_weights")
-    buf = np.empty((n, k + 4), dtype=np.uint8)
+    if sc.min() < 0 or sc.max() > MAX_SCALE or (q.size and int(q.min()) < -127):
+        raise LlmError("q8r: row scale outside [0, 2**28] or an int8 weight -128", "llm_weights")
+    buf = np.empty((n, q8_row_bytes(k)), dtype=np.uint8)
     buf[:, :4] = sc.astype("<i4").view(np.uint8).reshape(n, 4)
-    buf[:, 4:] = q.view(np.uint8)
+    buf[:, 4 : 4 + ng] = sub
+    buf[:, 4 + ng :] = q.view(np.uint8)
     return buf.tobytes()
 
 
