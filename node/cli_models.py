@@ -182,7 +182,7 @@ def _fetch(rpc: Any, args: argparse.Namespace) -> int:
 
 def _import(rpc: Any, args: argparse.Namespace) -> int:
     try:
-        from gpu.llm.gguf_import import convert_gguf  # type: ignore[import-not-found]
+        from gpu.llm.gguf_import import convert_gguf
     except ImportError:
         raise AitbcError("GGUF import is not available in this build (gpu.llm.gguf_import.convert_gguf "
                          "is missing)") from None

@@ -209,3 +209,16 @@ def import_gguf(path: str | Path, max_ctx: int = 1024, keep_float: bool = False)
         name=str(_field(reader, "general.name", "")),
         float_tensors=tensors if keep_float else None,
     )
+
+
+def convert_gguf(path: str | Path, max_ctx: int = 1024) -> tuple[bytes, dict[str, Any]]:
+    """What ``aitbc-peer model import`` registers: the model file bytes and the manifest fields it
+    cannot compute from the bytes alone (``name``, ``arch``, ``licence``, ``tokenizer`` offset/size)."""
+    m = import_gguf(path, max_ctx=max_ctx)
+    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in m.name.lower()).strip("-")[:64]
+    return m.file_bytes, {
+        "name": name or None,
+        "arch": m.cfg.to_map(),
+        "licence": m.licence[:4096],
+        "tokenizer": {"offset": m.tokenizer_offset, "size": m.tokenizer_size},
+    }
