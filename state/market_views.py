@@ -332,6 +332,7 @@ def market_stats(scan: Scan) -> dict:
         "challenges_decided": st.challenges,
         "availability_challenges": st.availability_challenges,
         "availability_bonds_locked": str(st.availability_bonds),
+        "dispute_bonds_locked": str(st.dispute_bonds),  # open llm-generate disputes
     }
 
 

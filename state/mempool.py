@@ -50,7 +50,7 @@ from itertools import islice
 from typing import Protocol
 
 from .errors import TxError
-from .types import TX_TRANSFER, Account, Transaction
+from .types import MAX_WITNESS_TX_BYTES, TX_TRANSFER, WITNESS_TX_TYPES, Account, Transaction
 
 REASONS = (
     "wrong_chain",
@@ -346,10 +346,10 @@ class Mempool:
         deadlines = self._deadlines
         expired = self._expire(now) if deadlines and now - deadlines[0][0] >= self._lifetime else []
         size = len(tx.raw)
-        if size > self._max_tx_bytes:
-            raise MempoolError(
-                f"transaction too large: {size} bytes > limit {self._max_tx_bytes} bytes", "too_large"
-            )
+        # Witness-carrying dispute transactions (llm_steps, llm_step_proof) have their own consensus bound.
+        limit = MAX_WITNESS_TX_BYTES if tx.type in WITNESS_TX_TYPES else self._max_tx_bytes
+        if size > limit:
+            raise MempoolError(f"transaction too large: {size} bytes > limit {limit} bytes", "too_large")
         if tx.chain_id != self.chain_id:
             raise MempoolError(
                 f"wrong chain: transaction is for chain {tx.chain_id!r}, this pool is for {self.chain_id!r}",

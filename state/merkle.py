@@ -14,6 +14,8 @@ result against it (see ``docs/gpu.md``).
 
 from __future__ import annotations
 
+import hashlib
+
 from .codec import sha256
 from .types import HASH_LEN
 
@@ -76,3 +78,85 @@ def verify_merkle_proof(root: bytes, leaf: bytes, index: int, count: int, proof:
         index >>= 1
         n = (n + 1) // 2
     return used == len(proof) and h == root
+
+
+# --------------------------------------------------------------------------------------------------
+# Multi-leaf proofs (several leaves of one tree, sharing their common siblings)
+#
+# The proof lists, level by level from the bottom and left to right within a level, the hash of every
+# sibling that the known leaves do not determine. It is at most ``len(indices) * ceil(log2(count))``
+# hashes and never more than the separate proofs together. Used by the ``llm-generate`` disputes
+# (``state/market/llm_disputes.py``) to prove many step digests or token rows at once.
+
+
+def merkle_multiproof(leaf_hashes: list[bytes], indices: list[int] | set[int]) -> list[bytes]:
+    """Sibling hashes proving the leaves at ``indices`` (given the leaf HASHES ``sha256(0x00||leaf)``
+    of the whole tree). Raises ``IndexError`` for an index out of range or an empty set."""
+    want = sorted(set(indices))
+    if not want or want[0] < 0 or want[-1] >= len(leaf_hashes):
+        raise IndexError(f"leaf indices {want[:4]}... out of range for {len(leaf_hashes)} leaves")
+    level = list(leaf_hashes)
+    known = set(want)
+    proof: list[bytes] = []
+    while len(level) > 1:
+        n = len(level)
+        for i in sorted(known):
+            sib = i ^ 1
+            if sib < n and sib not in known:
+                proof.append(level[sib])
+        known = {i >> 1 for i in known}
+        nxt = [_node_hash(level[i], level[i + 1]) for i in range(0, n - 1, 2)]
+        if n % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return proof
+
+
+def multiproof_root(count: int, leaf_hashes: dict[int, bytes], proof: list[bytes]) -> bytes | None:
+    """The root that ``proof`` and the known leaf hashes ``{index: sha256(0x00||leaf)}`` of a
+    ``count``-leaf tree imply, or None when the proof is malformed (wrong length, bad hash, index out of
+    range). Work: O(len(leaf_hashes) * log2(count)) hashes. Never raises."""
+    if type(count) is not int or count < 1 or not leaf_hashes or not isinstance(proof, list | tuple):
+        return None
+    if not all(type(i) is int and 0 <= i < count for i in leaf_hashes):
+        return None
+    level = dict(leaf_hashes)
+    used = 0
+    n = count
+    n_proof = len(proof)
+    sha = hashlib.sha256
+    while n > 1:
+        nxt: dict[int, bytes] = {}
+        for i in sorted(level):
+            p = i >> 1
+            if p in nxt:
+                continue
+            sib = i ^ 1
+            if sib >= n:  # the last node of an odd level is promoted unchanged
+                nxt[p] = level[i]
+                continue
+            h = level.get(sib)
+            if h is None:
+                if used >= n_proof:
+                    return None
+                h = proof[used]
+                if type(h) is not bytes or len(h) != HASH_LEN:
+                    return None
+                used += 1
+            nxt[p] = sha(b"\x01" + h + level[i]).digest() if i & 1 else sha(b"\x01" + level[i] + h).digest()
+        level = nxt
+        n = (n + 1) // 2
+    if used != len(proof):
+        return None
+    return level[0]
+
+
+def verify_multiproof(root: bytes, count: int, leaves: dict[int, bytes], proof: list[bytes]) -> bool:
+    """True iff ``proof`` shows every ``leaves[index]`` (leaf bytes) at its index of a ``count``-leaf
+    tree with ``root``. Never raises."""
+    if type(root) is not bytes or len(root) != HASH_LEN or type(leaves) is not dict:
+        return False
+    if not all(isinstance(v, bytes) for v in leaves.values()):
+        return False
+    got = multiproof_root(count, {i: _leaf_hash(v) for i, v in leaves.items()}, proof)
+    return got is not None and got == root

@@ -63,6 +63,11 @@ class MarketParams:
     # (base units, burned) per started MiB of it, on top of the transaction fee.
     max_model_bytes: int = 512 << 20
     model_register_fee_per_mib: int = AIT // 100
+    # llm-generate disputes (state/market/llm_disputes.py): the miner answers an llm_challenge with its step
+    # digests within availability_response_blocks; the challenger then has llm_proof_blocks to post the
+    # step proof. At most max_llm_challenges_per_job llm_challenges per job (open at once or not).
+    llm_proof_blocks: int = 10
+    max_llm_challenges_per_job: int = 8
 
     def validate(self) -> None:
         if self.max_challenge_work > self.max_dispute_work_per_block:
@@ -88,6 +93,10 @@ class MarketParams:
             )
         if self.max_open_jobs_per_miner < 1:
             raise ParamsError("genesis: params.market.max_open_jobs_per_miner must be >= 1")
+        if self.llm_proof_blocks < 1 or not 1 <= self.max_llm_challenges_per_job <= 255:
+            raise ParamsError(
+                "genesis: params.market needs llm_proof_blocks >= 1 and max_llm_challenges_per_job in [1, 255]"
+            )
         if not 1 <= self.max_model_bytes <= MAX_MODEL_BYTES_CAP:
             raise ParamsError(f"genesis: params.market.max_model_bytes must be in [1, {MAX_MODEL_BYTES_CAP}]")
         for name in ("reputation_success", "reputation_timeout_penalty", "reputation_wrong_result_penalty"):

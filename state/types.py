@@ -20,11 +20,22 @@ U64_MAX = (1 << 64) - 1
 HASH_LEN = 32
 EMPTY_HASH = b"\x00" * 32
 MAX_TX_BYTES = 64 * 1024
+# Dispute transactions that carry a witness (``llm-generate`` step digests and step proofs, see
+# state/market/llm_disputes.py: at most 1 MiB of witness plus the envelope) may be this large; every
+# other type stays within MAX_TX_BYTES (checked right after decoding, before anything else).
+MAX_WITNESS_TX_BYTES = 1_310_720  # 1.25 MiB
+WITNESS_TX_TYPES = frozenset({"llm_steps", "llm_step_proof"})
 MAX_BODY_KEYS = 32
 MAX_CHAIN_ID_LEN = 64
 
 # Transaction types known to this version. Body validators per type live in state.txbody.
 TX_TRANSFER = "transfer"
+
+
+def max_tx_bytes(tx_type: object) -> int:
+    """The size bound of a transaction of type ``tx_type``: MAX_WITNESS_TX_BYTES for the witness-carrying
+    dispute types, MAX_TX_BYTES for every other."""
+    return MAX_WITNESS_TX_BYTES if type(tx_type) is str and tx_type in WITNESS_TX_TYPES else MAX_TX_BYTES
 
 
 def _req(obj: dict, key: str, what: str) -> Any:
@@ -131,9 +142,14 @@ class Transaction:
     @classmethod
     def decode(cls, raw: bytes) -> Transaction:
         """Strictly decode a signed transaction (structure only; signature and state checked elsewhere)."""
-        if len(raw) > MAX_TX_BYTES:
-            raise DecodeError(f"transaction too large: {len(raw)} bytes > {MAX_TX_BYTES}", "too_large")
-        obj = _exact_keys(codec.decode(raw, max_bytes=MAX_TX_BYTES), _TX_KEYS, "transaction")
+        if len(raw) > MAX_WITNESS_TX_BYTES:
+            raise DecodeError(f"transaction too large: {len(raw)} bytes > {MAX_WITNESS_TX_BYTES}", "too_large")
+        obj = _exact_keys(codec.decode(raw, max_bytes=MAX_WITNESS_TX_BYTES), _TX_KEYS, "transaction")
+        if len(raw) > max_tx_bytes(obj["type"]):
+            raise DecodeError(
+                f"transaction too large: {len(raw)} bytes > {MAX_TX_BYTES} for type {str(obj['type'])[:32]!r}",
+                "too_large",
+            )
         body = obj["body"]
         if type(body) is not dict or len(body) > MAX_BODY_KEYS or not all(type(k) is str for k in body):
             raise DecodeError(f"transaction: 'body' must be a map with at most {MAX_BODY_KEYS} text keys")

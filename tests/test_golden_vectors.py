@@ -34,6 +34,7 @@ SECTIONS = [
     ("primitives", "smt"),
     ("primitives", "gpu_counter"),
     ("primitives", "gpu"),
+    ("primitives", "llm"),
     ("chains", "poa"),
     ("chains", "pos"),
 ]

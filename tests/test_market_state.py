@@ -156,7 +156,7 @@ class Market:
         st = self.stats()
         balances = [a.balance for a in self.s.accounts.values()]
         assert all(b >= 0 for b in balances)
-        assert sum(balances) + st.escrow + st.bonds + st.availability_bonds == self.supply()
+        assert sum(balances) + st.escrow + st.bonds + st.availability_bonds + st.dispute_bonds == self.supply()
         open_da = [j.availability for j in (Job.decode(v) for _, v in self.s.scan(JOB_PREFIX)) if j.availability]
         assert sum(d["bond"] for d in open_da) == st.availability_bonds
         jobs = [Job.decode(v) for _, v in self.s.scan(JOB_PREFIX)]

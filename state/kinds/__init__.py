@@ -12,13 +12,16 @@ Adding a kind: write ``state/kinds/<kind>.py`` (a :class:`KindRules` subclass) a
 
 from __future__ import annotations
 
-from .base import JobParamError, KindRules
+from .base import JobParamError, KindContext, KindRules
 from .hash_chain import HashChainRules
+from .llm_generate import LlmGenerateRules
 from .matmul_u32 import MatmulU32Rules
 from .mlp_f32 import MlpF32Rules
 
 #: Every job kind the chain accepts, by name (the one list to extend when adding a kind).
-KINDS: dict[str, KindRules] = {k.name: k for k in (MatmulU32Rules(), HashChainRules(), MlpF32Rules())}
+KINDS: dict[str, KindRules] = {
+    k.name: k for k in (MatmulU32Rules(), HashChainRules(), MlpF32Rules(), LlmGenerateRules())
+}
 
 
 def get_kind(name: str) -> KindRules:
@@ -29,4 +32,4 @@ def get_kind(name: str) -> KindRules:
     return kind
 
 
-__all__ = ["KINDS", "JobParamError", "KindRules", "get_kind"]
+__all__ = ["KINDS", "JobParamError", "KindContext", "KindRules", "get_kind"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -80,6 +82,20 @@ def ceil_div(a: int, b: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# Chain context
+
+
+@dataclass(frozen=True)
+class KindContext:
+    """What the chain knows that a kind's rules may consult when a job is submitted (and when its
+    disputes are judged): ``resolve_model(model_id)`` returns the registered model's manifest (a map
+    with ``format``, ``arch``, ``size``, ``root``, …; ``state/market/models.py``) or None. The market
+    builds it from the block's state; kinds never read state themselves."""
+
+    resolve_model: Callable[[bytes], dict | None]
+
+
+# --------------------------------------------------------------------------------------------------
 # The interface
 
 
@@ -97,6 +113,9 @@ class KindRules(ABC):
     deterministic: ClassVar[bool]
     tolerance: ClassVar[tuple[float, float] | None]  # (rtol, atol) for float kinds, None when exact
     result_dtype: ClassVar[str]
+    # Whether the generic ``challenge`` transaction (one leaf re-checked by :meth:`check_leaf`) decides
+    # disputes of this kind. A kind with its own dispute protocol (``llm-generate``) sets False.
+    leaf_disputes: ClassVar[bool] = True
 
     # -- parameters --------------------------------------------------------------------------------
     def validate(self, params: dict, input_size: int | None) -> None:
@@ -118,6 +137,17 @@ class KindRules(ABC):
     def validate_params(self, params: dict) -> None:
         """Check ``params`` alone (key set, types, bounds), not the input."""
         self._check_params(params)
+
+    def check_context(self, params: dict, ctx: KindContext) -> None:
+        """Checks of (already validated) ``params`` that need the chain's state, run by ``job_submit``
+        (e.g. that a named model is registered). Raises :class:`JobParamError`. None by default."""
+        return None
+
+    def dispute_work(self, params: dict, input_size: int | None, ctx: KindContext) -> int:
+        """The most dispute work units one dispute transaction of such a job can cost: ``job_submit``
+        refuses a challenge window above ``max_challenge_work``. By default one leaf check. May raise
+        :class:`JobParamError` when no dispute of such a job would fit a transaction."""
+        return self.leaf_check_work(params, input_size)
 
     @abstractmethod
     def _check_params(self, params: dict) -> None:

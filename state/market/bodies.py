@@ -34,6 +34,9 @@ TX_CHALLENGE = "challenge"
 TX_AVAILABILITY_CHALLENGE = "availability_challenge"
 TX_AVAILABILITY_RESPONSE = "availability_response"
 TX_MODEL_REGISTER = "model_register"  # state/market/models.py
+TX_LLM_CHALLENGE = "llm_challenge"  # state/market/llm_disputes.py
+TX_LLM_STEPS = "llm_steps"
+TX_LLM_STEP_PROOF = "llm_step_proof"
 MARKET_TX_TYPES = (
     TX_MINER_REGISTER,
     TX_MINER_UPDATE,
@@ -46,6 +49,9 @@ MARKET_TX_TYPES = (
     TX_AVAILABILITY_CHALLENGE,
     TX_AVAILABILITY_RESPONSE,
     TX_MODEL_REGISTER,
+    TX_LLM_CHALLENGE,
+    TX_LLM_STEPS,
+    TX_LLM_STEP_PROOF,
 )
 
 MAX_PARAMS_BYTES = 4096  # encoded job params
@@ -380,7 +386,7 @@ def body_cost(tx_type: str, body: dict) -> int:
         return body["bond"]
     if tx_type == TX_MINER_UPDATE:
         return body.get("add_bond", 0)
-    if tx_type == TX_CHALLENGE:
+    if tx_type in (TX_CHALLENGE, TX_LLM_CHALLENGE):
         return _challenge_bond()
     if tx_type == TX_AVAILABILITY_CHALLENGE:
         return _cost_params().availability_bond

@@ -31,6 +31,7 @@ from ..merkle import verify_merkle_proof
 from ..slashing import settle_slash, slash_cut
 from ..types import Transaction
 from . import bodies as B
+from . import llm_disputes
 from .ledger import Market, address, emit_job_failed, fail_job, hex_id, market_tx, settle
 from .records import (
     COMPLETED,
@@ -69,7 +70,9 @@ def leaf_check_work(job: Job) -> int:
     """DWU of re-checking one leaf of ``job`` on chain (0 for a kind the chain cannot re-check)."""
     try:
         kind = get_kind(job.kind)
-        return kind.leaf_check_work(job.params, job.input_size) if B.challengeable(kind) else 0
+        if not B.challengeable(kind) or not kind.leaf_disputes:
+            return 0
+        return kind.leaf_check_work(job.params, job.input_size)
     except JobParamError:
         return 0
 
@@ -127,6 +130,10 @@ def apply_challenge(mk: Market, tx: Transaction) -> None:
     kind = get_kind(job.kind)
     if not B.challengeable(kind):  # job_submit refuses challenge windows for these; kept for safety
         raise ExecFailure("not_challengeable", f"results of job kind '{job.kind}' cannot be challenged")
+    if not kind.leaf_disputes:  # llm-generate: llm_challenge (state/market/llm_disputes.py)
+        raise ExecFailure(
+            "not_challengeable", f"results of job kind '{job.kind}' are disputed with llm_challenge, not challenge"
+        )
     blob = job.input_blob
     given = body.get("input")
     if blob is not None:
@@ -319,7 +326,7 @@ def apply_availability_response(mk: Market, tx: Transaction) -> None:
         indices=da["indices"],
         bond=str(da["bond"]),
     )
-    if mk.h >= job.release_height:  # the challenge window closed while the challenge was open
+    if mk.h >= job.release_height and not llm_disputes.has_open(mk, job):  # the window closed meanwhile
         mk.ex.put_object(window_key(job.seq), None)
         settle(mk, job, mk.job_miner(job))
 
@@ -331,6 +338,7 @@ def due_availability(mk: Market, job_id: bytes) -> None:
         return  # answered, or the job failed for another reason
     m = mk.job_miner(job)
     da = _close_availability(mk, job, returned_to_challenger=True)
+    llm_disputes.close_all(mk, job)  # open llm disputes of the job end: their bonds go back
     refunded, slashed, reward, burned = fail_job(
         mk, job, m, FAIL_UNAVAILABLE, window_key(job.seq), da["challenger"]
     )

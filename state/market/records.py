@@ -17,11 +17,13 @@ yields them in order):
 ``mkt/r/<miner32><seq8>``              job id while awarded to the miner and not receipted (RUNNING)
 ``mkt/w/<seq8>``                       job id while COMPLETED with payment escrowed (challenge window)
 ``mkt/v/<miner32><seq8>``              job id while an availability challenge against the miner is open
+``mkt/L/<job_id32>``                   llm-generate disputes of a job: ``[rounds, open]``
+``mkt/L/<job_id32><i1>``               llm-generate dispute ``i`` of the job (``llm_disputes.Dispute``)
 =====================================  ===========================================================
 
 Due tags: ``award`` (end of a bid window), ``deadline`` (receipt deadline), ``release`` (end of a
 challenge window), ``unbond`` (a miner's exit height), ``availability`` (an availability challenge's
-answer deadline).
+answer deadline), ``llm_steps`` / ``llm_proof`` (an llm-generate dispute's answer deadlines).
 """
 
 from __future__ import annotations
@@ -66,12 +68,15 @@ OPEN_PREFIX = b"mkt/q/"
 RUNNING_PREFIX = b"mkt/r/"
 WINDOW_PREFIX = b"mkt/w/"
 AVAILABILITY_PREFIX = b"mkt/v/"
+LLM_DISPUTE_PREFIX = b"mkt/L/"
 
 DUE_AWARD = "award"
 DUE_DEADLINE = "deadline"
 DUE_RELEASE = "release"
 DUE_UNBOND = "unbond"
 DUE_AVAILABILITY = "availability"
+DUE_LLM_STEPS = "llm_steps"
+DUE_LLM_PROOF = "llm_proof"
 
 MAX_RECORD_BYTES = 256 * 1024
 
@@ -252,6 +257,7 @@ class Stats(_Record):
     challenges: int = 0  # challenges decided (upheld + rejected)
     availability_challenges: int = 0  # availability challenges raised
     availability_bonds: int = 0  # locked by open availability challenges
+    dispute_bonds: int = 0  # locked by open llm-generate disputes (state/market/llm_disputes.py)
 
     @classmethod
     def decode_or_new(cls, raw: bytes | None) -> Stats:
@@ -259,7 +265,7 @@ class Stats(_Record):
 
     def locked(self) -> int:
         """Everything the market holds outside account balances (part of the total supply)."""
-        return self.escrow + self.bonds + self.availability_bonds
+        return self.escrow + self.bonds + self.availability_bonds + self.dispute_bonds
 
 
 def decode_job(raw: bytes) -> Job:

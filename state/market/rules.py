@@ -14,11 +14,11 @@ from __future__ import annotations
 from .. import codec
 from ..crypto import KIND_RECEIPT, verify
 from ..errors import InvariantError
-from ..kinds import get_kind
+from ..kinds import JobParamError, get_kind
 from ..machine import BlockHook, ExecFailure, Execution, TxKind, register_block_hook, register_tx_kind
 from ..types import Transaction
 from . import bodies as B
-from . import disputes, models
+from . import disputes, llm_disputes, models
 from .ledger import Market, address, emit_job_failed, fail_job, hex_id, market_tx, settle
 from .records import (
     ACTIVE,
@@ -175,8 +175,14 @@ def apply_job_submit(mk: Market, tx: Transaction) -> None:
             "challenge_window_out_of_range",
             f"challenge_window {window} exceeds the maximum {p.max_challenge_window} blocks",
         )
+    kind = get_kind(body["kind"])
+    ctx = llm_disputes.kind_context(mk.ex)
+    try:  # state-dependent checks of the params (e.g. llm-generate: the model is registered)
+        kind.check_context(body["params"], ctx)
+        work = kind.dispute_work(body["params"], _input_size(inp), ctx) if window else 0
+    except JobParamError as exc:
+        raise ExecFailure(exc.reason, f"job params refused by kind '{kind.name}': {exc}") from None
     if window:
-        work = get_kind(body["kind"]).leaf_check_work(body["params"], _input_size(inp))
         if work > p.max_challenge_work:
             raise ExecFailure(
                 "challenge_work_too_large",
@@ -461,8 +467,8 @@ def _due_release(mk: Market, job_id: bytes) -> None:
     job = mk.job(job_id)
     if job is None or job.state != COMPLETED or job.payment != ESCROWED:
         return  # a challenge failed the job
-    if job.availability is not None:
-        return  # settled when the miner answers the open availability challenge (or failed if not)
+    if job.availability is not None or llm_disputes.has_open(mk, job):
+        return  # settled when the open availability challenge or llm dispute closes (or failed)
     mk.ex.put_object(window_key(job.seq), None)
     settle(mk, job, mk.job_miner(job))
 
@@ -485,6 +491,7 @@ _DUE = {
     DUE_RELEASE: _due_release,
     DUE_UNBOND: _due_unbond,
     **disputes.DUE,
+    **llm_disputes.DUE,
 }
 
 
@@ -521,6 +528,7 @@ TX_KINDS = (
     TxKind(B.TX_RECEIPT, B.check_receipt, _cost, apply_receipt),
     *disputes.TX_KINDS,
     *models.TX_KINDS,
+    *llm_disputes.TX_KINDS,
 )
 MARKET_HOOK = BlockHook("market", order=50, end=market_end_block)
 

@@ -37,6 +37,8 @@ from state import staking as stk  # noqa: E402
 from state.address import encode_address  # noqa: E402
 from state.crypto import SigningKey  # noqa: E402
 from state.evidence import DuplicateVote  # noqa: E402
+from state.kinds.llm_trace import ROW_BYTES  # noqa: E402
+from state.market.llm_disputes import llm_challenge_body, llm_steps_body  # noqa: E402
 from state.types import (  # noqa: E402
     PRECOMMIT,
     PREVOTE,
@@ -349,6 +351,20 @@ def corpus_bodies() -> dict[str, bytes]:
             )
         ],
         "model_register": [("basic", _model_manifest())],
+        "llm_challenge": [
+            ("first", llm_challenge_body(job_id, 0, bytes(ROW_BYTES), [b"\x01" * 32])),
+            ("prev", llm_challenge_body(job_id, 3, bytes(ROW_BYTES), [], prev=(bytes(ROW_BYTES), [b"\x02" * 32]))),
+        ],
+        "llm_steps": [("basic", llm_steps_body(job_id, 0, [b"\x03" * 32, b"\x04" * 32]))],
+        "llm_step_proof": [
+            (
+                "basic",
+                {"job_id": job_id, "dispute": 0, "step": [1, 0, 2, 0], "digest": b"\x05" * 32,
+                 "inputs": [b"\x00" * 16], "proofs": [[1, [b"\x06" * 32]]],
+                 "rows": [0, [bytes(ROW_BYTES)], [b"\x07" * 32]],
+                 "weights": [[0, [b"\x08" * 64], [[b"\x09" * 32]]]]},
+            )
+        ],
         "validator_create": [("basic", stk.validator_create_body(PKS[0], 500, 1_000_000, "val-0"))],
         "validator_edit": [
             ("commission", stk.validator_edit_body(commission_bps=10)),

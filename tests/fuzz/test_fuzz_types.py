@@ -26,7 +26,6 @@ from state import codec
 from state.errors import DecodeError
 from state.evidence import DuplicateVote
 from state.types import (
-    MAX_TX_BYTES,
     PRECOMMIT,
     PREVOTE,
     U64_MAX,
@@ -35,6 +34,7 @@ from state.types import (
     Commit,
     Transaction,
     Vote,
+    max_tx_bytes,
 )
 
 AREA = "types"
@@ -42,7 +42,7 @@ AREA = "types"
 
 def _tx(data: bytes) -> None:
     tx = Transaction.decode(data)
-    assert tx.raw == data and len(data) <= MAX_TX_BYTES
+    assert tx.raw == data and len(data) <= max_tx_bytes(tx.type)  # 64 KiB, or 1.25 MiB for witness types
     assert codec.encode({**tx.unsigned_obj(), "sig": tx.sig}) == data
     assert 0 <= tx.nonce <= U64_MAX and 0 <= tx.fee <= U64_MAX
     assert len(tx.sender) == 32 and len(tx.sig) == 64

@@ -96,7 +96,7 @@ from state.types import (
 )
 
 #: Bump when a change of the recorded bytes is intended, then regenerate with --write.
-VERSION = 3
+VERSION = 4
 GOLDEN_PATH = Path(__file__).with_name("golden.json")
 REGENERATE = "python -m tests.vectors.generate --write"
 
@@ -277,9 +277,14 @@ def smt_vectors() -> dict:
     }
 
 
+# Kinds that run over a registered model (no seed, no standalone run): not in the counter/gpu vectors.
+MODEL_KINDS = frozenset({"llm-generate"})
+SEEDED_KINDS = {name: kind for name, kind in KINDS.items() if name not in MODEL_KINDS}
+
+
 def counter_vectors() -> dict:
     out = {}
-    for name, kind in sorted(KINDS.items()):
+    for name, kind in sorted(SEEDED_KINDS.items()):
         k = gpu_counter.derive_key(name, kind.version, SEED)
         out[name] = {
             "key": format(k, "016x"),
@@ -300,11 +305,11 @@ MLP_GENERAL = {"batch": 3, "d_in": 4, "d_hidden": 5, "d_out": 2, "seed": SEED}
 
 
 def gpu_vectors() -> dict:
-    missing = sorted(set(KINDS) - set(KIND_PARAMS))
+    missing = sorted(set(SEEDED_KINDS) - set(KIND_PARAMS))
     assert not missing, f"add small fixed params for the new job kind(s) {missing} to KIND_PARAMS"
     executor = Executor(NumpyBackend())
     out: dict[str, Any] = {}
-    for name in sorted(KINDS):
+    for name in sorted(SEEDED_KINDS):
         kind, params = get_kind(name), KIND_PARAMS[name]
         arr = kind.execute_numpy(params, None)
         enc = encode_array(arr)
@@ -348,6 +353,87 @@ def gpu_vectors() -> dict:
     return out
 
 
+def llm_vectors() -> dict:
+    """``llm-generate`` result format (state/kinds/llm_trace.py, ROWS_FORMAT) on a tiny seeded model:
+    the model file's chunk root, the token rows and their step roots, result hash and root, the step
+    leaves of one position, a multiproof, the verdicts of the on-chain step check and row checks."""
+    from gpu.llm.gguf_import import build_model_file
+    from state.kinds import llm_generate as lg
+    from state.kinds import llm_trace as lt
+    from state.llm.config import LlamaConfig
+    from state.llm.generate import IntModel, generate, output_bytes
+    from state.llm.modelfile import layout, split_chunks
+    from state.llm.steps import Op, StepId
+    from state.market import llm_disputes as ld
+    from state.market import models
+
+    cfg = LlamaConfig(vocab=300, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, ffn_dim=48,
+                      max_ctx=32, rope_base=10000, norm_eps_num=1, norm_eps_den=100000, tied_embeddings=True,
+                      bos_id=1, eos_id=2)
+    rng = np.random.default_rng(11)
+    tensors = {}
+    for spec in layout(cfg):
+        if spec.dtype == "i32":
+            tensors[spec.name] = rng.uniform(0.5, 1.5, spec.shape).astype(np.float32)
+        else:
+            sd = 1.0 if spec.name == "tok_embd" else 1.0 / np.sqrt(spec.shape[1])
+            tensors[spec.name] = rng.normal(0.0, sd, spec.shape).astype(np.float32)
+    tok = codec.encode({"tokens": ["a", "b"]})
+    data = build_model_file(cfg, tensors, tok)
+    chunks = split_chunks(data)
+    manifest, _, _ = models.manifest_for_file(data, name="golden-tiny", arch=cfg.to_map(), tokenizer_size=len(tok))
+    mv = lg.model_view(manifest)
+    model = IntModel(cfg, data)
+    out: dict[str, Any] = {
+        "rows_format": lt.ROWS_FORMAT,
+        "rows_version": lt.ROWS_VERSION,
+        "model_id": h(models.model_id(manifest)),
+        "chunk_root": h(manifest["root"]),
+        "steps_per_position": [lt.step_count(cfg, 3, 0), lt.step_count(cfg, 3, 2)],
+        "cases": {},
+    }
+    sampling = {"greedy": {"mode": "greedy"},
+                "sample": {"mode": "sample", "seed": SEED, "temperature": [8, 1], "top_k": 16}}
+    for name, smp in sampling.items():
+        params = {"model": models.model_id(manifest), "prompt": [5, 17, 3], "max_new_tokens": 3, "sampling": smp}
+        tokens, trace = generate(model, params["prompt"], 3, lg.sampling_of(params))
+        rows = lt.result_rows(trace, params["prompt"], 3, tokens)
+        leaves = result_leaves(rows)
+        digests = [lt.position_digests(trace, t) for t in range(trace.n_positions)]
+        root = result_root(rows)
+        t = trace.n_positions - 1
+        verdicts = {}
+        for st in (StepId(t, 0, Op.EMBED), StepId(t, 1, Op.ATTN, 1), StepId(t, 0, Op.SAMPLE)):
+            outputs = {s: output_bytes(a) for s, a in trace.outputs.items()}
+            body = ld.step_proof_body(b"\x00" * 32, 0, cfg, 3, leaves, digests.__getitem__,
+                                      outputs.__getitem__, st, chunks)
+            verdicts[repr(st)] = [len(codec.encode(body)), ld.judge_step_proof(mv, params, len(leaves), root, leaves[t], body)]
+            assert verdicts[repr(st)][1] is None
+        proof = lt.step_multiproof(cfg, 3, t, digests[t], [0, 5, 6])
+        assert lt.step_root(cfg, 3, t, digests[t]) == lt.Row.decode(leaves[t]).step_root
+        zero = bytes(lt.ROW_BYTES)
+        out["cases"][name] = {
+            "params": h(codec.encode(params)),
+            "tokens": tokens,
+            "rows": [h(x) for x in leaves],
+            "result_root": h(root),
+            "result_hash": h(array_hash(rows)),
+            "position_leaves": [h(x) for x in lt.position_leaves(cfg, 3, t, digests[t])[:8]],
+            "multiproof_0_5_6": [h(x) for x in proof],
+            "step_proofs": verdicts,  # [body bytes, verdict (None: the miner's digest is right)]
+            "row_faults": [
+                lt.row_fault(cfg, params["prompt"], [], 3, zero, leaves[2]),
+                lt.row_fault(cfg, params["prompt"], [tokens[0]], 3, zero, leaves[2]),
+                lt.row_fault(cfg, params["prompt"], [], 1, leaves[2], leaves[0]),
+                lt.row_fault(cfg, params["prompt"], [], 3, leaves[3], leaves[2]),
+            ],
+            "work": lg.LlmGenerateRules().dispute_work(
+                params, None, lg.KindContext(lambda mid: manifest)
+            ),
+        }
+    return out
+
+
 def primitives() -> dict:
     return {
         "cbor": cbor_vectors(),
@@ -358,6 +444,7 @@ def primitives() -> dict:
         "smt": smt_vectors(),
         "gpu_counter": counter_vectors(),
         "gpu": gpu_vectors(),
+        "llm": llm_vectors(),
     }
 
 
