@@ -137,8 +137,18 @@ def test_transaction_decode_rejects(mutate, match: str) -> None:
 
 
 def test_transaction_size_bound() -> None:
-    with pytest.raises(DecodeError, match="too large"):
-        Transaction.decode(b"\x00" * (70 * 1024))
+    from state.types import MAX_TX_BYTES, MAX_WITNESS_TX_BYTES
+
+    with pytest.raises(DecodeError, match="too large"):  # refused before decoding
+        Transaction.decode(b"\x00" * (MAX_WITNESS_TX_BYTES + 1))
+    key = SigningKey.generate()
+    big = Transaction.create(key, CHAIN, "transfer", 0, 1, {"to": b"\x02" * 32, "amount": 1, "memo": bytes(70 * 1024)})
+    assert MAX_TX_BYTES < len(big.raw) < MAX_WITNESS_TX_BYTES
+    with pytest.raises(DecodeError, match="too large"):  # only the witness-carrying dispute types may be larger
+        Transaction.decode(big.raw)
+    witness = Transaction.create(key, CHAIN, "llm_steps", 0, 1, {"digests": [bytes(32)] * 2200})
+    assert len(witness.raw) > MAX_TX_BYTES
+    assert Transaction.decode(witness.raw).type == "llm_steps"
 
 
 def _header(**kw) -> BlockHeader:
