@@ -52,12 +52,14 @@ lock:
 	  cat "$$tmp/pins"; } > requirements.lock; \
 	echo "wrote requirements.lock ($$(grep -c '==' requirements.lock) pins)"
 
+TEST_JOBS ?= auto  # pytest-xdist workers: one per core
+
 run: $(STAMP)
 	exec $(VENV)/bin/aitbc-peer run --dev $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
