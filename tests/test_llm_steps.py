@@ -285,3 +285,31 @@ def test_close_to_float_reference(tiny):
     assert np.mean(np.argmax(ref, 1) == np.argmax(got, 1)) >= 0.9
     rel = np.abs(got - ref).max() / np.abs(ref).max()
     assert rel < 0.05, rel
+
+
+def test_group_dot_is_exact_at_the_bounds():
+    """The fast path's float32 group product equals the exact integer product at |a| = 2**14, |q| = 127,
+    u = 255 and the largest inner size (8192), for one and several positions, with a partial last group."""
+    from state.llm import fixed as fx
+    from state.llm.generate import _Mat, group_dot
+    from state.llm.modelfile import GROUP
+
+    rng = np.random.default_rng(5)
+    for k in (48, 1536, 8192):
+        ng = -(-k // GROUP)
+        q8 = 127 * rng.choice([-1, 1], (6, k))
+        q8[0], q8[1] = 127, -127
+        u = np.full((6, ng), 255, dtype=np.int64)
+        u[5] = rng.integers(0, 256, ng)
+        w = q8 * np.repeat(u, GROUP, axis=1)[:, :k]
+        a = rng.choice([-(1 << 14), 1 << 14, (1 << 14) - 1, 1 - (1 << 14)], (4, k))
+        a[0], a[1] = 1 << 14, -(1 << 14)
+        qp = np.zeros((6, ng * GROUP), dtype=np.float32)
+        qp[:, :k] = q8
+        m = _Mat(np.ones(6, np.int64), w.astype(np.int16), np.ascontiguousarray(qp.reshape(6, ng, GROUP).transpose(1, 0, 2)),
+                 np.ascontiguousarray(u.T, dtype=np.float64))
+        exact = a.astype(np.int64) @ w.T.astype(np.int64)  # int64: |acc| <= 2**42
+        assert exact[0, 0] == k * (1 << 14) * 127 * 255  # the bound itself (2**42 at k = 8192)
+        for t in (1, 4):
+            assert np.array_equal(group_dot(a[:t], m), exact[:t])
+        assert np.array_equal(fx.exact_dot(a, w), exact)

@@ -32,6 +32,10 @@ QBITS = 14  # matmul / attention operands are re-expressed with |a| <= 2**QBITS
 NORM_BITS = 15  # RMSNorm sums squares of |a| <= 2**15
 I32_MIN = -(1 << 31)
 I32_MAX = (1 << 31) - 1
+_I32_MIN64 = np.int64(I32_MIN)
+_I32_MAX64 = np.int64(I32_MAX)
+_F64_EXACT = 1 << 53
+_S_MIN, _S_MAX = np.int64(-16), np.int64(48)  # quant_shift exponent range
 _DEC_PREC = 60
 
 
@@ -45,8 +49,9 @@ def round_shift(x: np.ndarray, s: np.ndarray | int) -> np.ndarray:
     ``s`` may be an array broadcast against ``x``; the caller keeps ``|x| + 2**(s-1) < 2**63``.
     """
     x = np.asarray(x, dtype=np.int64)
-    if np.ndim(s) == 0:
-        si = int(s)
+    nd = s.ndim if isinstance(s, np.ndarray) else np.ndim(s)
+    if nd == 0 or (nd <= x.ndim and np.size(s) == 1):  # one shift: broadcasting it is a no-op
+        si = int(s) if nd == 0 else int(np.asarray(s).reshape(-1)[0])
         if si > 0:
             return (x + np.int64(1 << (si - 1))) >> np.int64(si)
         return x << np.int64(-si)
@@ -65,12 +70,16 @@ def round_div(n: np.ndarray, d: np.ndarray | int) -> np.ndarray:
 
 def sat32(x: np.ndarray) -> np.ndarray:
     """Saturate to the int32 range and return an int32 array."""
-    return np.clip(np.asarray(x, dtype=np.int64), I32_MIN, I32_MAX).astype(np.int32)
+    return np.minimum(np.maximum(np.asarray(x, dtype=np.int64), _I32_MIN64), _I32_MAX64).astype(np.int32)
 
 
 def bit_length(x: np.ndarray) -> np.ndarray:
     """Elementwise ``int.bit_length`` of a non-negative int64 array."""
-    v = np.asarray(x, dtype=np.int64).copy()
+    v = np.asarray(x, dtype=np.int64)
+    if v.size and 0 <= int(v.min()) and int(v.max()) < _F64_EXACT:
+        # exact in float64, so the binary exponent of frexp (v = m * 2**e, 1/2 <= m < 1; e = 0 for 0) is it
+        return np.frexp(v.astype(np.float64))[1].astype(np.int64)
+    v = v.copy()
     n = np.zeros_like(v)
     for k in (32, 16, 8, 4, 2, 1):
         m = v >= (np.int64(1) << np.int64(k))
@@ -87,7 +96,7 @@ def quant_shift(x: np.ndarray, bits: int = QBITS) -> tuple[np.ndarray, np.ndarra
     """
     x = np.asarray(x, dtype=np.int64)
     mx = np.abs(x).max(axis=-1) if x.shape[-1] else np.zeros(x.shape[:-1], np.int64)
-    s = np.clip(bit_length(mx) - bits, -16, 48)
+    s = np.minimum(np.maximum(bit_length(mx) - bits, _S_MIN), _S_MAX)
     return round_shift(x, s[..., None]), s
 
 
@@ -288,14 +297,23 @@ def attention_q16(
     after a query's position are masked; weights ``e = exp_q30(score - max) >> 14`` (Q16);
     ``out = round_div(sum e * v, sum e)``.
     """
+    ka, sk = quant_shift(k, QBITS)
+    return attention_q16_keys(q, qpos, ka, sk, v, head_dim)
+
+
+def attention_q16_keys(
+    q: np.ndarray, qpos: np.ndarray, ka: np.ndarray, sk: np.ndarray, v: np.ndarray, head_dim: int
+) -> np.ndarray:
+    """:func:`attention_q16` given the keys already through :func:`quant_shift` (``ka`` [S, hd], integer
+    or float64 holding the integers, and ``sk`` [S]): each key's rescaling depends on that key alone, so
+    a KV cache can keep them."""
     t, g, hd = q.shape
     qa, sq = quant_shift(q.reshape(t * g, hd), QBITS)
-    ka, sk = quant_shift(k, QBITS)
-    dot = (qa.astype(np.float64) @ ka.astype(np.float64).T).astype(np.int64)  # |dot| <= 256 * 2**28
+    dot = (qa.astype(np.float64) @ np.asarray(ka, dtype=np.float64).T).astype(np.int64)  # |dot| <= 256 * 2**28
     c = np.int64(math.isqrt((1 << 32) // head_dim))  # 2**16 / sqrt(hd)
     shift = np.minimum(32 - sq[:, None] - sk[None, :], 62)
     score = round_shift(dot * c, shift)  # [T*G, S], |score| < 2**55
-    mask = np.arange(k.shape[0])[None, :] > np.repeat(np.asarray(qpos, dtype=np.int64), g)[:, None]
+    mask = np.arange(ka.shape[0])[None, :] > np.repeat(np.asarray(qpos, dtype=np.int64), g)[:, None]
     mx = np.where(mask, np.iinfo(np.int64).min, score).max(axis=1, keepdims=True)
     z = np.where(mask, np.int64(-(1 << 40)), score - mx)
     e = np.where(mask, 0, round_shift(exp_q30(z), EXP_FRAC - 16))

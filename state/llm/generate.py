@@ -1,9 +1,12 @@
 """Generation with a KV cache, the step trace and its root, and the one-step check.
 
-``generate`` computes whole matrices at once (all prompt positions in one pass, whole weight matrices
-as cached float64 copies for BLAS) through the same batched kernels that :func:`state.llm.steps.run_step`
-calls, so every recorded step output is bit-identical to the step function (``tests/test_llm_steps.py``
-re-checks every step of a run).
+``generate`` computes whole matrices at once (all prompt positions in one pass; Q, K, V and gate, up
+as one product of their stacked rows; the keys' rescaling kept in the KV cache) with the integer
+primitives of :mod:`state.llm.fixed` that :func:`state.llm.steps.run_step` uses, so every recorded step
+output is bit-identical to the step function (``tests/test_llm_steps.py`` re-checks every step of a
+run). Exact BLAS: a pass of at most ``GROUPED_MAX_T`` positions (decode) reads the int8 weights as
+float32 per 32-column group (:func:`group_dot`, 4 bytes per weight); a longer pass (prefill) multiplies
+in float64 (:func:`fixed.exact_dot`, converted per pass, not kept).
 
 Trace (format ``TRACE_FORMAT``): the steps of :func:`step_order` in that order; leaf ``i`` is
 ``codec.encode([token, layer, op, block, sha256(output bytes)])`` where the output bytes are the int32
@@ -14,6 +17,7 @@ little-endian bytes of the step output (row-major; shape from :func:`steps.outpu
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,19 +26,16 @@ from .. import codec
 from ..types import merkle_root
 from . import fixed as fx
 from .config import LlamaConfig, LlmError
-from .modelfile import ModelWeights, WRows
+from .modelfile import GROUP, ModelWeights, WRows, tensor_spec
 from .steps import (
+    TOPK,
     Op,
     Sampling,
     StepId,
     blocks,
     dependencies,
     k_embed,
-    k_logits_topk,
     k_norm,
-    k_proj_rope,
-    k_swiglu,
-    merge_candidates,
     output_shape,
     run_step,
     sample_from,
@@ -45,20 +46,100 @@ TRACE_FORMAT = "aitbc-llm-trace-v1"
 MAX_STOP_IDS = 16
 
 
+GROUPED_MAX_T = 8  # passes of at most this many positions multiply with the float32 group layout
+
+
+class _Mat:
+    """One q8r matrix (or several with the same input, rows stacked) laid out for exact BLAS.
+
+    ``scale`` int64 [O] (Q36) and ``q16`` int16 [O, K] (``w = q8 * u``) as parsed; ``qg`` float32
+    [G, O, 32], the int8 weights of each 32-column group (zero padded), and ``ut`` float64 [G, O] the group
+    sub-scales. Rows stacked from several tensors give the same outputs as separate products: every
+    output row depends only on its own weight row.
+    """
+
+    __slots__ = ("k", "q16", "qg", "scale", "ut")
+
+    def __init__(self, scale: np.ndarray, q16: np.ndarray, qg: np.ndarray, ut: np.ndarray) -> None:
+        self.scale, self.q16, self.qg, self.ut = scale, q16, qg, ut
+        self.k = int(q16.shape[1])
+
+
+def _group_layout(cfg: LlamaConfig, data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(qg, ut)`` of a whole q8r tensor, straight from its bytes in the model file (already checked by
+    :class:`ModelWeights`)."""
+    spec = tensor_spec(cfg, name)
+    rows, k = spec.shape
+    ng = -(-k // GROUP)
+    raw = np.frombuffer(data, dtype=np.uint8, count=spec.nbytes, offset=spec.offset).reshape(rows, spec.row_bytes)
+    q8 = raw[:, 4 + ng :].view(np.int8)
+    qg = np.zeros((ng, rows, GROUP), dtype=np.float32)
+    full = k // GROUP
+    qg[:full] = q8[:, : full * GROUP].reshape(rows, full, GROUP).transpose(1, 0, 2)
+    if full < ng:
+        qg[full, :, : k - full * GROUP] = q8[:, full * GROUP :]
+    ut = np.ascontiguousarray(raw[:, 4 : 4 + ng].T, dtype=np.float64)
+    return qg, ut
+
+
+def group_dot(a: np.ndarray, m: _Mat) -> np.ndarray:
+    """``a @ w.T`` exactly (as :func:`fixed.exact_dot`) for int ``a`` [T, K] with ``|a| <= 2**14``, reading
+    the weights as float32 int8 groups (half the bytes of float64 ``w``).
+
+    ``a = 128 * hi + lo`` with ``|hi| <= 128``, ``0 <= lo < 128``; per 32-column group ``g`` float32 BLAS
+    gives ``Y = q_g @ [128 * hi_g | lo_g]``: every product and partial sum is an integer of magnitude
+    <= 32 * 2**14 * 127 < 2**26 that is a multiple of 128 (the ``hi`` half) or < 2**19 (the ``lo`` half),
+    so exact in float32 in any order. Then in float64 ``acc = sum_g u_g * (Y_hi + Y_lo)``: integers
+    below ``K/32 * 255 * 2**26 < 2**42``, exact in any order.
+    """
+    t = a.shape[0]
+    g = m.qg.shape[0]
+    pad = g * GROUP - m.k
+    if pad:
+        a = np.concatenate([a, np.zeros((t, pad), dtype=np.int64)], axis=1)
+    ag = np.empty((g, GROUP, 2 * t), dtype=np.float32)
+    ag[:, :, :t] = ((a >> 7) << 7).reshape(t, g, GROUP).transpose(1, 2, 0)
+    ag[:, :, t:] = (a & 127).reshape(t, g, GROUP).transpose(1, 2, 0)
+    y = np.matmul(m.qg, ag)  # [G, O, 2T]
+    c = np.add(y[:, :, :t], y[:, :, t:], dtype=np.float64)  # [G, O, T]
+    if t == 1:
+        return np.einsum("go,go->o", m.ut, c[:, :, 0])[None, :].astype(np.int64)
+    c *= m.ut[:, :, None]
+    return c.sum(axis=0).T.astype(np.int64)
+
+
+def mat_q8(x: np.ndarray, m: _Mat) -> np.ndarray:
+    """:func:`fixed.matmul_q8` of Q16 rows ``x`` [T, K] with ``m`` (same result, faster BLAS layout)."""
+    a, s = fx.quant_shift(x, fx.QBITS)
+    acc = group_dot(a, m) if a.shape[0] <= GROUPED_MAX_T else fx.exact_dot(a, m.q16)
+    acc = fx.round_shift(acc, fx.ACC_DROP)
+    return fx.round_shift(acc * m.scale[None, :], fx.W_FRAC - fx.ACC_DROP - s[:, None])
+
+
 class IntModel:
-    """An integer model in memory: config, parsed weights and lazily built float64 copies for BLAS."""
+    """An integer model in memory: config, parsed weights and lazily built BLAS layouts of them."""
 
     def __init__(self, cfg: LlamaConfig, file_bytes: bytes) -> None:
         self.cfg = cfg
         self.weights = ModelWeights(cfg, file_bytes)
-        self._f64: dict[str, np.ndarray] = {}
+        self._data = file_bytes
+        self._mats: dict[tuple[str, ...], _Mat] = {}
 
-    def fw(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(scale, q as float64)`` of a whole q8r tensor (the float64 copy is cached)."""
-        w = self.weights.tensor(name)
-        if w.name not in self._f64:
-            self._f64[w.name] = w.q.astype(np.float64)
-        return w.scale, self._f64[w.name]
+    def mat(self, *names: str) -> _Mat:
+        """The q8r tensors ``names`` (same input size), rows stacked in that order (cached)."""
+        if names not in self._mats:
+            ws = [self.weights.tensor(n) for n in names]
+            lays = [_group_layout(self.cfg, self._data, w.name) for w in ws]
+            if len(ws) == 1:
+                self._mats[names] = _Mat(ws[0].scale, ws[0].q, *lays[0])
+            else:
+                self._mats[names] = _Mat(
+                    np.concatenate([w.scale for w in ws]),
+                    np.concatenate([w.q for w in ws]),
+                    np.concatenate([lay[0] for lay in lays], axis=1),
+                    np.concatenate([lay[1] for lay in lays], axis=1),
+                )
+        return self._mats[names]
 
     def gain(self, name: str) -> np.ndarray:
         return self.weights.tensor(name).q
@@ -127,21 +208,90 @@ class Trace:
 
 
 class _Cache:
+    """Per layer and KV head: keys and values (int64) and the keys through ``quant_shift`` (float64
+    integers and shifts) of the positions done so far, in buffers grown by doubling."""
+
     def __init__(self, cfg: LlamaConfig) -> None:
-        z = np.zeros((cfg.n_kv_heads, 0, cfg.head_dim), dtype=np.int64)
-        self.k = [z for _ in range(cfg.n_layers)]
-        self.v = [z for _ in range(cfg.n_layers)]
+        self.cfg = cfg
+        self.n = 0
+        self.cap = 0
+        self.k: list[np.ndarray] = []
+        self.v: list[np.ndarray] = []
+        self.ka: list[np.ndarray] = []
+        self.sk: list[np.ndarray] = []
+
+    def _grow(self, need: int) -> None:
+        cfg = self.cfg
+        cap = max(need, 2 * self.cap, 16)
+        shape = (cfg.n_kv_heads, cap, cfg.head_dim)
+        for buf, dt in ((self.k, np.int64), (self.v, np.int64), (self.ka, np.float64)):
+            old = list(buf) or [None] * cfg.n_layers
+            buf.clear()
+            for o in old:
+                nb = np.zeros(shape, dtype=dt)
+                if o is not None:
+                    nb[:, : self.n] = o[:, : self.n]
+                buf.append(nb)
+        old_sk = list(self.sk) or [None] * cfg.n_layers
+        self.sk.clear()
+        for o in old_sk:
+            nb = np.zeros((cfg.n_kv_heads, cap), dtype=np.int64)
+            if o is not None:
+                nb[:, : self.n] = o[:, : self.n]
+            self.sk.append(nb)
+        self.cap = cap
+
+    def append(self, layer: int, k: np.ndarray, v: np.ndarray) -> int:
+        """Store ``k``, ``v`` [T, n_kv_heads, hd] of the next T positions of ``layer``; returns S, the number
+        of positions held for this layer afterwards."""
+        t_n = k.shape[0]
+        if self.n + t_n > self.cap:
+            self._grow(self.n + t_n)
+        s0, s1 = self.n, self.n + t_n
+        kt = k.transpose(1, 0, 2)
+        self.k[layer][:, s0:s1] = kt
+        self.v[layer][:, s0:s1] = v.transpose(1, 0, 2)
+        ka, sk = fx.quant_shift(kt, fx.QBITS)
+        self.ka[layer][:, s0:s1] = ka
+        self.sk[layer][:, s0:s1] = sk
+        return s1
 
 
 def _split(
-    rec: dict[StepId, np.ndarray] | None, cfg: LlamaConfig, pos: np.ndarray, layer: int, op: int, y: np.ndarray
+    rec: dict[StepId, np.ndarray] | None, cfg: LlamaConfig, pos: list[int], layer: int, op: int, y: np.ndarray
 ) -> None:
     if rec is None:
         return
     bl = blocks(cfg, op)
-    for i, t in enumerate(pos.tolist()):
+    y32 = y.astype(np.int32)
+    for i, t in enumerate(pos):
         for b, (r0, r1) in enumerate(bl):
-            rec[StepId(t, layer, op, b)] = y[i, r0:r1].astype(np.int32)
+            rec[StepId(t, layer, op, b)] = y32[i, r0:r1].copy()
+
+
+def _i64(x: np.ndarray) -> np.ndarray:
+    return fx.sat32(x).astype(np.int64)
+
+
+def _attention_heads(cfg: LlamaConfig, qh: np.ndarray, pos: np.ndarray, cache: _Cache, ly: int, n_s: int) -> np.ndarray:
+    """:func:`fixed.attention_q16_keys` of every KV head at once (the same operations with a leading head
+    axis), over the ``n_s`` cached positions of layer ``ly``; Q16 int64 [T, n_heads * hd], heads in order."""
+    t, _, hd = qh.shape
+    nkv, grp = cfg.n_kv_heads, cfg.group
+    q = qh.reshape(t, nkv, grp, hd).transpose(1, 0, 2, 3).reshape(nkv, t * grp, hd)
+    qa, sq = fx.quant_shift(q, fx.QBITS)
+    ka = cache.ka[ly][:, :n_s]
+    dot = np.matmul(qa.astype(np.float64), ka.transpose(0, 2, 1)).astype(np.int64)  # exact, |dot| <= 2**34
+    c = np.int64(math.isqrt((1 << 32) // hd))
+    shift = np.minimum(32 - sq[:, :, None] - cache.sk[ly][:, None, :n_s], 62)
+    score = fx.round_shift(dot * c, shift)
+    mask = np.arange(n_s)[None, :] > np.repeat(np.asarray(pos, dtype=np.int64), grp)[:, None]
+    mx = np.where(mask, np.iinfo(np.int64).min, score).max(axis=2, keepdims=True)
+    z = np.where(mask, np.int64(-(1 << 40)), score - mx)
+    e = np.where(mask, 0, fx.round_shift(fx.exp_q30(z), fx.EXP_FRAC - 16))
+    num = np.matmul(e, cache.v[ly][:, :n_s])  # exact int64
+    out = fx.round_div(num, e.sum(axis=2, keepdims=True))  # [nkv, T*grp, hd]
+    return out.reshape(nkv, t, grp * hd).transpose(1, 0, 2).reshape(t, nkv * grp * hd)
 
 
 def _forward(
@@ -154,36 +304,35 @@ def _forward(
     """Run positions ``pos`` (contiguous, after those in ``cache``); returns the final residual [T, dim]."""
     cfg = model.cfg
     emb = model.weights.tensor("tok_embd")
-    h = fx.sat32(k_embed(WRows("tok_embd", 0, emb.scale[tokens], emb.q[tokens]))).astype(np.int64)
+    h = _i64(k_embed(WRows("tok_embd", 0, emb.scale[tokens], emb.q[tokens])))
+    plist = pos.tolist()
     if rec is not None:
-        for i, t in enumerate(pos.tolist()):
+        for i, t in enumerate(plist):
             rec[StepId(t, 0, Op.EMBED)] = h[i].astype(np.int32)
-    hd, grp = cfg.head_dim, cfg.group
+    hd, nkv = cfg.head_dim, cfg.n_kv_heads
+    qd, kvd = cfg.n_heads * hd, nkv * hd
+    t_n = len(plist)
+    cos, sin = fx.rope_tables(hd, cfg.rope_base, cfg.max_ctx)
+    rpos = pos[:, None]
     for ly in range(cfg.n_layers):
         p = f"blk.{ly}."
-        x = fx.sat32(k_norm(cfg, h, model.gain(p + "attn_norm"))).astype(np.int64)
-        q = fx.sat32(k_proj_rope(cfg, x, pos, *model.fw(p + "attn_q"))).astype(np.int64)
-        k = fx.sat32(k_proj_rope(cfg, x, pos, *model.fw(p + "attn_k"))).astype(np.int64)
-        v = fx.sat32(fx.matmul_q8(x, *model.fw(p + "attn_v"))).astype(np.int64)
-        t_n = x.shape[0]
-        cache.k[ly] = np.concatenate([cache.k[ly], k.reshape(t_n, cfg.n_kv_heads, hd).transpose(1, 0, 2)], axis=1)
-        cache.v[ly] = np.concatenate([cache.v[ly], v.reshape(t_n, cfg.n_kv_heads, hd).transpose(1, 0, 2)], axis=1)
-        qh = q.reshape(t_n, cfg.n_heads, hd)
-        att = np.concatenate(
-            [
-                fx.sat32(fx.attention_q16(qh[:, g * grp : (g + 1) * grp], pos, cache.k[ly][g], cache.v[ly][g], hd))
-                for g in range(cfg.n_kv_heads)
-            ],
-            axis=1,
-        ).astype(np.int64)
-        o = fx.sat32(fx.matmul_q8(att, *model.fw(p + "attn_output"))).astype(np.int64)
-        h1 = fx.sat32(h + o).astype(np.int64)
-        x2 = fx.sat32(k_norm(cfg, h1, model.gain(p + "ffn_norm"))).astype(np.int64)
-        gs, gq = model.fw(p + "ffn_gate")
-        us, uq = model.fw(p + "ffn_up")
-        sw = fx.sat32(k_swiglu(x2, gs, gq, us, uq)).astype(np.int64)
-        dn = fx.sat32(fx.matmul_q8(sw, *model.fw(p + "ffn_down"))).astype(np.int64)
-        h2 = fx.sat32(h1 + dn).astype(np.int64)
+        x = _i64(k_norm(cfg, h, model.gain(p + "attn_norm")))
+        # q, k, v from one product of the stacked rows (k_proj_rope / matmul_q8 per row block)
+        qkv = _i64(mat_q8(x, model.mat(p + "attn_q", p + "attn_k", p + "attn_v")))
+        q = fx.rope_q16(qkv[:, :qd].reshape(t_n, -1, hd), rpos, cos, sin).reshape(t_n, -1)
+        q = _i64(q)
+        k = _i64(fx.rope_q16(qkv[:, qd : qd + kvd].reshape(t_n, -1, hd), rpos, cos, sin).reshape(t_n, -1))
+        v = qkv[:, qd + kvd :]
+        n_s = cache.append(ly, k.reshape(t_n, nkv, hd), v.reshape(t_n, nkv, hd))
+        att = _attention_heads(cfg, q.reshape(t_n, cfg.n_heads, hd), pos, cache, ly, n_s)
+        att = _i64(att)
+        o = _i64(mat_q8(att, model.mat(p + "attn_output")))
+        h1 = _i64(h + o)
+        x2 = _i64(k_norm(cfg, h1, model.gain(p + "ffn_norm")))
+        gu = _i64(mat_q8(x2, model.mat(p + "ffn_gate", p + "ffn_up")))
+        sw = _i64(fx.round_shift(fx.silu_q16(gu[:, : cfg.ffn_dim]) * gu[:, cfg.ffn_dim :], fx.ACT_FRAC))
+        dn = _i64(mat_q8(sw, model.mat(p + "ffn_down")))
+        h2 = _i64(h1 + dn)
         if rec is not None:
             for op, y in (
                 (Op.ATTN_NORM, x),
@@ -198,31 +347,53 @@ def _forward(
                 (Op.DOWN, dn),
                 (Op.RESID_FFN, h2),
             ):
-                _split(rec, cfg, pos, ly, op, y)
+                _split(rec, cfg, plist, ly, op, y)
         h = h2
+    cache.n += t_n
     return h
 
 
 def _logits(model: IntModel, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Final norm (Q16 int64) and full-vocabulary saturated Q16 logits of residual rows ``h``."""
     cfg = model.cfg
-    xf = fx.sat32(k_norm(cfg, h, model.gain("output_norm"))).astype(np.int64)
-    return xf, fx.sat32(fx.matmul_q8(xf, *model.fw("output")))
+    xf = _i64(k_norm(cfg, h, model.gain("output_norm")))
+    return xf, fx.sat32(mat_q8(xf, model.mat("output")))
+
+
+def _topk_keys(keys: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` smallest of each row of distinct int64 ``keys``, ascending."""
+    if keys.shape[-1] > k:
+        keys = np.partition(keys, k - 1, axis=-1)[..., :k]
+    return np.sort(keys, axis=-1)
 
 
 def _head(
     model: IntModel, h_last: np.ndarray, t: int, sampling: Sampling, rec: dict[StepId, np.ndarray] | None
 ) -> int:
+    """LOGITS blocks and SAMPLE of position ``t``: as :func:`steps.k_logits_topk` per block and
+    :func:`steps.merge_candidates`, with one sort key ``(-value) * 2**b + index`` (value descending,
+    index ascending, as their ``lexsort``): the merged top ``TOPK`` is the top ``TOPK`` of the vocabulary."""
     cfg = model.cfg
     xf, logits = _logits(model, h_last[None, :])
-    parts = []
-    for c, (r0, r1) in enumerate(blocks(cfg, Op.LOGITS)):
-        part = k_logits_topk(logits[0, r0:r1], r0).astype(np.int32)
-        parts.append(part)
-        if rec is not None:
-            rec[StepId(t, 0, Op.LOGITS, c)] = part
-    tok = sample_from(merge_candidates(cfg, parts), sampling, t)
+    lg = logits[0].astype(np.int64)
+    bits = max(cfg.vocab - 1, 1).bit_length()
+    mask = np.int64((1 << bits) - 1)
+    key = ((-lg) << np.int64(bits)) + np.arange(cfg.vocab, dtype=np.int64)  # |key| < 2**(32 + 18)
+    top = _topk_keys(key, min(TOPK, cfg.vocab))
+    cand = np.stack([-(top >> np.int64(bits)), top & mask])
+    tok = sample_from(cand, sampling, t)
     if rec is not None:
+        bl = blocks(cfg, Op.LOGITS)
+        size = bl[0][1] - bl[0][0]
+        tops = None
+        if all(r1 - r0 == size for r0, r1 in bl[:-1]):  # row_blocks: equal blocks, the last one shorter
+            pad = np.full(len(bl) * size, np.iinfo(np.int64).max, dtype=np.int64)  # pads sort last
+            pad[: cfg.vocab] = key
+            tops = _topk_keys(pad.reshape(len(bl), size), min(TOPK, size))
+        for c, (r0, r1) in enumerate(bl):
+            n = min(TOPK, r1 - r0)
+            kc = tops[c] if tops is not None and n == tops.shape[1] else _topk_keys(key[r0:r1], n)
+            rec[StepId(t, 0, Op.LOGITS, c)] = np.stack([-(kc >> np.int64(bits)), kc & mask]).astype(np.int32)
         rec[StepId(t, 0, Op.FINAL_NORM)] = xf[0].astype(np.int32)
         rec[StepId(t, 0, Op.SAMPLE)] = np.array([tok], dtype=np.int32)
     return tok
