@@ -24,7 +24,7 @@ import trio
 
 from state.codec import sha256
 
-from .backend import BackendInfo, ComputeBackend, open_backend, open_selected
+from .backend import BackendInfo, ComputeBackend, NumpyBackend, numpy_info, open_backend, open_selected
 from .encoding import encode_array, result_root
 from .kinds import get_kind
 from .kinds.base import Deadline, JobExecutionError, JobKind, JobParamError
@@ -74,6 +74,17 @@ class Executor:
             self._backend = backend
         self.memory_limit_bytes = memory_limit_bytes
         self._limiter = trio.CapacityLimiter(1)
+        self._cpu: ComputeBackend | None = None  # kinds the backend has no kernels for run on NumPy
+
+    def backend_for(self, kind: JobKind) -> ComputeBackend:
+        """The backend that runs ``kind``: this executor's, or NumPy when that one has no kernels for it
+        (a backend with a ``runs(kind)`` method says so; ``llm-generate`` has no PyCUDA kernels yet)."""
+        runs = getattr(self._backend, "runs", None)
+        if runs is None or runs(kind):
+            return self._backend
+        if self._cpu is None:
+            self._cpu = NumpyBackend(numpy_info(f"no {self.info.name} kernels for this kind"))
+        return self._cpu
 
     @property
     def backend(self) -> BackendInfo:
@@ -105,16 +116,17 @@ class Executor:
         size = kind.result_encoded_size(params)
         if size > max_result_bytes:
             raise JobExecutionError("result_too_large", f"result would be {size} bytes > limit {max_result_bytes}")
-        need = self._backend.memory_needed(kind, params)
+        need = self.backend_for(kind).memory_needed(kind, params)
         if self.memory_limit_bytes is not None and need > self.memory_limit_bytes:
             raise JobExecutionError("memory", f"job needs ~{need} bytes > memory limit {self.memory_limit_bytes}")
         return kind
 
     def _check_free_memory(self, kind: JobKind, params: dict) -> None:
-        need = self._backend.memory_needed(kind, params)
-        free = self._backend.free_memory()
+        backend = self.backend_for(kind)
+        need = backend.memory_needed(kind, params)
+        free = backend.free_memory()
         if free and need > free:
-            raise JobExecutionError("memory", f"job needs ~{need} bytes > {free} bytes free on {self.info.name}")
+            raise JobExecutionError("memory", f"job needs ~{need} bytes > {free} bytes free on {backend.info.name}")
 
     # -- execution -----------------------------------------------------------------------------------
     def run_sync(
@@ -132,7 +144,8 @@ class Executor:
         self._check_free_memory(kind, params)
         deadline = Deadline(time_limit_s, cancel)
         started_at_ms = int(time.time() * 1000)
-        array, seconds = self._backend.execute(kind, params, input, deadline)
+        backend = self.backend_for(kind)
+        array, seconds = backend.execute(kind, params, input, deadline)
         deadline.check()  # a GPU job cannot be interrupted: it is judged after it ran
         encoded = encode_array(array)
         if len(encoded) > max_result_bytes:  # cannot happen for a correct kind; checked anyway
@@ -149,8 +162,8 @@ class Executor:
             gpu_seconds=seconds,
             started_at_ms=started_at_ms,
             completed_at_ms=int(time.time() * 1000),
-            backend=self.info.name,
-            device=self.info.device,
+            backend=backend.info.name,
+            device=backend.info.device,
         )
 
     async def run(

@@ -237,6 +237,10 @@ class PyCudaBackend:
     _RUNNERS = {"matmul-u32": _matmul, "hash-chain": _hash_chain, "mlp-f32": _mlp}
 
     # -- the backend interface -----------------------------------------------------------------------
+    def runs(self, kind: JobKind) -> bool:
+        """Whether this backend has kernels for ``kind`` (the executor runs the others with NumPy)."""
+        return kind.name in self._RUNNERS
+
     def execute(
         self, kind: JobKind, params: dict, input: bytes | None, deadline: Deadline
     ) -> tuple[np.ndarray, float]:

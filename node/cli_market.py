@@ -81,6 +81,12 @@ def cmd_job(args: argparse.Namespace) -> int:
     with _client(args) as rpc:
         c = args.job_cmd
         if c == "submit":
+            if args.kind == "llm-generate":
+                from .cli_llm import submit_llm
+
+                return submit_llm(rpc, args)
+            if args.params is None or args.max_price is None or args.max_units is None:
+                raise AitbcError(f"--kind {args.kind} needs --params, --max-price and --max-units")
             key = load_signer(args)
             params = _params(args.params, default_seed=not args.input)
             inline, blob = None, None
@@ -124,6 +130,12 @@ def cmd_job(args: argparse.Namespace) -> int:
             return 0
         if c == "result":
             job = rpc.call("market_getJob", job_id="0x" + _job_id(args.job_id).hex())
+            if job["kind"] == "llm-generate":
+                from .cli_llm import print_llm_result
+
+                return print_llm_result(rpc, job, args)
+            if not args.output:
+                raise AitbcError("give -o FILE: where to write the result")
             rec = job.get("receipt")
             if not rec:
                 raise AitbcError(f"job {args.job_id} has no receipt yet (state {job['state']})")
@@ -294,11 +306,11 @@ def add_market_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
     home_arg(sp)
     jsub = sp.add_subparsers(dest="job_cmd", required=True)
     j = jsub.add_parser("submit", help="lock max-price × max-units in escrow and submit a job")
-    j.add_argument("--kind", required=True, help="matmul-u32, hash-chain or mlp-f32")
+    j.add_argument("--kind", required=True, help="matmul-u32, hash-chain, mlp-f32 or llm-generate")
     j.add_argument("--version", type=int, default=1, help="the kind's spec version")
-    j.add_argument("--params", required=True, help='JSON, e.g. \'{"m":64,"n":64,"k":64}\' (seed: random)')
-    j.add_argument("--max-price", required=True, help="AIT per unit")
-    j.add_argument("--max-units", type=int, required=True)
+    j.add_argument("--params", help='JSON, e.g. \'{"m":64,"n":64,"k":64}\' (seed: random; not for llm-generate)')
+    j.add_argument("--max-price", help="AIT per unit (llm-generate: per token; default the highest miner price)")
+    j.add_argument("--max-units", type=int, help="(llm-generate: default prompt + max tokens)")
     j.add_argument("--input", help="input file (inline if small, else served from this node as a blob)")
     j.add_argument("--bid-window", type=int, default=3, help="blocks")
     j.add_argument("--deadline", type=int, default=60, help="blocks from award to receipt")
@@ -308,14 +320,18 @@ def add_market_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
     j.add_argument("--backend", choices=["pycuda", "numpy"])
     j.add_argument("--from", dest="from_", required=True, help="keystore key paying for the job")
     j.add_argument("--wait", action="store_true", help="wait until the job is settled")
+    from .cli_llm import add_llm_submit_options
+
+    add_llm_submit_options(j)
     for name, helptext in (("status", "a job's state, bids, receipt"), ("cancel", "cancel before award")):
         j = jsub.add_parser(name, help=helptext)
         j.add_argument("job_id")
         if name == "cancel":
             j.add_argument("--from", dest="from_", required=True)
-    j = jsub.add_parser("result", help="fetch the result blob from the miner and verify it")
+    j = jsub.add_parser("result", help="fetch the result blob from the miner and verify it (llm: the text)")
     j.add_argument("job_id")
-    j.add_argument("-o", "--output", required=True)
+    j.add_argument("-o", "--output", help="write the result blob here (required except for llm-generate)")
+    j.add_argument("--tokens", action="store_true", help="llm-generate: print the token ids, not the text")
     j = jsub.add_parser("challenge-availability",
                         help="the result cannot be fetched: make the miner publish chunks on chain or be slashed")
     j.add_argument("job_id")

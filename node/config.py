@@ -21,7 +21,9 @@ class ConfigError(AitbcError):
 
 #: ``AITBC_*`` variables read by the CLI itself, not config keys (AITBC_RPC_URL would otherwise be
 #: taken for the unknown key ``rpc.url``).
-CLIENT_ENV_VARS = frozenset({"AITBC_HOME", "AITBC_RPC_URL", "AITBC_PASSWORD", "AITBC_IMPORT_PASSWORD"})
+CLIENT_ENV_VARS = frozenset(
+    {"AITBC_HOME", "AITBC_RPC_URL", "AITBC_PASSWORD", "AITBC_IMPORT_PASSWORD", "AITBC_OPENAI_PASSWORD"}
+)
 
 
 @dataclass
@@ -113,6 +115,27 @@ class MinerSection:
     max_concurrent: int = 1  # jobs executed at once
     verify: bool = False  # re-execute a sample of other miners' results and challenge wrong ones
     job_time_limit_s: int = 300
+    # llm-generate: "model name or 0x-id=price per token in base units"; pinned at start, bid on when complete
+    models: list[str] = field(default_factory=list)
+    model_cache_bytes: int = 4 << 30  # loaded models kept in memory (LRU; ~9 x the file size each)
+
+
+@dataclass
+class OpenaiSection:
+    """The OpenAI-compatible endpoint (``/v1/…`` on the RPC port, ``rpc/openai.py``): requests become
+    ``llm-generate`` jobs paid from the keystore key ``key`` (password: $AITBC_OPENAI_PASSWORD, else
+    $AITBC_PASSWORD, else the home's password file of that key)."""
+
+    enabled: bool = False
+    key: str = ""  # keystore key name paying for the jobs
+    api_key: str = ""  # clients must send "Authorization: Bearer <api_key>"; empty: loopback clients only
+    max_price_per_token: int = 1000  # base units offered per token (the job's max_price)
+    max_tokens: int = 256  # cap of max_tokens per request
+    timeout_s: int = 120  # a request not settled by then answers 504
+    max_concurrent: int = 4  # requests in flight (more: 503)
+    max_body_bytes: int = 64 << 10
+    bid_window: int = 2  # blocks
+    deadline: int = 60  # blocks from award to receipt
 
 
 @dataclass
@@ -124,6 +147,7 @@ class Config:
     validator: ValidatorSection = field(default_factory=ValidatorSection)
     miner: MinerSection = field(default_factory=MinerSection)
     blobs: BlobsSection = field(default_factory=BlobsSection)
+    openai: OpenaiSection = field(default_factory=OpenaiSection)
 
     # ---------------------------------------------------------------------------------------------
     def set(self, dotted: str, value: Any, *, source: str) -> None:
@@ -153,7 +177,9 @@ class Config:
                      "rpc.max_ws_per_ip", "rpc.rate_burst", "rpc.max_subscriptions_per_connection",
                      "rpc.max_subscriptions", "blobs.max_total_bytes", "blobs.max_count",
                      "blobs.max_account_bytes", "blobs.max_account_count", "blobs.sig_max_blocks",
-                     "blobs.gc_interval_s"):  # fmt: skip
+                     "blobs.gc_interval_s", "miner.model_cache_bytes", "openai.max_price_per_token",
+                     "openai.max_tokens", "openai.timeout_s", "openai.max_concurrent", "openai.max_body_bytes",
+                     "openai.bid_window", "openai.deadline"):  # fmt: skip
             sec, key = name.split(".")
             if getattr(getattr(self, sec), key) <= 0:
                 raise ConfigError(f"{name}: must be positive")

@@ -17,11 +17,19 @@ that cannot fetch a sampled result raises an availability challenge on a random 
 once the miner has published them it checks each published row with the kind's ``check_leaf`` and
 challenges a wrong one — so withholding the blob neither hides a wrong result nor gets the miner paid.
 
+llm-generate (``node/llm.py``): the miner serves the models of ``[miner] models`` (pinned at start, bid on
+once complete, at their price per token) and answers an ``llm_challenge`` against its job with the step
+digests of the disputed position (``llm_steps``); a verifier with the model re-runs a sampled llm job,
+challenges the first token row that differs from its run and, once the miner answered, proves the first
+step whose output differs (``llm_step_proof``; SAMPLE when only the token differs).
+
 Seams: the role's decisions are small methods that a subclass may override — whether to answer an awarded
 job (:meth:`MinerService.answers_job`), the result it commits to (:meth:`~MinerService.produce_result`),
 whether it serves a result blob (:meth:`~MinerService.serves_blob`) and answers availability challenges
 (:meth:`~MinerService.answers_availability`), which leaf it finds wrong
-(:meth:`~MinerService.find_wrong_leaf`) and how it challenges (:meth:`~MinerService.submit_challenge`).
+(:meth:`~MinerService.find_wrong_leaf`), how it challenges (:meth:`~MinerService.submit_challenge`), whether
+it answers an llm challenge (:meth:`~MinerService.answers_llm_challenge`) and with which step digests
+(:meth:`~MinerService.llm_step_digests`).
 The node has no fault switches: byzantine miners for tests and testnets (lying, silent, withholding,
 false challengers) are subclasses in ``testnet/faults.py``, installed from outside by its entry point.
 """
@@ -55,6 +63,19 @@ class ResultUnavailable(AitbcError):
 
     reason = "unavailable"
 MAX_BACKLOG_PER_SLOT = 4  # awarded-but-unanswered jobs per execution slot before the miner stops bidding
+LLM_TOKENS_PER_S_GUESS = 10  # llm-generate throughput in the capabilities (the probe runs no model)
+
+
+MAX_LLM_DISPUTES = 4  # llm challenges this verifier keeps open at once (each holds a whole trace)
+LLM_FETCH_TRIES = 3  # fetches of an llm result before this verifier challenges its availability
+
+
+class LlmDispute:
+    """An llm challenge this verifier raised: the position, the miner's rows and this node's run."""
+
+    def __init__(self, position: int, leaves: list[bytes], run: Any) -> None:
+        self.position, self.leaves, self.run = position, leaves, run
+        self.proving = False
 
 
 def parse_price_list(items: list[str]) -> dict[str, int]:
@@ -82,6 +103,23 @@ class MinerService:
         self.executor = executor or Executor()
         prices = parse_price_list(cfg.prices)
         self.prices = prices or {k: 1000 for k in KINDS}
+        # llm-generate: the models served and their prices per token (node/llm.py); the kind loads them
+        # from this node's pinned chunks
+        from gpu.kinds.llm_generate import LlmGenerate
+
+        from .llm import LLM_KIND, MinerModels, NodeModelSource, parse_model_prices
+
+        self.llm = MinerModels(node, parse_model_prices(getattr(cfg, "models", [])))
+        llm_kind = KINDS.get(LLM_KIND)
+        if isinstance(llm_kind, LlmGenerate):
+            llm_kind.install(NodeModelSource(node), cache_bytes=getattr(cfg, "model_cache_bytes", None))
+        if self.llm:
+            self.prices[LLM_KIND] = self.llm.max_price
+        else:
+            self.prices.pop(LLM_KIND, None)  # no model configured: this miner runs no llm jobs
+        self._caps_update_at = -100
+        self._llm_answered: set[tuple[bytes, int]] = set()  # (job, dispute) llm_steps sent
+        self._llm_disputes: dict[bytes, LlmDispute] = {}  # verifier: jobs this node challenged, by id
         self._submit_lock = trio.Lock()
         self._bid: set[bytes] = set()
         self._running: set[bytes] = set()
@@ -162,6 +200,9 @@ class MinerService:
                 self.nursery.start_soon(self._answer_availability, job)
         if self.cfg.verify:
             self._check_published_rows(get)
+        await self._on_block_llm(me, height)
+        if self.llm or self.cfg.verify:
+            self._check_llm_disputes(get)
         if me.status != "active":
             return
         target = max(self.cfg.bond, self.node.genesis.params.market.min_miner_bond)
@@ -180,11 +221,38 @@ class MinerService:
                     self._checked.add(job.job_id)
                     self.nursery.start_soon(self._verify, job)
 
+    # llm-generate ----------------------------------------------------------------------------------
+    def _with_llm_caps(self, caps: dict) -> dict:
+        """``caps`` with an ``llm-generate`` throughput when this miner serves models (the chain lets a
+        miner bid only on kinds its capabilities list)."""
+        from .llm import LLM_KIND
+
+        if not self.llm:
+            return caps
+        return {**caps, "throughput": {**caps["throughput"], LLM_KIND: LLM_TOKENS_PER_S_GUESS}}
+
+    async def _on_block_llm(self, me: Any, height: int) -> None:
+        """Pin and check the configured models; a registration made without llm-generate in its
+        capabilities (models configured later) is updated."""
+        from state import market
+
+        from .llm import LLM_KIND
+
+        if not self.llm:
+            return
+        await self.llm.refresh()
+        if me.status == "active" and LLM_KIND not in me.capabilities["throughput"] and height - self._caps_update_at > 10:
+            self._caps_update_at = height
+            body = market.miner_update_body(capabilities=self._with_llm_caps(me.capabilities), prices=self.prices)
+            if await self._submit("miner_update", body) is not None:
+                log.info("miner: adding llm-generate to the capabilities")
+
     # registration and bids --------------------------------------------------------------------------
     async def _register(self) -> None:
         from state import market
 
         caps = await trio.to_thread.run_sync(lambda: probe_capabilities(0.1, executor=self.executor))
+        caps = self._with_llm_caps(caps)
         body = market.miner_register_body(bond=self.cfg.bond, capabilities=caps, prices=self.prices)
         if await self._submit("miner_register", body) is not None:
             log.info("miner %s: registering with a bond of %d", encode_address(self.pk), self.cfg.bond)
@@ -194,6 +262,11 @@ class MinerService:
 
         self._bid.add(job.job_id)
         price = self.prices.get(job.kind)
+        if job.kind == "llm-generate":  # priced per model; only models complete on this node
+            price = self.llm.price(job.params.get("model"))
+            if price is None:
+                self._bid.discard(job.job_id)  # the model may become ready before the window closes
+                return
         if price is None or price > job.max_price:
             return
         req = job.requirements or {}
@@ -357,6 +430,12 @@ class MinerService:
         from state import market
 
         kind = get_kind(job.kind)
+        if not getattr(kind, "leaf_disputes", True):  # llm-generate: rows are disputed from a whole run
+            try:
+                await self._verify_llm(job)  # the miner has just served rows: the blob may be fetchable now
+            except Exception as exc:
+                log.warning("job %s: verifying after the availability answer failed: %s", job.job_id.hex()[:16], exc)
+            return
         try:
             data = await self._job_input(job)
             rows = []
@@ -379,8 +458,179 @@ class MinerService:
         blob_input = data if job.input is not None and "blob" in job.input else None
         await self.submit_challenge(job, market.challenge_body(job.job_id, index, leaf, list(proof), blob_input))
 
+    # llm-generate disputes -------------------------------------------------------------------------
+    def answers_llm_challenge(self, job: Any) -> bool:
+        """Whether to answer an ``llm_challenge`` against this miner's ``job`` with ``llm_steps`` (always)."""
+        return True
+
+    def llm_step_digests(self, job: Any, t: int) -> list[bytes]:
+        """The output digests of position ``t``'s steps of this miner's ``job`` (what its row's step root
+        commits to): kept from the run, else recomputed. Blocking: called in a worker thread."""
+        from gpu.kinds import get_kind
+
+        return get_kind(job.kind).position_digests(job.params, t)
+
+    def _check_llm_disputes(self, get: Any) -> None:
+        """Answer llm challenges against this miner's jobs; move this verifier's own disputes on."""
+        from state import market_views as mv
+        from state.market import llm_disputes as ld
+
+        from .llm import LLM_KIND
+
+        live: set[bytes] = set()
+        for job in mv.challengeable_jobs(self._scan, get, kind=LLM_KIND):
+            if job.miner != self.pk:
+                continue
+            live.add(job.job_id)
+            for d in ld.load_disputes(get, job.job_id):
+                key = (job.job_id, d.index)
+                if d.stage == ld.STEPS and key not in self._llm_answered and self.answers_llm_challenge(job):
+                    self._llm_answered.add(key)
+                    self.nursery.start_soon(self._answer_llm_challenge, job, d)
+        self._llm_answered = {k for k in self._llm_answered if k[0] in live}  # bounded by jobs in their window
+        for job_id, st in list(self._llm_disputes.items()):
+            job = mv.load_job(get, job_id)
+            mine = [d for d in ld.load_disputes(get, job_id) if d.challenger == self.pk and d.position == st.position]
+            d = mine[-1] if mine else None
+            if job is None or job.state != "COMPLETED" or job.payment != "escrowed" or (
+                    d is not None and d.stage == ld.CLOSED):
+                del self._llm_disputes[job_id]
+                log.info("job %s: llm dispute %s closed: %s %s (job %s, %s)", job_id.hex()[:16],
+                         d.index if d else "-", d.outcome if d else "-", (d.fault if d else None) or "",
+                         job.state if job else "-", (job.failure or job.payment) if job else "-")
+                continue
+            if d is not None and d.stage == ld.PROOF and not st.proving:
+                st.proving = True
+                self.nursery.start_soon(self._prove_llm_step, job, d, st)
+
+    async def _answer_llm_challenge(self, job: Any, d: Any) -> None:
+        from state.market import llm_disputes as ld
+
+        try:
+            digests = await trio.to_thread.run_sync(self.llm_step_digests, job, d.position)
+        except Exception as exc:
+            log.error("job %s: cannot recompute the steps of position %d for llm challenge %d: %s",
+                      job.job_id.hex()[:16], d.position, d.index, exc)
+            return
+        if await self._submit("llm_steps", ld.llm_steps_body(job.job_id, d.index, digests)) is not None:
+            log.info("job %s: posted the %d step digests of position %d (llm challenge %d)", job.job_id.hex()[:16],
+                     len(digests), d.position, d.index)
+
+    async def _verify_llm(self, job: Any) -> None:
+        """Re-run an llm job (when this node has its model), compare the token rows, and challenge the
+        first differing position (``llm_challenge``); the step proof follows once the miner answered."""
+        from gpu.encoding import result_leaves
+        from gpu.kinds import get_kind
+        from state.market import llm_disputes as ld
+        from state.merkle import merkle_proof
+
+        if len(self._llm_disputes) >= MAX_LLM_DISPUTES:
+            log.warning("job %s: %d llm disputes open already; not verified", job.job_id.hex()[:16],
+                        len(self._llm_disputes))
+            return
+        if not await self._has_model(job.params["model"]):
+            log.info("job %s: its model is not complete on this node; not verified", job.job_id.hex()[:16])
+            return
+        kind = get_kind(job.kind)
+        for attempt in range(LLM_FETCH_TRIES):  # a peer busy for a moment is no reason to raise availability
+            try:
+                theirs, _ = await self.fetch_result(job)
+                break
+            except ResultUnavailable:
+                if attempt == LLM_FETCH_TRIES - 1:
+                    raise
+                await trio.sleep(1.0)
+        ours = await trio.to_thread.run_sync(lambda: kind.run(job.params, keep_trace=True))
+        if theirs.dtype != ours.rows.dtype or theirs.shape != ours.rows.shape:
+            # its rows cannot be proven against the row count the chain expects: nothing to challenge
+            log.warning("job %s: the result has the wrong shape %s", job.job_id.hex()[:16], theirs.shape)
+            return
+        leaves = result_leaves(theirs)
+        honest = result_leaves(ours.rows)
+        t = next((i for i, (a, b) in enumerate(zip(leaves, honest, strict=True)) if a != b), None)
+        if t is None:
+            log.info("job %s verified: token rows correct", job.job_id.hex()[:16])
+            return
+        prev = (leaves[t - 1], merkle_proof(leaves, t - 1)) if t else None
+        body = ld.llm_challenge_body(job.job_id, t, leaves[t], merkle_proof(leaves, t), prev)
+        self._llm_disputes[job.job_id] = LlmDispute(t, leaves, ours)
+        if await self._submit("llm_challenge", body) is None:
+            del self._llm_disputes[job.job_id]
+            return
+        self.stats["challenges"] += 1
+        self.node.metrics.market_challenges.inc()
+        log.warning("job %s: token row %d differs from this node's run: llm challenge against miner %s",
+                    job.job_id.hex()[:16], t, encode_address(job.miner))
+
+    async def _has_model(self, model_id: Any) -> bool:
+        svc = self.node.models
+        if svc is None or not isinstance(model_id, bytes):
+            return False
+        m = svc.find("0x" + model_id.hex())
+        if m is None or m.model_id not in svc.pins.pins:  # only models this node keeps (miner.models, pins)
+            return False
+        st = await trio.to_thread.run_sync(svc.status, m)
+        return bool(st["complete"])
+
+    async def _prove_llm_step(self, job: Any, d: Any, st: LlmDispute) -> None:
+        """The miner posted its step digests of the disputed position: prove its first step that differs
+        from this node's run (SAMPLE when only the row's token differs) with ``llm_step_proof``."""
+        from state.kinds import llm_trace as lt
+        from state.llm.config import LlamaConfig
+        from state.llm.generate import output_bytes
+        from state.llm.modelfile import split_chunks
+        from state.llm.steps import Op, StepId
+        from state.market import llm_disputes as ld
+
+        from .llm import NodeModelSource
+
+        found = self.chain.tx_lookup(d.steps_tx) if d.steps_tx is not None else None
+        if found is None:
+            log.error("job %s: the miner's llm_steps transaction is not found", job.job_id.hex()[:16])
+            return
+        theirs = list(found[0].body["digests"])
+        svc = self.node.models
+        m = svc.find("0x" + job.params["model"].hex()) if svc is not None else None
+        if m is None or svc is None:
+            return
+        cfg = LlamaConfig.from_map(m.manifest["arch"])
+        p = len(job.params["prompt"])
+        t = st.position
+        honest = st.run.digests
+        trace = st.run.trace
+
+        def build() -> dict:
+            steps = lt.position_steps(cfg, p, t)
+            i = next((i for i, (a, b) in enumerate(zip(theirs, honest[t], strict=True)) if a != b), None)
+            step = steps[i] if i is not None else StepId(t, 0, Op.SAMPLE)
+            idx = svc.local_index(m)
+            chunks = split_chunks(NodeModelSource(self.node).model_file(m.model_id))
+            return ld.step_proof_body(
+                job.job_id, d.index, cfg, p, st.leaves, lambda s: theirs if s == t else honest[s],
+                lambda s: output_bytes(trace.outputs[s]), step, chunks,
+                chunk_leaf_hashes=list(idx.leaves) if idx is not None else None,
+            )
+
+        try:
+            body = await trio.to_thread.run_sync(build)
+        except Exception as exc:
+            log.error("job %s: cannot build the step proof of position %d: %s", job.job_id.hex()[:16], t, exc)
+            return
+        if await self._submit("llm_step_proof", body) is not None:
+            log.warning("job %s: step proof of %s sent for llm dispute %d", job.job_id.hex()[:16],
+                        StepId(*body["step"]), d.index)
+
     # verification ----------------------------------------------------------------------------------
     async def _verify(self, job: Any) -> None:
+        if job.kind == "llm-generate":
+            try:
+                await self._verify_llm(job)
+            except ResultUnavailable as exc:
+                log.warning("verifying job %s: %s", job.job_id.hex()[:16], exc)
+                await self.submit_availability_challenge(job)
+            except Exception as exc:
+                log.warning("verifying llm job %s failed: %s", job.job_id.hex()[:16], exc)
+            return
         try:
             body = await self.find_wrong_leaf(job)
         except ResultUnavailable as exc:
@@ -434,7 +684,7 @@ class MinerService:
         from state import market
 
         kind = get_kind(job.kind)
-        if not market.challengeable(kind):
+        if not market.challengeable(kind) or not getattr(kind, "leaf_disputes", True):
             log.info("job %s: kind %s has no on-chain leaf check; not verified", job.job_id.hex()[:16], job.kind)
             return None
         theirs, data = await self.fetch_result(job)

@@ -115,6 +115,7 @@ class Node:
         self.blobs: BlobStore | None = None  # job inputs and results, served to peers
         self.miner = None  # node.miner.MinerService with the miner role
         self.models = None  # node.models.ModelService: registered models, pins (set in open())
+        self.openai = None  # rpc.openai.OpenAIService with [openai] enabled
         self._commit_listeners: list[trio.MemorySendChannel] = []
 
     # lifecycle ------------------------------------------------------------------------------------
@@ -203,6 +204,12 @@ class Node:
                         version=VERSION,
                         limits=RpcLimits.from_config(self.cfg.rpc, fd_budget=self.fd_budget),
                     )
+                    if self.cfg.openai.enabled:  # the OpenAI-compatible endpoint (rpc/openai.py)
+                        from rpc.openai import OpenAIService, unlock_key
+
+                        key = await trio.to_thread.run_sync(unlock_key, self, self.cfg.openai.key)
+                        self.openai = OpenAIService(self, self.cfg.openai, key)
+                        self.openai.attach(server)
                     self.rpc_port = await nursery.start(server.serve)
                     log.info("JSON-RPC on http://%s:%d/rpc (WebSocket /ws, metrics /metrics)",
                              self.cfg.rpc.host, self.rpc_port)

@@ -315,6 +315,9 @@ class RpcServer:
         self._ws_conns: set[SubscriberConnection] = set()
         self._stopping = False
         self._serving = False
+        #: Extra raw-ASGI HTTP routes by path prefix (the node's OpenAI endpoint, ``rpc/openai.py``); the
+        #: connection limits apply to them, the handler applies origin checks and rates itself.
+        self.http_routes: list[tuple[str, Callable[[Any, Any, Any], Awaitable[None]]]] = []
         self.app = self._build_app()
 
     # ------------------------------------------------------------ per-client
@@ -356,6 +359,9 @@ class RpcServer:
                 path = scope["path"]
                 if path == "/rpc":
                     return await self._http_rpc(scope, receive, send)
+                for prefix, handler in self.http_routes:
+                    if path.startswith(prefix):
+                        return await handler(scope, receive, send)
                 if path == "/ws":
                     return await _send_simple(
                         send,

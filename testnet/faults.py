@@ -10,12 +10,17 @@ subclasses in a node process before it starts:
 * :class:`FaultyMiner` — a :class:`~node.miner.MinerService` whose behaviour is read from a JSON faults
   file before each action, so a test can change a running miner by rewriting the file::
 
-      {"corrupt": bool, "silent": bool, "false_challenge": bool, "withhold": bool}
+      {"corrupt": bool, "silent": bool, "false_challenge": bool, "withhold": bool, "llm_token": bool,
+       "llm_step": bool}
 
   ``corrupt``: a consistent but wrong result (row 0 altered; blob, hash and root all match it) — a
   lying miner; ``silent``: bids but never executes what it is awarded; ``false_challenge``: as a
   verifier, challenges leaf 0 of a result whatever it holds; ``withhold``: computes and signs receipts
   honestly but serves its result blobs to no one (:meth:`~node.miner.MinerService.serves_blob`).
+  ``llm_token`` (llm-generate jobs): the last generated token of the rows is another one, the steps are
+  honest (only re-running the SAMPLE step shows it); ``llm_step``: one step output digest of the last
+  prompt position is made up and the row's step root follows it, and the miner answers an
+  ``llm_challenge`` with those digests (consistent with its receipt; only re-running the step shows it).
   A missing or unreadable file, or a missing key, means honest.
 
 Entry point (what ``tests/nodeproc.py`` and ``testnet/network.py`` start for a faulty node)::
@@ -48,7 +53,7 @@ from node.miner import MinerService  # noqa: E402
 from state.codec import sha256  # noqa: E402
 from state.types import PREVOTE, Vote  # noqa: E402
 
-FAULTS = ("corrupt", "silent", "false_challenge", "withhold")
+FAULTS = ("corrupt", "silent", "false_challenge", "withhold", "llm_token", "llm_step")
 
 
 # --------------------------------------------------------------------------------------------- consensus
@@ -113,7 +118,11 @@ class FaultyMiner(MinerService):
     def answers_job(self, job: Any) -> bool:
         return not self.fault("silent") and super().answers_job(job)
 
+    _llm_lies: dict[bytes, dict[int, list[bytes]]]
+
     def produce_result(self, job: Any, res: Any) -> tuple[bytes, bytes, bytes]:
+        if job.kind == "llm-generate" and (self.fault("llm_token") or self.fault("llm_step")):
+            return self._llm_lie(job, res)
         if not self.fault("corrupt"):
             return super().produce_result(job, res)
         from gpu.encoding import encode_array, result_root
@@ -121,6 +130,38 @@ class FaultyMiner(MinerService):
         wrong = corrupt_result(res.array)
         encoded = encode_array(wrong)
         return encoded, sha256(encoded), result_root(wrong)
+
+    def _llm_lie(self, job: Any, res: Any) -> tuple[bytes, bytes, bytes]:
+        from dataclasses import replace
+
+        from gpu.encoding import encode_array, result_root
+        from gpu.kinds import get_kind
+        from state.kinds import llm_trace as lt
+
+        kind: Any = get_kind(job.kind)
+        rows = np.array(res.array, copy=True)
+        p = len(job.params["prompt"])
+        if self.fault("llm_token"):  # the last processed row samples another token
+            t = max(i for i in range(rows.shape[0]) if not lt.is_zero(rows[i].tobytes()))
+            r = lt.Row.decode(rows[t].tobytes())
+            vocab = kind.source.model_config(job.params["model"])[0].vocab
+            rows[t] = np.frombuffer(replace(r, token_out=(r.token_out + 1) % vocab).encode(), np.uint8)
+        else:  # one made-up step output at the last prompt position; the step root follows it
+            t = p - 1
+            cfg = kind.source.model_config(job.params["model"])[0]
+            digests = list(kind.position_digests(job.params, t))
+            digests[1] = sha256(b"made up" + digests[1])
+            if not hasattr(self, "_llm_lies"):
+                self._llm_lies = {}
+            self._llm_lies[job.job_id] = {t: digests}
+            r = lt.Row.decode(rows[t].tobytes())
+            rows[t] = np.frombuffer(replace(r, step_root=lt.step_root(cfg, p, t, digests)).encode(), np.uint8)
+        encoded = encode_array(rows)
+        return encoded, sha256(encoded), result_root(rows)
+
+    def llm_step_digests(self, job: Any, t: int) -> list[bytes]:
+        lie = getattr(self, "_llm_lies", {}).get(job.job_id, {})
+        return lie[t] if t in lie else super().llm_step_digests(job, t)
 
     def serves_blob(self, job_id: bytes) -> bool:
         return not self.fault("withhold") and super().serves_blob(job_id)

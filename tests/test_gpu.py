@@ -669,11 +669,12 @@ async def test_executor_limits_and_errors(executor: Executor) -> None:
 
 def test_probe_on_numpy() -> None:
     d = probe(0.05, backend=select_backend("cpu"))
-    assert d["backend"] == "numpy" and set(d["kinds"]) == set(KINDS)
+    # every kind that runs without a registered model (llm-generate needs the node's model store)
+    assert d["backend"] == "numpy" and set(d["kinds"]) == set(KINDS) - {"llm-generate"}
     for k in d["kinds"].values():
         assert "error" not in k and k["jobs"] >= 1 and k["units_per_s"] > 0
     text = format_probe(d)
-    assert "backend: numpy" in text and all(name in text for name in KINDS)
+    assert "backend: numpy" in text and all(name in text for name in d["kinds"])
 
 
 # -- the CUDA kernels on a CPU emulator (g++, one std::thread per CUDA thread) ------------------------------

@@ -53,6 +53,7 @@ def test_faults_file(tmp_path) -> None:
     path = tmp_path / "faults.json"
     assert read_faults(path) == {}  # no file: honest
     write_faults(path, corrupt=True, withhold=True)
-    assert read_faults(path) == {"corrupt": True, "silent": False, "false_challenge": False, "withhold": True}
+    assert read_faults(path) == {"corrupt": True, "silent": False, "false_challenge": False, "withhold": True,
+                                 "llm_token": False, "llm_step": False}
     path.write_text("{not json")
     assert read_faults(path) == {}

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from .base import Deadline, JobExecutionError, JobKind, JobParamError
 from .hash_chain import HashChain
+from .llm_generate import LlmGenerate
 from .matmul_u32 import MatmulU32
 from .mlp_f32 import MlpF32
 
 #: The kinds this peer can run, by name: each is a kind of ``state.kinds.KINDS`` with execution added.
-KINDS: dict[str, JobKind] = {k.name: k for k in (MatmulU32(), HashChain(), MlpF32())}
+KINDS: dict[str, JobKind] = {k.name: k for k in (MatmulU32(), HashChain(), MlpF32(), LlmGenerate())}
 
 
 def get_kind(name: str) -> JobKind:
