@@ -275,7 +275,7 @@ class ModelService:
                              "index_unavailable")
         await store.aput(data)  # the node's own copy (a blob fetched from a peer is only cached)
         idx = await self.index(m)
-        missing = 0
+        missing: list[int] = []
         for i, h in enumerate(idx.blob_ids):
             if m.model_id not in self.pins.pins:
                 return -1  # unpinned meanwhile
@@ -283,12 +283,14 @@ class ModelService:
                 continue
             try:
                 data, _proof = await self.chunk(m, i)
-            except ModelError as exc:
-                log.info("model %s: %s", m.name, exc)
-                missing += 1
+            except ModelError:
+                missing.append(i)
                 continue
             await store.aput(data)  # the node's own copy: not dropped when the cache is full
-        return missing
+        if missing:  # one line per pass, not one per chunk (a model being uploaded lacks thousands)
+            log.info("model %s: %d of %d chunks not available from this node or its peers yet (first: %d); "
+                     "retrying in %g s", m.name, len(missing), len(idx.blob_ids), missing[0], RETRY_S)
+        return len(missing)
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """For as long as the node runs: fetch the missing chunks of pinned models, after every pin and
