@@ -78,7 +78,7 @@ class Executor:
 
     def backend_for(self, kind: JobKind) -> ComputeBackend:
         """The backend that runs ``kind``: this executor's, or NumPy when that one has no kernels for it
-        (a backend with a ``runs(kind)`` method says so; ``llm-generate`` has no PyCUDA kernels yet)."""
+        (a backend with a ``runs(kind)`` method says so: PyCUDA runs ``llm-generate`` only once its self-test passed)."""
         runs = getattr(self._backend, "runs", None)
         if runs is None or runs(kind):
             return self._backend

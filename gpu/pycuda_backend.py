@@ -16,9 +16,11 @@ the download of the result.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,6 +34,7 @@ from .kernels import NAMES, source
 from .kinds.base import Deadline, JobExecutionError, JobKind
 
 T = TypeVar("T")
+log = logging.getLogger("gpu.pycuda_backend")
 GEN_THREADS = 256
 GEN_MAX_BLOCKS = 4096
 GEMM_TILE = 64
@@ -49,6 +52,8 @@ class PyCudaBackend:
             queue.SimpleQueue()
         )
         self._modules: dict[str, Any] = {}
+        self.llm: Any = None  # gpu.llm_cuda.PyCudaLlm once its self-test passed (enable_llm)
+        self.llm_reason = "the llm self-test has not run"
         self._closed = False
         self._lock = threading.Lock()
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -93,6 +98,8 @@ class PyCudaBackend:
                 drv.Context.pop()
         ctx.push()
         try:
+            if self.llm is not None:  # its device buffers and module, before the context goes
+                self.llm.release()
             self._modules.clear()  # module unload needs the context current
         finally:
             drv.Context.pop()
@@ -235,16 +242,63 @@ class PyCudaBackend:
         return self._timed(body)
 
     _RUNNERS = {"matmul-u32": _matmul, "hash-chain": _hash_chain, "mlp-f32": _mlp}
+    LLM_KIND = "llm-generate"
+
+    # -- llm-generate: the integer matmuls on the GPU, only after its self-test (gpu/llm_cuda.py) --------
+    def enable_llm(self) -> bool:
+        """Run the llm self-test (a seeded tiny model's generation, every step output against NumPy, bit for
+        bit); use the CUDA path for ``llm-generate`` only when it passes. The ``__dp2a`` kernels are tried
+        first, then plain int32 multiply-adds (``LLM_PLAIN_MAC``). On failure logs one line and leaves
+        the kind on NumPy; never raises."""
+        from .llm_cuda import PyCudaLlm, llm_self_test
+
+        why = "not run"
+        for options in ([], ["-DLLM_PLAIN_MAC"]):
+            engine = PyCudaLlm(self, options=options)
+            try:
+                why = llm_self_test(engine)
+            except Exception as exc:  # anything odd disables the path, never the backend
+                why = f"{type(exc).__name__}: {exc}"
+            if why is None:
+                self.llm, self.llm_reason = engine, f"self-test passed ({' '.join(options) or 'dp2a'})"
+                return True
+            try:
+                engine.release()
+            except Exception:  # a broken engine is dropped either way
+                pass
+        self.llm, self.llm_reason = None, f"llm CUDA path disabled, llm-generate runs on NumPy: {why}"
+        log.warning("%s", self.llm_reason)
+        return False
+
+    def llm_ready(self) -> bool:
+        """Whether ``llm-generate`` runs on the GPU (its self-test passed)."""
+        return self.llm is not None
+
+    def _execute_llm(self, kind: Any, params: dict, input: bytes | None, deadline: Deadline) -> tuple[np.ndarray, float]:
+        """The kind's own run (model from its cache, digests kept) with the matmuls on the GPU; the
+        generation runs on the GPU thread (PyCudaLlm.generate), the model load in the calling thread.
+        Returns (rows, wall seconds of the run: host and device work are interleaved)."""
+        kind.validate(params, None if input is None else len(input))
+        self.llm.max_models = kind.models.max_models
+        t0 = time.perf_counter()
+        try:
+            rows = kind.run(params, deadline, engine=self.llm).rows
+        except self._drv.Error as exc:
+            raise JobExecutionError("backend", f"CUDA error: {exc}") from exc
+        return rows, time.perf_counter() - t0
 
     # -- the backend interface -----------------------------------------------------------------------
     def runs(self, kind: JobKind) -> bool:
-        """Whether this backend has kernels for ``kind`` (the executor runs the others with NumPy)."""
-        return kind.name in self._RUNNERS
+        """Whether this backend has kernels for ``kind`` (the executor runs the others with NumPy);
+        ``llm-generate`` only once its self-test passed."""
+        return kind.name in self._RUNNERS or (kind.name == self.LLM_KIND and self.llm is not None)
 
     def execute(
         self, kind: JobKind, params: dict, input: bytes | None, deadline: Deadline
     ) -> tuple[np.ndarray, float]:
         """Run one job on the GPU thread; returns (result, device seconds)."""
+        if kind.name == self.LLM_KIND and self.llm is not None:
+            return self._execute_llm(kind, params, input, deadline)
         runner = self._RUNNERS.get(kind.name)
         if runner is None:
             raise JobExecutionError("backend", f"no PyCUDA kernel for kind {kind.name!r}")

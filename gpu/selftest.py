@@ -1,7 +1,8 @@
 """Start-up self-test of a compute backend: small jobs of every kind, with awkward sizes (not multiples
 of the kernels' tiles), must give exactly the NumPy reference result (integer kinds) or pass the kind's
 own on-chain leaf check (float kinds). A miner whose GPU path disagrees would be slashed for every job,
-so a failing backend is refused and the node falls back to NumPy, saying why."""
+so a failing backend is refused and the node falls back to NumPy, saying why. ``llm-generate`` is checked
+by the backend's ``enable_llm`` (``gpu/llm_cuda.py::llm_self_test``): a mismatch disables only its CUDA path."""
 
 from __future__ import annotations
 
@@ -37,3 +38,8 @@ def self_test(backend, *, time_limit_s: float = 60.0) -> None:
             bad = [i for i, leaf in enumerate(leaves) if not kind.check_leaf(params, None, i, leaf)]
         if bad:
             raise SelfTestError(f"{name}: {len(bad)} of {len(leaves)} rows differ from the reference (first: row {bad[0]})")
+    # llm-generate (no self-contained job: it needs a model) has its own check on a seeded tiny model; a
+    # mismatch there only keeps that kind on NumPy (logged by the backend), the other kinds stay on the GPU
+    enable_llm = getattr(backend, "enable_llm", None)
+    if enable_llm is not None:
+        enable_llm()

@@ -917,3 +917,241 @@ def test_backend_self_test_accepts_the_reference_and_refuses_a_wrong_kernel() ->
 
     with pytest.raises(SelfTestError, match="matmul-u32: 1 of 67 rows differ"):
         self_test(OffByOneBit())
+
+
+# -- llm-generate: the integer matmul kernels (gpu/kernels/llm.cu, gpu/llm_cuda.py) ----------------------------
+
+
+def test_llm_kernel_entry_points_match_the_python_side() -> None:
+    """Every ``extern "C" __global__`` kernel of llm.cu is one the Python side launches, and vice versa."""
+    import re
+
+    from gpu import llm_cuda
+    from gpu.kernels import NAMES, OPTIONAL
+
+    src = source("llm")
+    names = re.findall(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\(\w+\)\s+)?(\w+)\s*\(', src)
+    assert sorted(names) == sorted(llm_cuda.KERNELS)
+    assert "llm" in OPTIONAL and "llm" not in NAMES  # compiled on demand: a failure disables only llm-generate
+    for const, value in (("LLM_THREADS", llm_cuda.THREADS), ("LLM_ROWS", llm_cuda.ROWS), ("LLM_TB", llm_cuda.TB),
+                         ("LLM_GROUP", 32)):
+        assert re.search(rf"#define {const} {value}\b", src), const
+    assert llm_cuda.ROWS * 32 == llm_cuda.THREADS  # one warp per output row
+
+
+def test_llm_launch_shapes_and_packing() -> None:
+    from gpu.llm_cuda import (
+        SELFTEST_CFG,
+        mat_keys,
+        matmul_launch,
+        pack_q8r,
+        padded_k,
+        quant_launch,
+        random_model_bytes,
+    )
+    from state.llm.generate import IntModel
+
+    assert [padded_k(k) for k in (1, 32, 33, 72, 576)] == [32, 32, 64, 96, 576]
+    assert quant_launch(11) == ((256, 1, 1), (11, 1))
+    assert matmul_launch(1, 301) == ((256, 1, 1), (38, 1))
+    assert matmul_launch(11, 8) == ((256, 1, 1), (1, 2))
+    cfg = SELFTEST_CFG
+    data = random_model_bytes(cfg, 3)
+    model = IntModel(cfg, data)
+    keys = mat_keys(cfg)
+    assert len(keys) == 4 * cfg.n_layers + 1 and keys[0] == ("blk.0.attn_q", "blk.0.attn_k", "blk.0.attn_v")
+    for names in keys:
+        p = pack_q8r(cfg, data, names)
+        ref = model.mat(*names)  # generate's own stacked layout: scale [O], q16 = q8 * u [O, K]
+        assert p.q.dtype == np.int8 and p.u.dtype == np.uint8 and p.m.dtype == np.int32
+        assert p.q.shape == (ref.q16.shape[0], padded_k(ref.k)) and p.k == ref.k and p.u.shape[1] == p.g
+        assert p.q.flags.c_contiguous and p.u.flags.c_contiguous and p.m.flags.c_contiguous
+        assert not p.q[:, p.k :].any()  # zero padding adds nothing
+        w = p.q[:, : p.k].astype(np.int64) * np.repeat(p.u.astype(np.int64), 32, axis=1)[:, : p.k]
+        assert np.array_equal(w, ref.q16) and np.array_equal(p.m, ref.scale)
+
+
+def test_llm_generate_with_numpy_matmul_is_generate() -> None:
+    """gpu/llm_cuda.generate_with (the forward pass the CUDA path runs, matmul passed in) with the NumPy
+    matmul gives generate's trace bit for bit: prefill and decode, sampling, stop ids."""
+    from gpu.llm_cuda import SELFTEST_CFG, generate_with, numpy_mm, random_model_bytes, trace_mismatch
+    from state.llm.generate import IntModel, generate
+    from state.llm.steps import Sampling
+    from tests.llm_fixtures import TINY, tiny_model_file
+
+    for cfg, data in ((SELFTEST_CFG, random_model_bytes(SELFTEST_CFG, 5)), (TINY, tiny_model_file())):
+        model = IntModel(cfg, data)
+        for prompt, n, sampling, stops in (
+            ([1, 2, 3], 5, None, ()),
+            (list(range(9, 40)), 3, Sampling(temperature_num=1, temperature_den=1, top_k=5, seed=b"s"), ()),
+        ):
+            want_tok, want = generate(model, prompt, n, sampling, stops)
+            got_tok, got = generate_with(model, prompt, n, sampling, stops, numpy_mm(model))
+            assert got_tok == want_tok and trace_mismatch(want, got) is None and got.root() == want.root()
+        tok, _ = generate(model, [4, 5], 6)
+        stop = (tok[-2],)
+        want_tok, want = generate(model, [4, 5], 6, None, stop)
+        got_tok, got = generate_with(model, [4, 5], 6, None, stop, numpy_mm(model))
+        assert got_tok == want_tok and len(got_tok) < 6 and got.root() == want.root()
+
+
+EMU_LLM_MAIN = r"""
+#include "emu.h"
+struct int4 { int x, y, z, w; };
+#include "llm.cu"
+static std::vector<char> slurp(const char* p) {
+    FILE* f = fopen(p, "rb"); std::vector<char> v; char b[65536]; size_t n;
+    while ((n = fread(b, 1, sizeof b, f)) > 0) v.insert(v.end(), b, b + n); fclose(f); return v; }
+static void dump(const char* p, const void* d, size_t n) { FILE* f = fopen(p, "wb"); fwrite(d, 1, n, f); fclose(f); }
+// llm_mm T O K G bits x.bin q.bin u.bin m.bin y.bin a.bin s.bin
+int main(int, char** argv) {
+    int T = atoi(argv[1]), O = atoi(argv[2]), K = atoi(argv[3]), G = atoi(argv[4]), bits = atoi(argv[5]);
+    auto X = slurp(argv[6]), Q = slurp(argv[7]), U = slurp(argv[8]), M = slurp(argv[9]);
+    int Kp = 32 * G;
+    std::vector<short> A((size_t)T * Kp + 8, (short)0x5555);
+    std::vector<int> S(T), Y((size_t)T * O);
+    launch({(unsigned)T, 1, 1}, {256, 1, 1}, [&] { llm_quant_rows((const int*)X.data(), A.data(), S.data(), K, Kp, bits); });
+    launch({(unsigned)((O + 7) / 8), (unsigned)((T + 7) / 8), 1}, {256, 1, 1}, [&] {
+        llm_matmul_q8(A.data(), S.data(), (const signed char*)Q.data(), (const unsigned char*)U.data(),
+                      (const int*)M.data(), Y.data(), T, O, G); });
+    dump(argv[10], Y.data(), 4 * Y.size());
+    dump(argv[11], A.data(), 2 * (size_t)T * Kp);
+    dump(argv[12], S.data(), 4 * S.size());
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def llm_emulator(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """llm.cu compiled for the CPU emulator (the portable int32 multiply-add path of ``llm_dot4``)."""
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler for the kernel emulator")
+    d = tmp_path_factory.mktemp("cuda-emu-llm")
+    (d / "probe.cpp").write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
+    cmd = [cxx, "-std=c++20", "-pthread"]
+    if subprocess.run([*cmd, "-o", str(d / "probe"), str(d / "probe.cpp")], capture_output=True).returncode:
+        pytest.skip(f"{cxx} lacks C++20 <barrier>")
+    (d / "emu.h").write_text(EMU_H)
+    (d / "main.cpp").write_text(EMU_LLM_MAIN)
+    (d / "llm.cu").write_text(source("llm"))
+    proc = subprocess.run([*cmd, "-O1", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas", "-o", str(d / "emu"),
+                           str(d / "main.cpp")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return d
+
+
+def _emu_mm(d: Path, x: np.ndarray, p, bits: int = 14) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y int32 [T, O], a int16 [T, Kp], s int32 [T]) of the two llm kernels on the emulator."""
+    t = x.shape[0]
+    files = {n: d / f"{n}.bin" for n in ("x", "q", "u", "m", "y", "a", "s")}
+    np.ascontiguousarray(x, dtype=np.int32).tofile(files["x"])
+    p.q.tofile(files["q"])
+    p.u.tofile(files["u"])
+    p.m.tofile(files["m"])
+    args = [t, p.o, p.k, p.g, bits] + [files[n] for n in ("x", "q", "u", "m", "y", "a", "s")]
+    subprocess.run([str(d / "emu"), *map(str, args)], check=True, timeout=120)
+    return (np.fromfile(files["y"], np.int32).reshape(t, p.o), np.fromfile(files["a"], np.int16).reshape(t, -1),
+            np.fromfile(files["s"], np.int32))
+
+
+def test_llm_kernels_on_cpu_emulator_match_matmul_q8(llm_emulator: Path) -> None:
+    """quant_shift and matmul_q8 (requantisation, saturation) bit for bit, on awkward shapes and extreme
+    inputs: zero rows, int32 extremes (|x| = 2**31), tiny rows (left shifts), maximal weights."""
+    from gpu.llm_cuda import PackedMat
+    from state.llm import fixed as fx
+
+    rng = np.random.default_rng(9)
+    for t, o, k in ((1, 1, 1), (3, 9, 33), (11, 17, 72), (9, 40, 100), (2, 5, 300)):
+        g = -(-k // 32)
+        q = np.zeros((o, 32 * g), np.int8)
+        q[:, :k] = rng.integers(-127, 128, (o, k), dtype=np.int8)
+        q[0, :k] = 127
+        u = rng.integers(0, 256, (o, g), dtype=np.uint8)
+        u[0] = 255
+        m = rng.integers(0, (1 << 28) + 1, o).astype(np.int32)
+        m[-1] = 1 << 28
+        p = PackedMat(q, u, m, k)
+        x = rng.integers(-(1 << 31), 1 << 31, (t, k), dtype=np.int64)
+        x[0] = np.where(np.arange(k) % 2, -(1 << 31), (1 << 31) - 1)
+        if t > 1:
+            x[1] = 0
+        if t > 2:
+            x[2] = rng.integers(-50, 51, k)
+        for row in range(3, t):
+            x[row] >>= int(rng.integers(0, 31))
+        y, a, s = _emu_mm(llm_emulator, x, p)
+        wa, ws = fx.quant_shift(x, fx.QBITS)
+        assert np.array_equal(s, ws) and np.array_equal(a[:, :k], wa) and not a[:, k:].any()
+        w = q[:, :k].astype(np.int64) * np.repeat(u.astype(np.int64), 32, axis=1)[:, :k]
+        assert np.array_equal(y, fx.sat32(fx.matmul_q8(x, m.astype(np.int64), w))), (t, o, k)
+
+
+def test_llm_generation_on_cpu_emulator_is_bit_exact(llm_emulator: Path) -> None:
+    """The whole self-test generation (prefill over two position tiles, decode, sampling) with every matmul
+    through the emulated kernels and the packed weights: the same trace as NumPy, step for step."""
+    from gpu.llm_cuda import (
+        SELFTEST_CFG,
+        SELFTEST_NEW,
+        SELFTEST_PROMPT,
+        SELFTEST_SAMPLING,
+        generate_with,
+        pack_q8r,
+        random_model_bytes,
+        trace_mismatch,
+    )
+    from state.llm.generate import IntModel, generate
+
+    data = random_model_bytes(SELFTEST_CFG, 3)
+    model = IntModel(SELFTEST_CFG, data)
+    packed: dict = {}
+
+    def mm(x: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        p = packed.get(names) or packed.setdefault(names, pack_q8r(SELFTEST_CFG, data, names))
+        return _emu_mm(llm_emulator, x, p)[0].astype(np.int64)
+
+    n_new = min(SELFTEST_NEW, 2)  # the emulator runs one std::thread per CUDA thread: keep it short
+    want_tok, want = generate(model, SELFTEST_PROMPT, n_new, SELFTEST_SAMPLING)
+    got_tok, got = generate_with(model, SELFTEST_PROMPT, n_new, SELFTEST_SAMPLING, (), mm)
+    assert got_tok == want_tok and trace_mismatch(want, got) is None and got.root() == want.root()
+
+
+# -- llm-generate on PyCUDA (needs a device) ---------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_pycuda_llm_self_test_passes(cuda) -> None:
+    from gpu.llm_cuda import PyCudaLlm, llm_self_test
+
+    engine = PyCudaLlm(cuda)
+    try:
+        assert llm_self_test(engine) is None
+        assert llm_self_test(engine, seed=8) is None
+        assert cuda.enable_llm(), cuda.llm_reason  # the backend's own start-up check passes as well
+        assert cuda.llm_ready() and cuda.runs(get_kind("llm-generate"))
+    finally:
+        engine.release()
+
+
+@pytest.mark.gpu
+def test_pycuda_llm_trace_root_equals_numpy(cuda) -> None:
+    """A tiny model's whole run (long prefill, decode, temperature sampling) through the CUDA path, and
+    through the kind on the backend: the same trace root, tokens and result rows as NumPy."""
+    from gpu.llm_cuda import PyCudaLlm
+    from state.llm.generate import IntModel, generate
+    from state.llm.steps import Sampling
+    from tests.llm_fixtures import TINY, tiny_model_file
+
+    model = IntModel(TINY, tiny_model_file())
+    engine = PyCudaLlm(cuda)
+    try:
+        for prompt, n, sampling in (([1, 2, 3], 8, None),
+                                    (list(range(100)), 20, Sampling(temperature_num=1, temperature_den=2, top_k=9,
+                                                                    seed=b"g"))):
+            want_tok, want = generate(model, prompt, n, sampling)
+            got_tok, got = engine.generate(model, prompt, n, sampling)
+            assert got_tok == want_tok and got.root() == want.root()
+        assert engine.uploads == 1 and engine.device_bytes > 0  # the weights went up once
+    finally:
+        engine.release()

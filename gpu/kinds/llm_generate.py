@@ -10,8 +10,9 @@ a :class:`ModelSource` (``node/llm.py``: the verified chunks of a model it has p
 and by count (a loaded model costs its file plus the float64 copies of its matrices that the fast path
 builds: about :data:`LOADED_BYTES_PER_FILE_BYTE` × the file size).
 
-Execution runs in the executor's worker thread (never on the trio loop). There are no PyCUDA kernels
-for this kind yet: the executor runs it with NumPy on every backend (``gpu/executor.py``). The run keeps
+Execution runs in the executor's worker thread (never on the trio loop). On the PyCUDA backend, once its
+llm self-test passed, the matmuls run on the GPU (``engine``: :class:`gpu.llm_cuda.PyCudaLlm`, bit-exact with
+NumPy); otherwise the executor runs the kind with NumPy (``gpu/executor.py``). The run keeps
 the output digests of every position's steps (a bounded LRU by job params), so a miner can answer an
 ``llm_challenge`` without running the job again (:meth:`LlmGenerate.position_digests` re-runs it when
 they were evicted; the run is deterministic, so the digests are the same).
@@ -171,10 +172,12 @@ class LlmGenerate(LlmGenerateRules, JobKind):
         model = 0 if params["model"] in self.models else -(-LOADED_BYTES_PER_FILE_BYTE * size // 3)
         return model + positions * per_pos + 4 * cfg.vocab
 
-    def run(self, params: dict, deadline: Deadline | None = None, *, keep_trace: bool = False) -> RunOutput:
+    def run(self, params: dict, deadline: Deadline | None = None, *, keep_trace: bool = False,
+            engine: Any = None) -> RunOutput:
         """Run the job (blocking): tokens, rows and step digests (and with ``keep_trace`` every step
         output, for building step proofs). The generation itself cannot be interrupted: the deadline is
-        checked before and after it."""
+        checked before and after it. ``engine`` (the PyCUDA backend's self-tested
+        :class:`gpu.llm_cuda.PyCudaLlm`) runs the generation with its matmuls on the GPU; same result."""
         self.validate_params(params)
         check_deadline(deadline)
         model = self.load(params["model"])
@@ -182,7 +185,8 @@ class LlmGenerate(LlmGenerateRules, JobKind):
         prompt = list(params["prompt"])
         n_new = params["max_new_tokens"]
         try:
-            tokens, trace = generate(model, prompt, n_new, sampling_of(params), frozenset(params.get("stop", ())))
+            gen = generate if engine is None else engine.generate
+            tokens, trace = gen(model, prompt, n_new, sampling_of(params), frozenset(params.get("stop", ())))
         except LlmError as exc:
             raise JobExecutionError("bad_job", f"the model refused the job: {exc}") from None
         rows = lt.result_rows(trace, prompt, n_new, tokens)

@@ -1,0 +1,499 @@
+"""``llm-generate`` on the PyCUDA backend: the integer matmuls on the GPU (``gpu/kernels/llm.cu``), bit-exact
+with :func:`state.llm.fixed.matmul_q8`; everything else of :func:`state.llm.generate.generate` on the host.
+
+On the device: for every product of the forward pass (Q/K/V stacked, O, gate/up stacked, down, and the
+LM head) the per-row :func:`~state.llm.fixed.quant_shift` of the activations (``llm_quant_rows``) and the
+exact int64 matmul with the requantisation and int32 saturation (``llm_matmul_q8``). The packed weights
+(int8 ``q``, uint8 group sub-scales ``u``, int32 row scales ``m``) are uploaded once per loaded model and
+kept while that model is in the kind's model cache (at most as many models as the cache holds).
+
+On the host (NumPy, the same code as ``generate``): embedding, RMSNorm (its ``isqrt`` needs integers beyond
+128 bits in corner cases), RoPE, attention over the KV cache, SwiGLU, residual adds, top-k and sampling.
+
+:func:`generate_with` is ``generate`` with the matmul passed in: with :func:`numpy_mm` it is ``generate``
+itself (``tests/test_gpu.py`` checks the trace roots), with :meth:`PyCudaLlm.generate` the matmuls run on the
+GPU. The backend uses the CUDA path only after :func:`llm_self_test` (a seeded tiny model with awkward
+sizes: prefill over two position tiles and partial row tiles, then decode steps) gave every step output
+bit for bit equal to NumPy; otherwise it logs one line and the kind runs with NumPy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from state.llm import fixed as fx
+from state.llm.config import LlamaConfig, LlmError
+from state.llm.generate import (
+    MAX_STOP_IDS,
+    TOPK,
+    IntModel,
+    Trace,
+    _attention_heads,
+    _Cache,
+    _check_prompt,
+    _i64,
+    _split,
+    _topk_keys,
+    mat_q8,
+)
+from state.llm.modelfile import GROUP, WRows, encode_i32, encode_q8r, layout, tensor_spec
+from state.llm.steps import Op, Sampling, StepId, blocks, k_embed, k_norm, sample_from
+
+log = logging.getLogger("gpu.llm_cuda")
+
+MODULE = "llm"
+KERNELS = ("llm_quant_rows", "llm_matmul_q8")  # the extern "C" __global__ entry points of llm.cu
+THREADS = 256  # LLM_THREADS
+ROWS = 8  # LLM_ROWS: output rows per block
+TB = 8  # LLM_TB: positions per block
+I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+
+MatMul = Callable[[np.ndarray, tuple[str, ...]], np.ndarray]
+
+
+# -- host-side launch shapes and argument packing (pure functions) --------------------------------------------
+
+
+def groups(k: int) -> int:
+    """Number of 32-weight groups of an inner size ``k``."""
+    return -(-k // GROUP)
+
+
+def padded_k(k: int) -> int:
+    """Row length of the packed int8 weights and of the int16 activations: ``k`` rounded up to 32."""
+    return groups(k) * GROUP
+
+
+def quant_launch(t: int) -> tuple[tuple[int, int, int], tuple[int, int]]:
+    """(block, grid) of ``llm_quant_rows`` for ``t`` rows: one block per row."""
+    return (THREADS, 1, 1), (max(1, t), 1)
+
+
+def matmul_launch(t: int, o: int) -> tuple[tuple[int, int, int], tuple[int, int]]:
+    """(block, grid) of ``llm_matmul_q8`` for ``t`` positions and ``o`` output rows."""
+    return (THREADS, 1, 1), (math.ceil(o / ROWS), math.ceil(t / TB))
+
+
+@dataclass(frozen=True, slots=True)
+class PackedMat:
+    """A q8r matrix (rows of several tensors stacked) as the kernel reads it."""
+
+    q: np.ndarray  # int8 [O, Kp], zero padded
+    u: np.ndarray  # uint8 [O, G]
+    m: np.ndarray  # int32 [O], Q36
+    k: int
+
+    @property
+    def o(self) -> int:
+        return int(self.q.shape[0])
+
+    @property
+    def g(self) -> int:
+        return int(self.u.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return self.q.nbytes + self.u.nbytes + self.m.nbytes
+
+
+def pack_q8r(cfg: LlamaConfig, data: bytes, names: Sequence[str]) -> PackedMat:
+    """The q8r tensors ``names`` (same inner size) of a model file, rows stacked in that order, as
+    :class:`PackedMat`; the weight of row r, column k is ``q[r, k] * u[r, k // 32]`` (times ``m[r] / 2**36``)."""
+    qs, us, ms = [], [], []
+    k = -1
+    for name in names:
+        spec = tensor_spec(cfg, name)
+        rows, kk = spec.shape
+        if k not in (-1, kk):
+            raise LlmError(f"pack_q8r: {name} has inner size {kk}, not {k}", "llm_tensor")
+        k = kk
+        ng = groups(kk)
+        raw = np.frombuffer(data, dtype=np.uint8, count=spec.nbytes, offset=spec.offset).reshape(rows, spec.row_bytes)
+        q = np.zeros((rows, ng * GROUP), dtype=np.int8)
+        q[:, :kk] = raw[:, 4 + ng :].view(np.int8)
+        qs.append(q)
+        us.append(raw[:, 4 : 4 + ng])
+        ms.append(raw[:, :4].copy().view("<i4").reshape(-1))
+    return PackedMat(
+        np.ascontiguousarray(np.concatenate(qs)),
+        np.ascontiguousarray(np.concatenate(us)),
+        np.ascontiguousarray(np.concatenate(ms), dtype=np.int32),
+        k,
+    )
+
+
+def mat_keys(cfg: LlamaConfig) -> list[tuple[str, ...]]:
+    """Every matrix (stacked tensor names) that :func:`generate_with` multiplies by, in order."""
+    keys: list[tuple[str, ...]] = []
+    for ly in range(cfg.n_layers):
+        p = f"blk.{ly}."
+        keys += [
+            (p + "attn_q", p + "attn_k", p + "attn_v"),
+            (p + "attn_output",),
+            (p + "ffn_gate", p + "ffn_up"),
+            (p + "ffn_down",),
+        ]
+    keys.append(("output",))
+    return keys
+
+
+# -- generate with the matmul passed in ---------------------------------------------------------------------
+
+
+def numpy_mm(model: IntModel) -> MatMul:
+    """The NumPy matmul of ``generate``: ``sat32(mat_q8(x, model.mat(*names)))`` as int64."""
+    return lambda x, names: _i64(mat_q8(x, model.mat(*names)))
+
+
+def _forward(
+    model: IntModel, tokens: np.ndarray, pos: np.ndarray, cache: _Cache, rec: dict | None, mm: MatMul
+) -> np.ndarray:
+    """``state.llm.generate._forward`` with every ``_i64(mat_q8(...))`` replaced by ``mm``."""
+    cfg = model.cfg
+    emb = model.weights.tensor("tok_embd")
+    h = _i64(k_embed(WRows("tok_embd", 0, emb.scale[tokens], emb.q[tokens])))
+    plist = pos.tolist()
+    if rec is not None:
+        for i, t in enumerate(plist):
+            rec[StepId(t, 0, Op.EMBED)] = h[i].astype(np.int32)
+    hd, nkv = cfg.head_dim, cfg.n_kv_heads
+    qd, kvd = cfg.n_heads * hd, nkv * hd
+    t_n = len(plist)
+    cos, sin = fx.rope_tables(hd, cfg.rope_base, cfg.max_ctx)
+    rpos = pos[:, None]
+    for ly in range(cfg.n_layers):
+        p = f"blk.{ly}."
+        x = _i64(k_norm(cfg, h, model.gain(p + "attn_norm")))
+        qkv = mm(x, (p + "attn_q", p + "attn_k", p + "attn_v"))
+        q = _i64(fx.rope_q16(qkv[:, :qd].reshape(t_n, -1, hd), rpos, cos, sin).reshape(t_n, -1))
+        k = _i64(fx.rope_q16(qkv[:, qd : qd + kvd].reshape(t_n, -1, hd), rpos, cos, sin).reshape(t_n, -1))
+        v = qkv[:, qd + kvd :]
+        n_s = cache.append(ly, k.reshape(t_n, nkv, hd), v.reshape(t_n, nkv, hd))
+        att = _i64(_attention_heads(cfg, q.reshape(t_n, cfg.n_heads, hd), pos, cache, ly, n_s))
+        o = mm(att, (p + "attn_output",))
+        h1 = _i64(h + o)
+        x2 = _i64(k_norm(cfg, h1, model.gain(p + "ffn_norm")))
+        gu = mm(x2, (p + "ffn_gate", p + "ffn_up"))
+        sw = _i64(fx.round_shift(fx.silu_q16(gu[:, : cfg.ffn_dim]) * gu[:, cfg.ffn_dim :], fx.ACT_FRAC))
+        dn = mm(sw, (p + "ffn_down",))
+        h2 = _i64(h1 + dn)
+        if rec is not None:
+            for op, y in (
+                (Op.ATTN_NORM, x), (Op.Q, q), (Op.K, k), (Op.V, v), (Op.ATTN, att), (Op.O, o),
+                (Op.RESID_ATTN, h1), (Op.FFN_NORM, x2), (Op.SWIGLU, sw), (Op.DOWN, dn), (Op.RESID_FFN, h2),
+            ):
+                _split(rec, cfg, plist, ly, op, y)
+        h = h2
+    cache.n += t_n
+    return h
+
+
+def _head(model: IntModel, h_last: np.ndarray, t: int, sampling: Sampling, rec: dict | None, mm: MatMul) -> int:
+    """``state.llm.generate._head`` with the LM head product through ``mm``."""
+    cfg = model.cfg
+    xf = _i64(k_norm(cfg, h_last[None, :], model.gain("output_norm")))
+    lg = mm(xf, ("output",))[0].astype(np.int64)
+    bits = max(cfg.vocab - 1, 1).bit_length()
+    mask = np.int64((1 << bits) - 1)
+    key = ((-lg) << np.int64(bits)) + np.arange(cfg.vocab, dtype=np.int64)
+    top = _topk_keys(key, min(TOPK, cfg.vocab))
+    cand = np.stack([-(top >> np.int64(bits)), top & mask])
+    tok = sample_from(cand, sampling, t)
+    if rec is not None:
+        bl = blocks(cfg, Op.LOGITS)
+        size = bl[0][1] - bl[0][0]
+        tops = None
+        if all(r1 - r0 == size for r0, r1 in bl[:-1]):
+            pad = np.full(len(bl) * size, np.iinfo(np.int64).max, dtype=np.int64)
+            pad[: cfg.vocab] = key
+            tops = _topk_keys(pad.reshape(len(bl), size), min(TOPK, size))
+        for c, (r0, r1) in enumerate(bl):
+            n = min(TOPK, r1 - r0)
+            kc = tops[c] if tops is not None and n == tops.shape[1] else _topk_keys(key[r0:r1], n)
+            rec[StepId(t, 0, Op.LOGITS, c)] = np.stack([-(kc >> np.int64(bits)), kc & mask]).astype(np.int32)
+        rec[StepId(t, 0, Op.FINAL_NORM)] = xf[0].astype(np.int32)
+        rec[StepId(t, 0, Op.SAMPLE)] = np.array([tok], dtype=np.int32)
+    return tok
+
+
+def generate_with(
+    model: IntModel,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    sampling: Sampling | None,
+    stop_ids: frozenset[int] | set[int] | tuple[int, ...],
+    mm: MatMul,
+    record: bool = True,
+) -> tuple[list[int], Trace]:
+    """:func:`state.llm.generate.generate` with the matmul ``mm`` (same arguments, same result)."""
+    cfg = model.cfg
+    sampling = sampling or Sampling()
+    _check_prompt(cfg, list(prompt_ids), max_new_tokens)
+    stops = frozenset(stop_ids)
+    if len(stops) > MAX_STOP_IDS or not all(type(x) is int and 0 <= x < cfg.vocab for x in stops):
+        raise LlmError(f"at most {MAX_STOP_IDS} stop ids, each in the vocabulary", "llm_prompt")
+    n = len(prompt_ids)
+    trace = Trace(cfg, n)
+    rec = trace.outputs if record else None
+    cache = _Cache(cfg)
+    h = _forward(model, np.array(prompt_ids, dtype=np.int64), np.arange(n, dtype=np.int64), cache, rec, mm)
+    t = n - 1
+    out: list[int] = []
+    while True:
+        tok = _head(model, h[-1], t, sampling, rec, mm)
+        out.append(tok)
+        if tok in stops or len(out) >= max_new_tokens:
+            break
+        t += 1
+        h = _forward(model, np.array([tok], dtype=np.int64), np.array([t], dtype=np.int64), cache, rec, mm)
+    trace.n_positions = t + 1
+    return out, trace
+
+
+# -- seeded random models (self-test, tests, bench) -----------------------------------------------------------
+
+#: The self-test model: inner sizes not multiples of 32 (padded groups), output sizes not multiples of 8
+#: (partial row tiles), untied head; the prompt spans two position tiles.
+SELFTEST_CFG = LlamaConfig(vocab=301, dim=72, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=18, ffn_dim=100,
+                           max_ctx=64, rope_base=10000, norm_eps_num=1, norm_eps_den=100000,
+                           tied_embeddings=False, bos_id=0, eos_id=1)
+SELFTEST_PROMPT = [5, 17, 300, 42, 0, 99, 123, 7, 250, 64, 3]
+SELFTEST_NEW = 4
+SELFTEST_SAMPLING = Sampling(temperature_num=7, temperature_den=10, top_k=8, seed=b"\x61" * 32)
+
+
+def random_model_bytes(cfg: LlamaConfig, seed: int = 1) -> bytes:
+    """The weights section of a seeded random model (real weights ~ N(0, 1/in), embeddings ~ N(0, 1),
+    gains ~ 1), enough for :class:`IntModel` (no tokenizer section)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for spec in layout(cfg):
+        if spec.dtype == "i32":
+            parts.append(encode_i32(rng.integers(45000, 85000, spec.shape[0], dtype=np.int64)))
+            continue
+        rows, k = spec.shape
+        q = rng.integers(-127, 128, (rows, k), dtype=np.int8)
+        u = rng.integers(128, 256, (rows, groups(k)), dtype=np.uint8)
+        sd = 1.0 if spec.name in ("tok_embd", "output") else 1.0 / math.sqrt(k)
+        m = np.full(rows, int(sd * 2**36 / (73.0 * 192.0)), dtype=np.int64)  # q*u has std ~73*192
+        parts.append(encode_q8r(np.minimum(m, 1 << 28), u, q))
+    return b"".join(parts)
+
+
+# -- the CUDA path ------------------------------------------------------------------------------------------
+
+
+class _DeviceModel:
+    """One model's packed matrices on the device (allocations freed on the GPU thread)."""
+
+    def __init__(self, model: IntModel) -> None:
+        self.ref = weakref.ref(model)
+        self.mats: dict[tuple[str, ...], tuple[Any, Any, Any, tuple[int, int]]] = {}  # q, u, m, (O, G)
+        self.nbytes = 0
+
+    def free(self) -> None:
+        for q, u, m, _p in self.mats.values():
+            q.free()
+            u.free()
+            m.free()
+        self.mats.clear()
+
+
+class PyCudaLlm:
+    """The CUDA path of ``llm-generate`` on a :class:`~gpu.pycuda_backend.PyCudaBackend`: compiles
+    ``llm.cu`` on first use, keeps up to ``max_models`` models' weights on the device and runs
+    :func:`generate_with` on the backend's GPU thread with the device matmul."""
+
+    def __init__(self, backend: Any, *, max_models: int = 4, options: list[str] | None = None) -> None:
+        self.backend = backend
+        self.max_models = max(1, max_models)
+        self.options = list(options or [])
+        self._fns: dict[str, Any] = {}
+        self._module: Any = None
+        self._models: OrderedDict[int, _DeviceModel] = OrderedDict()
+        self._scratch: dict[str, tuple[Any, int]] = {}
+        self.uploads = 0
+        self.timings: dict[str, float] = {"matmul_s": 0.0, "calls": 0}
+
+    # -- GPU thread only -------------------------------------------------------------------------------------
+    def _on_gpu(self) -> bool:
+        return threading.current_thread() is self.backend._thread
+
+    def _run(self, fn: Callable[[], Any]) -> Any:
+        return fn() if self._on_gpu() else self.backend._call(fn)
+
+    def _fn(self, name: str) -> Any:
+        fn = self._fns.get(name)
+        if fn is None:
+            if self._module is None:
+                from pycuda.compiler import SourceModule
+
+                from .kernels import source
+
+                self._module = SourceModule(source(MODULE), no_extern_c=True, options=self.options or None)
+            fn = self._fns[name] = self._module.get_function(name)
+        return fn
+
+    def _buf(self, name: str, nbytes: int) -> Any:
+        hit = self._scratch.get(name)
+        if hit is not None and hit[1] >= nbytes:
+            return hit[0]
+        if hit is not None:
+            hit[0].free()
+        size = max(256, nbytes, 2 * (hit[1] if hit else 0))
+        buf = self.backend._drv.mem_alloc(size)
+        self._scratch[name] = (buf, size)
+        return buf
+
+    def _evict(self, keep: int | None = None) -> None:
+        for key in [k for k, d in self._models.items() if d.ref() is None and k != keep]:
+            self._models.pop(key).free()
+        while len(self._models) > self.max_models:
+            _k, dm = self._models.popitem(last=False)
+            dm.free()
+
+    def _device_model(self, model: IntModel) -> _DeviceModel:
+        key = id(model)
+        dm = self._models.get(key)
+        if dm is not None and dm.ref() is model:
+            self._models.move_to_end(key)
+            return dm
+        if dm is not None:  # a dead model's id was reused
+            self._models.pop(key).free()
+        self._evict()
+        drv = self.backend._drv
+        dm = _DeviceModel(model)
+        try:
+            for names in mat_keys(model.cfg):
+                p = pack_q8r(model.cfg, model._data, names)
+                q, u, m = drv.to_device(p.q), drv.to_device(p.u), drv.to_device(p.m)
+                dm.mats[names] = (q, u, m, (p.o, p.g))
+                dm.nbytes += p.nbytes
+        except BaseException:
+            dm.free()
+            raise
+        self._models[key] = dm
+        self.uploads += 1
+        self._evict(keep=key)
+        return dm
+
+    def _mm(self, model: IntModel, dm: _DeviceModel, x: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        x = np.asarray(x, dtype=np.int64)
+        if x.size and (int(x.min()) < I32_MIN or int(x.max()) > I32_MAX):  # never in generate: inputs are sat32
+            return numpy_mm(model)(x, names)
+        qd, ud, md, (o, g) = dm.mats[names]
+        t, k = x.shape
+        kp = g * GROUP
+        drv = self.backend._drv
+        t0 = time.perf_counter()
+        xd = self._buf("x", 4 * t * k)
+        ad, sd, yd = self._buf("a", 2 * t * kp), self._buf("s", 4 * t), self._buf("y", 4 * t * o)
+        drv.memcpy_htod(xd, np.ascontiguousarray(x, dtype=np.int32))
+        block, grid = quant_launch(t)
+        self._fn("llm_quant_rows")(xd, ad, sd, np.int32(k), np.int32(kp), np.int32(fx.QBITS), block=block, grid=grid)
+        block, grid = matmul_launch(t, o)
+        self._fn("llm_matmul_q8")(ad, sd, qd, ud, md, yd, np.int32(t), np.int32(o), np.int32(g), block=block, grid=grid)
+        y = np.empty((t, o), dtype=np.int32)
+        drv.memcpy_dtoh(y, yd)
+        self.timings["matmul_s"] += time.perf_counter() - t0
+        self.timings["calls"] += 1
+        return y.astype(np.int64)
+
+    def forget(self, model: IntModel) -> None:
+        """Free ``model``'s weights on the device now (they are re-uploaded if it runs again)."""
+
+        def drop() -> None:
+            dm = self._models.get(id(model))
+            if dm is not None and dm.ref() is model:
+                self._models.pop(id(model)).free()
+
+        self._run(drop)
+
+    @property
+    def device_bytes(self) -> int:
+        """Bytes of model weights held on the device."""
+        return sum(dm.nbytes for dm in self._models.values())
+
+    def release(self) -> None:
+        """Free every device buffer (on the GPU thread, e.g. before the backend detaches its context)."""
+
+        def free() -> None:
+            for dm in self._models.values():
+                dm.free()
+            self._models.clear()
+            for buf, _n in self._scratch.values():
+                buf.free()
+            self._scratch.clear()
+            self._fns.clear()
+            self._module = None
+
+        self._run(free)
+
+    # -- any thread ------------------------------------------------------------------------------------------
+    def generate(
+        self,
+        model: IntModel,
+        prompt_ids: list[int],
+        max_new_tokens: int,
+        sampling: Sampling | None = None,
+        stop_ids: frozenset[int] | set[int] | tuple[int, ...] = (),
+        record: bool = True,
+    ) -> tuple[list[int], Trace]:
+        """:func:`state.llm.generate.generate` with the matmuls on the GPU (runs on the GPU thread)."""
+
+        def job() -> tuple[list[int], Trace]:
+            dm = self._device_model(model)
+            return generate_with(model, prompt_ids, max_new_tokens, sampling, stop_ids,
+                                 lambda x, names: self._mm(model, dm, x, names), record)
+
+        return self._run(job)
+
+    def warm(self) -> None:
+        """Compile (or load from PyCUDA's cache) the kernels now."""
+        self._run(lambda: [self._fn(n) for n in KERNELS])
+
+
+def trace_mismatch(want: Trace, got: Trace) -> str | None:
+    """None when both traces hold the same steps with bit-identical outputs, else the first difference."""
+    a, b = want.items(), got.items()
+    if len(a) != len(b):
+        return f"{len(b)} steps, expected {len(a)}"
+    for (sa, oa), (sb, ob) in zip(a, b, strict=True):
+        if sa != sb:
+            return f"step {sb!r} where {sa!r} was expected"
+        if oa != ob:
+            return f"step {sa!r} output differs"
+    return None
+
+
+def llm_self_test(engine: PyCudaLlm, *, cfg: LlamaConfig = SELFTEST_CFG, seed: int = 3) -> str | None:
+    """Run the seeded self-test model (prefill + decode, with the trace) with NumPy and on ``engine``;
+    None when every step output is bit-identical, else why not (a CUDA error counts as a failure)."""
+    model = IntModel(cfg, random_model_bytes(cfg, seed))
+    want_tok, want = generate_with(model, SELFTEST_PROMPT, SELFTEST_NEW, SELFTEST_SAMPLING, (), numpy_mm(model))
+    try:
+        engine.warm()
+        got_tok, got = engine.generate(model, SELFTEST_PROMPT, SELFTEST_NEW, SELFTEST_SAMPLING)
+        engine.forget(model)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    why = trace_mismatch(want, got)
+    if why is None and got_tok != want_tok:
+        why = f"tokens {got_tok} != {want_tok}"
+    return why
+
+
+__all__ = [
+    "KERNELS", "PackedMat", "PyCudaLlm", "SELFTEST_CFG", "generate_with", "llm_self_test", "mat_keys",
+    "matmul_launch", "numpy_mm", "pack_q8r", "padded_k", "quant_launch", "random_model_bytes", "trace_mismatch",
+]
