@@ -55,6 +55,7 @@ class RpcSection:
     rate_burst: int = 200
     loopback_exempt: bool = True  # loopback clients skip per-IP caps and the rate limit
     cors_origins: list[str] = field(default_factory=list)  # browser origins allowed ("*": any)
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names besides localhost, IPs, rpc.host ("*": any)
     fd_reserve: int = 1024  # file descriptors kept free for the node's own files
     max_subscriptions_per_connection: int = 64
     max_subscriptions: int = 10_000

@@ -29,6 +29,7 @@ from state.errors import InvariantError
 from .errors import RpcError
 from .jsonrpc import MethodRegistry
 from .params import Param
+from .schemas import document_node_methods
 from .subscriptions import SubscriptionHub
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def install_node_extras(reg: MethodRegistry, hub: SubscriptionHub, node: Node) -
         if topic in hub:
             hub.set_index(topic, param)
     register_admin_methods(reg, node)
+    document_node_methods(reg)  # result schemas and errors of the admin methods (rpc/schemas.py)
 
 
 def _p2p(node: Node) -> Any:

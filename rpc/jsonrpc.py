@@ -17,7 +17,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -95,6 +95,7 @@ class Method:
     admin: bool
     validate: Validator
     is_async: bool
+    errors: tuple[dict, ...] = ()  # OpenRPC error objects (rpc.discover); empty: the common ones
 
 
 class MethodRegistry:
@@ -152,6 +153,18 @@ class MethodRegistry:
             admin=bool(admin),
             validate=validate,
             is_async=inspect.iscoroutinefunction(handler),
+        )
+        self._methods[name] = m
+        self._version += 1
+        return m
+
+    def describe(self, name: str, *, result: dict | None = None, errors: Iterable[dict] | None = None) -> Method:
+        """Set the documented result schema and errors (OpenRPC ``errors``) of a registered method."""
+        m = self._methods[name]
+        m = replace(
+            m,
+            result=result if result is not None else m.result,
+            errors=tuple(errors) if errors is not None else m.errors,
         )
         self._methods[name] = m
         self._version += 1
@@ -317,9 +330,21 @@ _BAD_ID_RESPONSE = _error_response(
 )
 REQUEST_TOO_LARGE_RESPONSE = _error_response(None, INVALID_REQUEST, "request too large")
 
-_POSITIONAL_MESSAGE = (
-    "invalid params: positional (array) params are not supported; pass params by name as a JSON object"
-)
+
+
+def positional_params(method: str, names: list[str], values: list) -> dict:
+    """By-position params (``"params": [...]``, in the order of the method's documented params) as the
+    by-name object; more values than documented params is -32602 (so the array is bounded like an object).
+    A ``null`` stands for an absent optional param (as by name)."""
+    if len(values) > len(names):
+        if not names:
+            raise RpcError(INVALID_PARAMS, f"invalid params: {method[:100]} takes no params, got {len(values)}")
+        raise RpcError(
+            INVALID_PARAMS,
+            f"invalid params: too many positional params: {method[:100]} takes at most {len(names)} "
+            f"({', '.join(names)}), got {len(values)}",
+        )
+    return dict(zip(names, values, strict=False))
 
 
 class Dispatcher:
@@ -432,19 +457,18 @@ class Dispatcher:
                 return _error_response(
                     reply_id, INVALID_REQUEST, "invalid request: 'method' must be a string"
                 )
+            method = self._methods.get(name)
+            if method is None and name not in BUILTIN_METHODS:  # whatever its params
+                if rid is _NOTIFICATION:
+                    return None
+                return _error_response(rid, METHOD_NOT_FOUND, f"method not found: {name[:100]!r}")
             params = req.get("params")
             if params is None:  # absent (or null) means no params
                 params = {}
-            elif type(params) is not dict:
-                if type(params) is list:
-                    if rid is _NOTIFICATION:
-                        return None
-                    return _error_response(rid, INVALID_PARAMS, _POSITIONAL_MESSAGE)
+            elif type(params) is not dict and type(params) is not list:
                 return _error_response(
-                    reply_id, INVALID_REQUEST, "invalid request: 'params' must be an object"
+                    reply_id, INVALID_REQUEST, "invalid request: 'params' must be an object or an array"
                 )
-
-            method = self._methods.get(name)
             try:
                 if method is not None:
                     label = name
@@ -457,6 +481,8 @@ class Dispatcher:
                             f"{name} changes state: send it with 'Content-Type: application/json'",
                         )
                         raise RpcError(refusal.code, refusal.message, refusal.data())
+                    if type(params) is list:
+                        params = positional_params(name, [p.name for p in method.params], params)
                     kwargs = method.validate(params)
                     deadline = ctx.deadline
                     if deadline is None:
@@ -529,9 +555,11 @@ class Dispatcher:
             )
 
     # -- built-ins ------------------------------------------------------------
-    def _builtin(self, name: str, params: dict, ctx: CallContext) -> Any:
+    def _builtin(self, name: str, params: dict | list, ctx: CallContext) -> Any:
         if name == "rpc.discover":
             if params:
+                if type(params) is list:
+                    positional_params(name, [], params)
                 raise RpcError(
                     INVALID_PARAMS, f"invalid params: unknown parameter {str(next(iter(params)))[:64]!r}"
                 )
@@ -542,7 +570,18 @@ class Dispatcher:
         if sub is None:
             raise RpcError(METHOD_NOT_FOUND, f"method {name!r} is only available over WebSocket (/ws)")
         if name == "subscribe":
+            if type(params) is list:  # [topic] or [topic, {filter params}] (like eth_subscribe)
+                if len(params) == 2 and type(params[1]) is not dict:
+                    raise RpcError(
+                        INVALID_PARAMS,
+                        "invalid params: the second positional param of subscribe must be an object "
+                        "of the topic's filter params",
+                    )
+                values = positional_params(name, ["topic", "filter"], params)
+                params = {**values.get("filter", {}), "topic": values.get("topic")} if values else {}
             return sub.subscribe(params)
+        if type(params) is list:
+            params = positional_params(name, ["subscription"], params)
         return sub.unsubscribe(params)
 
 

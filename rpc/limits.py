@@ -29,6 +29,7 @@ __all__ = [
     "REASONS",
     "ConnectionGate",
     "FdHeadroom",
+    "HostCheck",
     "RateLimiter",
     "Refusal",
     "RpcLimits",
@@ -47,6 +48,7 @@ REASONS: dict[str, tuple[int, int]] = {
     "subscription_limit": (BUSY, 200),  # rpc.max_subscriptions_per_connection
     "total_subscription_limit": (BUSY, 200),  # rpc.max_subscriptions
     "origin_not_allowed": (UNAUTHORIZED, 403),  # a browser page of an origin not in rpc.cors_origins
+    "host_not_allowed": (UNAUTHORIZED, 403),  # a Host header naming no allowed host (DNS rebinding)
     "content_type": (UNAUTHORIZED, 415),  # a state-changing call without Content-Type: application/json
 }
 
@@ -76,6 +78,8 @@ class RpcLimits:
     rate_burst: int = 200  # bucket size
     loopback_exempt: bool = True  # loopback clients skip per-IP caps and rate limits
     cors_origins: tuple[str, ...] = ()  # browser origins allowed on /rpc and /ws ("*": any)
+    #: Host header names accepted besides localhost names, IP literals and the bound host ("*": any).
+    allowed_hosts: tuple[str, ...] = ()
     admin_loopback: bool = True  # loopback clients may call admin_* without the token
     state_changing: frozenset[str] = STATE_CHANGING
     fd_budget: FdHeadroom | None = field(default=None, compare=False)
@@ -106,6 +110,7 @@ class RpcLimits:
             rate_burst=rpc.rate_burst,
             loopback_exempt=rpc.loopback_exempt,
             cors_origins=tuple(rpc.cors_origins),
+            allowed_hosts=tuple(getattr(rpc, "allowed_hosts", ())),
             admin_loopback=rpc.admin_loopback,
             fd_budget=fd_budget,
         )
@@ -113,6 +118,45 @@ class RpcLimits:
     def origin_allowed(self, origin: str) -> bool:
         o = origin.rstrip("/").lower()
         return any(a == "*" or a.rstrip("/").lower() == o for a in self.cors_origins)
+
+
+def host_name(value: str) -> str:
+    """The host of a ``Host`` header value (``name:port``, ``[v6]:port``, ``v4``), lower-case, without the
+    port and a trailing dot."""
+    v = value.strip().lower()
+    if v.startswith("["):
+        end = v.find("]")
+        return v[1:end] if end > 0 else v
+    if v.count(":") == 1:
+        v = v.split(":", 1)[0]
+    return v.rstrip(".")
+
+
+class HostCheck:
+    """The ``Host`` allow-list against DNS rebinding: a page of ``http://evil.example:8202`` whose name the
+    attacker re-points to 127.0.0.1 reaches the node same-origin, past every Origin check, but its requests
+    carry ``Host: evil.example:8202``. Allowed: IP literals (nothing to rebind), ``localhost`` and
+    ``*.localhost`` (browsers resolve those to loopback themselves), the bound host and ``allowed``
+    (``"*"``: any host, no check). A request without a Host header (HTTP/1.0, no browser) is allowed."""
+
+    def __init__(self, allowed: Iterable[str], bound_host: str) -> None:
+        names = {host_name(a) for a in allowed if a}
+        self.any = "*" in names
+        names.add(host_name(bound_host))
+        names.add("localhost")
+        self.names = frozenset(names)
+
+    def allowed(self, value: str | None) -> bool:
+        if value is None or self.any:
+            return True
+        name = host_name(value)
+        if name in self.names or name.endswith(".localhost"):
+            return True
+        try:
+            ipaddress.ip_address(name.split("%", 1)[0])
+        except ValueError:
+            return False
+        return True
 
 
 def ip_key(host: str | None) -> str:

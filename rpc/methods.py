@@ -1,6 +1,6 @@
 """The node's JSON-RPC methods and WebSocket topics (one route table, like CometBFT's routes.go).
 
-Method names are ``namespace_camelCase``; params are by name; results use snake_case, 0x-hex bytes and
+Method names are ``namespace_camelCase``; params are by name or by position; results use snake_case, 0x-hex bytes and
 decimal-string amounts. Errors: -32602 for bad params, -32004 not found, -32010 transaction rejected
 (``data.reason`` is the machine-readable reason).
 """
@@ -20,6 +20,7 @@ from state.types import U64_MAX, Account
 from .errors import RpcError
 from .jsonrpc import MethodRegistry
 from .params import Param
+from .schemas import document_node_methods
 from .subscriptions import SubscriptionHub
 from .views import block_json, commit_json, header_json, hx, result_json, tx_status_json
 
@@ -326,6 +327,7 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
 
     register_market_methods(reg, hub, node)
     register_staking_methods(reg, hub, node)
+    document_node_methods(reg)  # result schemas and errors for rpc.discover (rpc/schemas.py)
 
     # WebSocket topics ---------------------------------------------------------------------------
     hub.register_topic("newHeads", summary="Every committed block header")

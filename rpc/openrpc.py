@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rpc.params import Param, schema_for_openrpc
+from rpc.schemas import ERROR_OBJECTS, errors_for
 
 if TYPE_CHECKING:
     from rpc.jsonrpc import MethodRegistry
@@ -47,13 +48,14 @@ def _subscription_methods(hub: SubscriptionHub | None) -> list[dict[str, Any]]:
         "name": "subscribe",
         "summary": "WebSocket-only: subscribe to a topic; returns a subscription id",
         "description": (
-            "WebSocket-only (connect to /ws). Params are by name: 'topic' plus the topic's filter params. "
+            "WebSocket-only (connect to /ws). Params by name: 'topic' plus the topic's filter params; or by "
+            "position: [topic] or [topic, {filter params}]. "
             'Notifications arrive as {"jsonrpc":"2.0","method":"subscription","params":'
             '{"subscription":id,"topic":topic,"result":payload}}. A connection that does not read '
             "its notifications fast enough is closed with code 1008 'subscriber too slow'.\nTopics:\n"
             + ("\n".join(topic_lines) or "(none registered)")
         ),
-        "paramStructure": "by-name",
+        "paramStructure": "either",
         "params": [
             {
                 "name": "topic",
@@ -66,6 +68,7 @@ def _subscription_methods(hub: SubscriptionHub | None) -> list[dict[str, Any]]:
             "name": "subscription",
             "schema": {"type": "string", "pattern": "^0x[0-9a-f]{16}$"},
         },
+        "errors": errors_for("subscribe"),
         "tags": ws_tag,
         "x-topics": x_topics,
     }
@@ -73,7 +76,7 @@ def _subscription_methods(hub: SubscriptionHub | None) -> list[dict[str, Any]]:
         "name": "unsubscribe",
         "summary": "WebSocket-only: cancel a subscription made on the same connection",
         "description": "WebSocket-only (connect to /ws). Returns true if the subscription existed.",
-        "paramStructure": "by-name",
+        "paramStructure": "either",
         "params": [
             {
                 "name": "subscription",
@@ -83,6 +86,7 @@ def _subscription_methods(hub: SubscriptionHub | None) -> list[dict[str, Any]]:
             }
         ],
         "result": {"name": "removed", "schema": {"type": "boolean"}},
+        "errors": errors_for("unsubscribe"),
         "tags": ws_tag,
     }
     return [subscribe, unsubscribe]
@@ -107,9 +111,10 @@ def build_openrpc(
         entry: dict[str, Any] = {
             "name": m.name,
             "summary": m.summary,
-            "paramStructure": "by-name",
+            "paramStructure": "either",
             "params": [_param_descriptor(p) for p in m.params],
             "result": _result_descriptor(m.result),
+            "errors": [dict(e) for e in m.errors] or errors_for(m.name, m.admin),
         }
         if m.admin:
             entry["tags"] = [{"name": "admin", "description": "admin method (loopback or bearer token)"}]
@@ -117,6 +122,13 @@ def build_openrpc(
     methods.extend(_subscription_methods(hub))
     return {
         "openrpc": OPENRPC_VERSION,
-        "info": {"title": title, "version": version},
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "JSON-RPC 2.0 at POST /rpc and POST / (batches allowed), and over the WebSocket at "
+            "/ws. Params by name (an object) or by position (an array in the order of the method's params; "
+            "null for an absent optional param).",
+        },
         "methods": methods,
+        "components": {"errors": {str(code): dict(e) for code, e in sorted(ERROR_OBJECTS.items(), reverse=True)}},
     }

@@ -2,7 +2,8 @@
 
 Routes:
 
-* ``POST /rpc``   JSON-RPC 2.0 (single or batch); other methods -> 405
+* ``POST /rpc``   JSON-RPC 2.0 (single or batch); other methods -> 405. Also ``POST /`` (geth/CometBFT
+  clients); ``GET /`` is not served (404), kept for a web app
 * ``GET  /ws``    WebSocket: the same JSON-RPC calls plus ``subscribe``/``unsubscribe``
 * ``GET  /metrics`` Prometheus text exposition of ``metrics_registry`` (404 without one)
 * ``GET  /health``  200 "ok"
@@ -32,6 +33,9 @@ Limits (``rpc.limits.RpcLimits``; everything from outside is hostile):
   refused (403, ``origin_not_allowed``): any web page can make the operator's browser POST to
   127.0.0.1. State-changing methods also need ``Content-Type: application/json`` (which a page can
   only send cross-origin after a CORS preflight this server answers only for allowed origins).
+* DNS rebinding — every HTTP request and WebSocket upgrade whose ``Host`` names a host outside
+  ``allowed_hosts`` (besides localhost names, IP literals and the bound host) is refused (403,
+  ``host_not_allowed``), before any route.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from rpc.jsonrpc import (
     RpcMetrics,
     make_openrpc_provider,
 )
-from rpc.limits import ConnectionGate, RateLimiter, Refusal, RpcLimits, ip_key, is_loopback
+from rpc.limits import ConnectionGate, HostCheck, RateLimiter, Refusal, RpcLimits, ip_key, is_loopback
 from rpc.subscriptions import SubscriberConnection, SubscriptionHub
 
 __all__ = ["RpcServer"]
@@ -286,6 +290,7 @@ class RpcServer:
         self.registry = registry
         self.hub = hub
         self.host = host
+        self.host_check = HostCheck(limits.allowed_hosts, host)
         self.port = port  # the bound port once serving (port=0 binds an ephemeral one)
         self._bind_port = port
         self.max_body_bytes = max_body_bytes
@@ -328,6 +333,21 @@ class RpcServer:
             return None
         return partial(self.rate_limiter.take, ip_key(host))
 
+    def _host_refusal(self, scope: Any) -> Refusal | None:
+        """403 for a ``Host`` header outside the allow-list (``rpc.allowed_hosts``; DNS rebinding)."""
+        value = None
+        for name, v in scope["headers"]:
+            if name == b"host":
+                value = _header_text(v)
+                break
+        if self.host_check.allowed(value):
+            return None
+        self.gate.refusals["host_not_allowed"] += 1
+        return Refusal(
+            "host_not_allowed",
+            f"host {(value or '')[:100]!r} is not allowed: add its name to rpc.allowed_hosts",
+        )
+
     def _origin_refusal(self, origin: str | None) -> Refusal | None:
         if origin is None or self.limits.origin_allowed(origin):
             return None
@@ -355,9 +375,18 @@ class RpcServer:
 
         async def asgi(scope: Any, receive: Any, send: Any) -> None:
             kind = scope["type"]
+            if kind in ("http", "websocket"):
+                refusal = self._host_refusal(scope)
+                if refusal is not None:
+                    if kind == "websocket":
+                        if (await receive())["type"] == "websocket.connect":
+                            await self._ws_refuse(scope, send, refusal)
+                        return None
+                    return await _send_simple(send, refusal.status, refusal.body(), b"application/json")
             if kind == "http":
                 path = scope["path"]
-                if path == "/rpc":
+                # JSON-RPC at /rpc, and at / (POST and CORS preflight only: GET / is kept for a web app)
+                if path == "/rpc" or (path == "/" and scope["method"] in ("POST", "OPTIONS")):
                     return await self._http_rpc(scope, receive, send)
                 for prefix, handler in self.http_routes:
                     if path.startswith(prefix):
@@ -408,14 +437,14 @@ class RpcServer:
                 b"text/plain",
                 cors
                 + [
-                    (b"access-control-allow-methods", b"POST"),
+                    (b"access-control-allow-methods", b"POST, OPTIONS"),
                     (b"access-control-allow-headers", b"content-type, authorization"),
                     (b"access-control-max-age", b"600"),
                 ],
             )
             return
         if scope["method"] != "POST":
-            await _send_simple(send, 405, _405_BODY, b"application/json", [(b"allow", b"POST")])
+            await _send_simple(send, 405, _405_BODY, b"application/json", [(b"allow", b"POST"), *cors])
             return
         client = scope.get("client")
         host = client[0] if client else None
@@ -426,12 +455,14 @@ class RpcServer:
         if reading.cancelled_caught:
             self.dispatcher.refusals["timeout"] += 1
             late = Refusal("timeout", f"request body not received within {timeout:g} s")
-            await _send_simple(send, late.status, late.body(), b"application/json", [(b"connection", b"close")])
+            await _send_simple(
+                send, late.status, late.body(), b"application/json", [(b"connection", b"close"), *cors]
+            )
             return
         if type(body) is not bytes:
             if body is _Outcome.DISCONNECTED:
                 return
-            extra = [(b"connection", b"close")] if body is _Outcome.TOO_LARGE_CLOSE else None
+            extra = [(b"connection", b"close"), *cors] if body is _Outcome.TOO_LARGE_CLOSE else cors
             if self.metrics is not None:
                 self.metrics.record("unknown", False, 0.0)
             await _send_simple(send, 413, REQUEST_TOO_LARGE_RESPONSE.encode(), b"application/json", extra)

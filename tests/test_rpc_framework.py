@@ -224,9 +224,27 @@ async def test_invalid_request_variants(client):
             assert_error(r.json(), INVALID_REQUEST, rid=rid, contains=text)
 
 
+async def test_positional_params(client):
+    with trio.fail_after(10):
+        assert (await call(client, "add", [1, 2]))["result"] == 3
+        assert (await call(client, "echo", []))["result"] is None
+        assert (await call(client, "echo", [None]))["result"] is None  # null: an absent optional param
+        assert (await call(client, "typed", [HASH_A, None, "7"]))["result"] == ["hash", "value"]
+        assert (await call(client, "rpc.discover", []))["result"]["openrpc"]
+        assert_error(await call(client, "fail", []), NOT_FOUND)  # [] means no params
+        batch = [
+            {"jsonrpc": "2.0", "id": 1, "method": "add", "params": [2, 3]},
+            {"jsonrpc": "2.0", "id": 2, "method": "add", "params": {"a": 4, "b": 5}},
+        ]
+        assert sorted(r["result"] for r in (await post(client, batch)).json()) == [5, 9]
+
+
 async def test_method_not_found(client):
     with trio.fail_after(10):
         assert_error(await call(client, "nope"), METHOD_NOT_FOUND, contains="nope")
+        # whatever its params: an unknown method is -32601, not a params error
+        for params in ([1, 2], {"a": 1}, "bar", 5, [None] * 1000):
+            assert_error(await call(client, "nope", params), METHOD_NOT_FOUND, contains="nope")
         assert_error(await call(client, "rpc.nope"), METHOD_NOT_FOUND)
         # subscriptions only exist on the WebSocket
         assert_error(
@@ -236,9 +254,14 @@ async def test_method_not_found(client):
 
 async def test_invalid_params(client):
     with trio.fail_after(10):
-        e = assert_error(await call(client, "add", [1, 2]), INVALID_PARAMS)
-        assert "positional" in e["message"] and "by name" in e["message"]
         cases = [
+            # by position: in the order of the declared params, bounded by their number
+            ("add", [1, 2, 3], "too many positional params: add takes at most 2 (a, b), got 3"),
+            ("add", [1], "missing required parameter 'b'"),
+            ("add", [1, "2"], "'b' must be an integer, got string"),
+            ("echo", [1, 2], "too many positional params: echo takes at most 1 (value), got 2"),
+            ("fail", [None], "fail takes no params, got 1"),
+            ("rpc.discover", [1], "rpc.discover takes no params, got 1"),
             ("add", {"a": 1, "b": 2, "c": 3}, "unknown parameter 'c'"),
             ("add", {"a": 1}, "missing required parameter 'b'"),
             ("add", {"a": True, "b": 1}, "'a' must be an integer, got boolean"),
@@ -421,13 +444,14 @@ async def test_discover(client):
     with trio.fail_after(10):
         doc = (await call(client, "rpc.discover"))["result"]
         assert doc["openrpc"] == "1.2.6"
-        assert doc["info"] == {"title": "aitbc-peer", "version": "0.1.0"}
+        assert doc["info"]["title"] == "aitbc-peer" and doc["info"]["version"] == "0.1.0"
+        assert "by position" in doc["info"]["description"]
         methods = {m["name"]: m for m in doc["methods"]}
         assert {"echo", "add", "typed", "fail", "boom", "subscribe", "unsubscribe"} <= set(methods)
         assert "adminPing" not in methods  # admin disabled: not advertised
         add = methods["add"]
         assert add["summary"] == "Add two integers"
-        assert add["paramStructure"] == "by-name"
+        assert add["paramStructure"] == "either"  # by name or by position
         assert add["params"] == [
             {"name": "a", "required": True, "schema": {"type": "integer"}, "description": ""},
             {
@@ -438,10 +462,13 @@ async def test_discover(client):
             },
         ]
         assert add["result"] == {"name": "result", "schema": {"type": "integer"}}
+        # every method documents its errors (by default the common ones: params, busy, internal)
+        assert [e["code"] for e in add["errors"]] == [-32602, -32005, -32603]
+        assert {"-32700", "-32600", "-32601", "-32602"} <= set(doc["components"]["errors"])
         hash_schema = next(p for p in methods["typed"]["params"] if p["name"] == "hash")["schema"]
         assert hash_schema["format"] == "hash32" and hash_schema["pattern"] == "^0x[0-9a-fA-F]{64}$"
         sub = methods["subscribe"]
-        assert "WebSocket-only" in sub["summary"] and sub["paramStructure"] == "by-name"
+        assert "WebSocket-only" in sub["summary"] and sub["paramStructure"] == "either"
         assert sub["params"][0]["name"] == "topic"
         assert set(sub["params"][0]["schema"]["enum"]) == {"newHeads", "tx"}
         topics = {t["name"]: t for t in sub["x-topics"]}
@@ -528,7 +555,8 @@ async def test_ws_method_calls(srv):
     with trio.fail_after(10):
         async with open_websocket_url(srv.ws_url) as ws:
             assert await ws_call(ws, "add", {"a": 20, "b": 22}) == {"jsonrpc": "2.0", "id": 1, "result": 42}
-            assert_error(await ws_call(ws, "add", [1, 2]), INVALID_PARAMS)
+            assert (await ws_call(ws, "add", [1, 2]))["result"] == 3  # by position too
+            assert_error(await ws_call(ws, "add", [1, 2, 3]), INVALID_PARAMS, contains="too many")
             await ws.send_message("{oops")
             assert_error(json.loads(await ws.get_message()), PARSE_ERROR, rid=None)
             await ws.send_message(
@@ -562,6 +590,11 @@ async def test_ws_subscribe_notify_filter_unsubscribe(srv):
             r = await ws_call(ws, "subscribe", {"topic": "tx", "hash": HASH_A}, rid=2)
             tx_id = r["result"]
             assert tx_id != heads_id
+            assert hub.subscriber_count("tx") == 1 and hub.subscriber_count() == 2
+            # by position too (like eth_subscribe): [topic] or [topic, {filter params}]; unsubscribe [id]
+            extra = [(await ws_call(ws, "subscribe", p, rid=3))["result"] for p in (["newHeads"], ["tx", {"hash": HASH_B}])]
+            assert hub.subscriber_count() == 4
+            assert [(await ws_call(ws, "unsubscribe", [x], rid=4))["result"] for x in extra] == [True, True]
             assert hub.subscriber_count("tx") == 1 and hub.subscriber_count() == 2
 
             hub.publish("newHeads", {"height": 1, "hash": HASH_B})
@@ -603,7 +636,10 @@ async def test_ws_subscribe_errors(srv):
             )
             assert_error(await ws_call(ws, "subscribe", {}), INVALID_PARAMS, contains="'topic'")
             assert_error(await ws_call(ws, "subscribe", {"topic": 5}), INVALID_PARAMS, contains="'topic'")
-            assert_error(await ws_call(ws, "subscribe", ["tx"]), INVALID_PARAMS, contains="positional")
+            assert_error(await ws_call(ws, "subscribe", ["tx"]), INVALID_PARAMS, contains="'hash'")
+            assert_error(await ws_call(ws, "subscribe", ["tx", 5]), INVALID_PARAMS, contains="second positional")
+            assert_error(await ws_call(ws, "subscribe", ["tx", {}, 3]), INVALID_PARAMS, contains="too many")
+            assert_error(await ws_call(ws, "unsubscribe", ["0x00", 1]), INVALID_PARAMS, contains="too many")
             assert_error(
                 await ws_call(ws, "subscribe", {"topic": "tx", "hash": "0x12"}),
                 INVALID_PARAMS,

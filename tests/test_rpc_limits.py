@@ -206,10 +206,10 @@ async def test_idle_http_connection_is_closed(nursery):
         # a keep-alive connection after a request, and a half-sent request head (slowloris)
         ka = await trio.open_tcp_stream("127.0.0.1", s.port)
         body = json.dumps(req("echo", {"value": 1})).encode()
-        await ka.send_all(b"POST /rpc HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        await ka.send_all(b"POST /rpc HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
                           b"content-length: %d\r\n\r\n" % len(body) + body)  # fmt: skip
         slow = await trio.open_tcp_stream("127.0.0.1", s.port)
-        await slow.send_all(b"POST /rpc HTTP/1.1\r\nhost: x\r\n")
+        await slow.send_all(b"POST /rpc HTTP/1.1\r\nhost: 127.0.0.1\r\n")
         got = b""
         while True:
             chunk = await ka.receive_some(4096)
@@ -265,7 +265,7 @@ async def test_request_timeout(nursery):
             assert (await ws_call(ws, "echo", {"value": 8}))["result"] == 8
         # a body that never finishes: 408 and the connection is closed
         raw = await trio.open_tcp_stream("127.0.0.1", s.port)
-        await raw.send_all(b"POST /rpc HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"jsonrpc\"")
+        await raw.send_all(b"POST /rpc HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100\r\n\r\n{\"jsonrpc\"")
         got = b""
         while chunk := await raw.receive_some(4096):
             got += chunk
@@ -372,6 +372,105 @@ async def test_cross_origin_requests_are_refused(nursery):
         assert exc.value.status_code == 403
         async with open_websocket_url(s.ws, extra_headers=[("Origin", "https://wallet.example")]) as ws:
             assert (await ws_call(ws, "echo", {"value": 3}))["result"] == 3
+
+
+async def test_json_rpc_at_root_and_cors_preflight(nursery):
+    """POST / is the same JSON-RPC handler as POST /rpc (geth and CometBFT clients post to /); GET / is not
+    served (kept for a web app); a CORS preflight is answered at both for allowed origins only."""
+    s = await start(nursery, cors_origins=("https://wallet.example",))
+    with trio.fail_after(20):
+        async with client() as c:
+            for url in (s.url + "/", s.rpc):
+                assert (await c.post(url, json=req("echo", {"value": 7}))).json()["result"] == 7
+                positional = {"jsonrpc": "2.0", "id": 2, "method": "echo", "params": [8]}
+                assert (await c.post(url, json=positional)).json()["result"] == 8
+                pre = await c.options(url, headers={"origin": "https://wallet.example",
+                                                    "access-control-request-method": "POST",
+                                                    "access-control-request-headers": "content-type"})  # fmt: skip
+                assert pre.status_code == 204, url
+                assert pre.headers["access-control-allow-origin"] == "https://wallet.example"
+                assert "POST" in pre.headers["access-control-allow-methods"]
+                assert "content-type" in pre.headers["access-control-allow-headers"]
+                assert pre.headers["vary"].lower() == "origin"
+                bad = await c.options(url, headers={"origin": "https://evil.example",
+                                                    "access-control-request-method": "POST"})  # fmt: skip
+                assert bad.status_code == 403 and "access-control-allow-origin" not in bad.headers
+                r = await c.post(url, json=req("echo", {"value": 9}), headers={"origin": "https://wallet.example"})
+                assert r.json()["result"] == 9 and r.headers["access-control-allow-origin"] == "https://wallet.example"
+            # the Content-Type rule of state-changing calls holds at / as at /rpc
+            r = await c.post(s.url + "/", content=json.dumps(req("tx_submit", {"tx": "0x00"})),
+                             headers={"content-type": "text/plain"})  # fmt: skip
+            assert r.json()["error"]["data"]["reason"] == "content_type"
+            root = await c.get(s.url + "/")
+            assert root.status_code == 404 and b"jsonrpc" not in root.content  # nothing served on GET /
+            assert (await c.get(s.rpc)).status_code == 405
+            # a refusal a browser may read still carries the CORS headers of an allowed origin
+            r = await c.get(s.rpc, headers={"origin": "https://wallet.example"})
+            assert r.status_code == 405 and r.headers["access-control-allow-origin"] == "https://wallet.example"
+
+
+async def _ws_upgrade_status(port: int, host: str) -> int:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(
+            f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n" not in head:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                break
+            head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+async def test_host_allow_list_against_dns_rebinding(nursery):
+    """A page whose name was re-pointed at the node (DNS rebinding) talks to it same-origin, past the Origin
+    check, but sends its own name as Host: refused with 403 before any route, HTTP and WebSocket alike."""
+    s = await start(nursery, cors_origins=("*",))
+    p = s.port
+    with trio.fail_after(20):
+        async with client() as c:
+            for host in (f"127.0.0.1:{p}", f"localhost:{p}", "LOCALHOST", f"[::1]:{p}", f"app.localhost:{p}",
+                         "10.1.2.3", f"localhost.:{p}"):  # fmt: skip
+                r = await c.post(s.rpc, json=req("echo", {"value": 1}), headers={"host": host})
+                assert r.status_code == 200 and r.json()["result"] == 1, host
+            for url in (s.rpc, s.url + "/", s.url + "/metrics", s.url + "/health"):
+                r = await c.post(url, json=req("echo", {"value": 1}),
+                                 headers={"host": f"evil.example:{p}", "origin": f"http://evil.example:{p}"})
+                assert r.status_code == 403, url
+                assert "\n" not in r.text and r.json()["error"] == {
+                    "code": UNAUTHORIZED,
+                    "message": f"host 'evil.example:{p}' is not allowed: add its name to rpc.allowed_hosts",
+                    "data": {"reason": "host_not_allowed"},
+                }
+            assert (await c.get(s.url + "/health", headers={"host": "evil.example"})).status_code == 403
+        assert await _ws_upgrade_status(p, "evil.example") == 403
+        assert await _ws_upgrade_status(p, f"127.0.0.1:{p}") == 101
+        assert s.server.gate.refusals["host_not_allowed"] == 6
+    t = await start(nursery, allowed_hosts=("node.example",))
+    async with client() as c:
+        with trio.fail_after(20):
+            ok = await c.post(t.rpc, json=req("echo", {"value": 2}), headers={"host": "NODE.example.:8202"})
+            assert ok.json()["result"] == 2
+            assert (await c.post(t.rpc, json=req("echo"), headers={"host": "other.example"})).status_code == 403
+    u = await start(nursery, allowed_hosts=("*",))
+    async with client() as c:
+        with trio.fail_after(20):
+            r = await c.post(u.rpc, json=req("echo", {"value": 3}), headers={"host": "anything.example"})
+            assert r.json()["result"] == 3
+
+
+def test_host_check_defaults():
+    from rpc.limits import HostCheck, host_name
+
+    assert host_name("Node.Example.:80") == "node.example" and host_name("[::1]:8202") == "::1"
+    check = HostCheck((), "node.lan")  # the bound host is allowed
+    assert check.allowed("node.lan:8202") and check.allowed("localhost") and check.allowed("192.168.1.5:8202")
+    assert check.allowed(None)  # no Host header: no browser
+    assert not check.allowed("evil.example") and not check.allowed("localhost.evil.example")
+    assert not HostCheck((), "0.0.0.0").allowed("node.lan")
 
 
 async def test_admin_gate_without_loopback_trust(nursery):

@@ -123,7 +123,9 @@ def test_notification_gets_no_body_and_http_method_checked(dev_node: NodeProcess
 @pytest.mark.parametrize(
     ("method", "params", "needle"),
     [
-        ("chain_getBlock", [1], "positional"),
+        ("chain_getBlock", [1, None, True, 4], "too many positional params: chain_getBlock takes at most 3"),
+        ("chain_getBlock", [None, 5], "'hash' must be a string"),
+        ("chain_getHead", [1], "chain_getHead takes no params, got 1"),
         ("chain_getHead", {"verbose": True}, "unknown parameter 'verbose'"),
         ("chain_getBlock", {"height": 1, "bogus": 2}, "unknown parameter 'bogus'"),
         ("chain_getBlock", {"height": "1"}, "'height' must be an integer"),
@@ -329,7 +331,8 @@ async def test_websocket_garbage_and_unknown_topics(dev_node: NodeProcess) -> No
             assert err["code"] == INVALID_PARAMS and "unknown topic" in err["message"]
             assert (await _ws_rpc(ws, req("subscribe", {})))["error"]["code"] == INVALID_PARAMS
             assert (await _ws_rpc(ws, req("subscribe", {"topic": 5})))["error"]["code"] == INVALID_PARAMS
-            assert (await _ws_rpc(ws, req("subscribe", ["newHeads"])))["error"]["code"] == INVALID_PARAMS
+            assert (await _ws_rpc(ws, req("subscribe", ["newHeads", {}, 1])))["error"]["code"] == INVALID_PARAMS
+            assert (await _ws_rpc(ws, req("subscribe", ["noSuchTopic"])))["error"]["code"] == INVALID_PARAMS
             err = (await _ws_rpc(ws, req("subscribe", {"topic": "tx", "hash": "0x12"})))["error"]
             assert err["code"] == INVALID_PARAMS
             err = (await _ws_rpc(ws, req("subscribe", {"topic": "newHeads", "extra": 1})))["error"]
