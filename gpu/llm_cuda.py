@@ -33,21 +33,9 @@ import numpy as np
 
 from state.llm import fixed as fx
 from state.llm.config import LlamaConfig, LlmError
-from state.llm.generate import (
-    MAX_STOP_IDS,
-    TOPK,
-    IntModel,
-    Trace,
-    _attention_heads,
-    _Cache,
-    _check_prompt,
-    _i64,
-    _split,
-    _topk_keys,
-    mat_q8,
-)
-from state.llm.modelfile import GROUP, WRows, encode_i32, encode_q8r, layout, tensor_spec
-from state.llm.steps import Op, Sampling, StepId, blocks, k_embed, k_norm, sample_from
+from state.llm.generate import IntModel, MatMul, Trace, generate, numpy_matmul
+from state.llm.modelfile import GROUP, encode_i32, encode_q8r, layout, tensor_spec
+from state.llm.steps import Sampling
 
 log = logging.getLogger("gpu.llm_cuda")
 
@@ -58,7 +46,6 @@ ROWS = 8  # LLM_ROWS: output rows per block
 TB = 8  # LLM_TB: positions per block
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 
-MatMul = Callable[[np.ndarray, tuple[str, ...]], np.ndarray]
 
 
 # -- host-side launch shapes and argument packing (pure functions) --------------------------------------------
@@ -152,78 +139,7 @@ def mat_keys(cfg: LlamaConfig) -> list[tuple[str, ...]]:
 
 def numpy_mm(model: IntModel) -> MatMul:
     """The NumPy matmul of ``generate``: ``sat32(mat_q8(x, model.mat(*names)))`` as int64."""
-    return lambda x, names: _i64(mat_q8(x, model.mat(*names)))
-
-
-def _forward(
-    model: IntModel, tokens: np.ndarray, pos: np.ndarray, cache: _Cache, rec: dict | None, mm: MatMul
-) -> np.ndarray:
-    """``state.llm.generate._forward`` with every ``_i64(mat_q8(...))`` replaced by ``mm``."""
-    cfg = model.cfg
-    emb = model.weights.tensor("tok_embd")
-    h = _i64(k_embed(WRows("tok_embd", 0, emb.scale[tokens], emb.q[tokens])))
-    plist = pos.tolist()
-    if rec is not None:
-        for i, t in enumerate(plist):
-            rec[StepId(t, 0, Op.EMBED)] = h[i].astype(np.int32)
-    hd, nkv = cfg.head_dim, cfg.n_kv_heads
-    qd, kvd = cfg.n_heads * hd, nkv * hd
-    t_n = len(plist)
-    cos, sin = fx.rope_tables(hd, cfg.rope_base, cfg.max_ctx)
-    rpos = pos[:, None]
-    for ly in range(cfg.n_layers):
-        p = f"blk.{ly}."
-        x = _i64(k_norm(cfg, h, model.gain(p + "attn_norm")))
-        qkv = mm(x, (p + "attn_q", p + "attn_k", p + "attn_v"))
-        q = _i64(fx.rope_q16(qkv[:, :qd].reshape(t_n, -1, hd), rpos, cos, sin).reshape(t_n, -1))
-        k = _i64(fx.rope_q16(qkv[:, qd : qd + kvd].reshape(t_n, -1, hd), rpos, cos, sin).reshape(t_n, -1))
-        v = qkv[:, qd + kvd :]
-        n_s = cache.append(ly, k.reshape(t_n, nkv, hd), v.reshape(t_n, nkv, hd))
-        att = _i64(_attention_heads(cfg, q.reshape(t_n, cfg.n_heads, hd), pos, cache, ly, n_s))
-        o = mm(att, (p + "attn_output",))
-        h1 = _i64(h + o)
-        x2 = _i64(k_norm(cfg, h1, model.gain(p + "ffn_norm")))
-        gu = mm(x2, (p + "ffn_gate", p + "ffn_up"))
-        sw = _i64(fx.round_shift(fx.silu_q16(gu[:, : cfg.ffn_dim]) * gu[:, cfg.ffn_dim :], fx.ACT_FRAC))
-        dn = mm(sw, (p + "ffn_down",))
-        h2 = _i64(h1 + dn)
-        if rec is not None:
-            for op, y in (
-                (Op.ATTN_NORM, x), (Op.Q, q), (Op.K, k), (Op.V, v), (Op.ATTN, att), (Op.O, o),
-                (Op.RESID_ATTN, h1), (Op.FFN_NORM, x2), (Op.SWIGLU, sw), (Op.DOWN, dn), (Op.RESID_FFN, h2),
-            ):
-                _split(rec, cfg, plist, ly, op, y)
-        h = h2
-    cache.n += t_n
-    return h
-
-
-def _head(model: IntModel, h_last: np.ndarray, t: int, sampling: Sampling, rec: dict | None, mm: MatMul) -> int:
-    """``state.llm.generate._head`` with the LM head product through ``mm``."""
-    cfg = model.cfg
-    xf = _i64(k_norm(cfg, h_last[None, :], model.gain("output_norm")))
-    lg = mm(xf, ("output",))[0].astype(np.int64)
-    bits = max(cfg.vocab - 1, 1).bit_length()
-    mask = np.int64((1 << bits) - 1)
-    key = ((-lg) << np.int64(bits)) + np.arange(cfg.vocab, dtype=np.int64)
-    top = _topk_keys(key, min(TOPK, cfg.vocab))
-    cand = np.stack([-(top >> np.int64(bits)), top & mask])
-    tok = sample_from(cand, sampling, t)
-    if rec is not None:
-        bl = blocks(cfg, Op.LOGITS)
-        size = bl[0][1] - bl[0][0]
-        tops = None
-        if all(r1 - r0 == size for r0, r1 in bl[:-1]):
-            pad = np.full(len(bl) * size, np.iinfo(np.int64).max, dtype=np.int64)
-            pad[: cfg.vocab] = key
-            tops = _topk_keys(pad.reshape(len(bl), size), min(TOPK, size))
-        for c, (r0, r1) in enumerate(bl):
-            n = min(TOPK, r1 - r0)
-            kc = tops[c] if tops is not None and n == tops.shape[1] else _topk_keys(key[r0:r1], n)
-            rec[StepId(t, 0, Op.LOGITS, c)] = np.stack([-(kc >> np.int64(bits)), kc & mask]).astype(np.int32)
-        rec[StepId(t, 0, Op.FINAL_NORM)] = xf[0].astype(np.int32)
-        rec[StepId(t, 0, Op.SAMPLE)] = np.array([tok], dtype=np.int32)
-    return tok
+    return numpy_matmul(model)
 
 
 def generate_with(
@@ -235,29 +151,9 @@ def generate_with(
     mm: MatMul,
     record: bool = True,
 ) -> tuple[list[int], Trace]:
-    """:func:`state.llm.generate.generate` with the matmul ``mm`` (same arguments, same result)."""
-    cfg = model.cfg
-    sampling = sampling or Sampling()
-    _check_prompt(cfg, list(prompt_ids), max_new_tokens)
-    stops = frozenset(stop_ids)
-    if len(stops) > MAX_STOP_IDS or not all(type(x) is int and 0 <= x < cfg.vocab for x in stops):
-        raise LlmError(f"at most {MAX_STOP_IDS} stop ids, each in the vocabulary", "llm_prompt")
-    n = len(prompt_ids)
-    trace = Trace(cfg, n)
-    rec = trace.outputs if record else None
-    cache = _Cache(cfg)
-    h = _forward(model, np.array(prompt_ids, dtype=np.int64), np.arange(n, dtype=np.int64), cache, rec, mm)
-    t = n - 1
-    out: list[int] = []
-    while True:
-        tok = _head(model, h[-1], t, sampling, rec, mm)
-        out.append(tok)
-        if tok in stops or len(out) >= max_new_tokens:
-            break
-        t += 1
-        h = _forward(model, np.array([tok], dtype=np.int64), np.array([t], dtype=np.int64), cache, rec, mm)
-    trace.n_positions = t + 1
-    return out, trace
+    """:func:`state.llm.generate.generate` with the matmul ``mm`` (same arguments, same result): the one
+    forward pass of ``state/llm/generate.py``, only its products on the device."""
+    return generate(model, prompt_ids, max_new_tokens, sampling, stop_ids, record=record, mm=mm)
 
 
 # -- seeded random models (self-test, tests, bench) -----------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -273,6 +274,17 @@ def _i64(x: np.ndarray) -> np.ndarray:
     return fx.sat32(x).astype(np.int64)
 
 
+#: A matrix product of the forward pass: Q16 rows ``x`` [T, K] times the stacked rows of the named
+#: tensors, as ``sat32(fixed.matmul_q8(...))`` in int64. Another backend (``gpu/llm_cuda.py``) passes its
+#: own, which must give the same bits.
+MatMul = Callable[[np.ndarray, tuple[str, ...]], np.ndarray]
+
+
+def numpy_matmul(model: IntModel) -> MatMul:
+    """The NumPy :data:`MatMul` of ``model`` (:func:`mat_q8` on its cached BLAS layouts)."""
+    return lambda x, names: _i64(mat_q8(x, model.mat(*names)))
+
+
 def _attention_heads(cfg: LlamaConfig, qh: np.ndarray, pos: np.ndarray, cache: _Cache, ly: int, n_s: int) -> np.ndarray:
     """:func:`fixed.attention_q16_keys` of every KV head at once (the same operations with a leading head
     axis), over the ``n_s`` cached positions of layer ``ly``; Q16 int64 [T, n_heads * hd], heads in order."""
@@ -300,6 +312,7 @@ def _forward(
     pos: np.ndarray,
     cache: _Cache,
     rec: dict[StepId, np.ndarray] | None,
+    mm: MatMul,
 ) -> np.ndarray:
     """Run positions ``pos`` (contiguous, after those in ``cache``); returns the final residual [T, dim]."""
     cfg = model.cfg
@@ -318,7 +331,7 @@ def _forward(
         p = f"blk.{ly}."
         x = _i64(k_norm(cfg, h, model.gain(p + "attn_norm")))
         # q, k, v from one product of the stacked rows (k_proj_rope / matmul_q8 per row block)
-        qkv = _i64(mat_q8(x, model.mat(p + "attn_q", p + "attn_k", p + "attn_v")))
+        qkv = mm(x, (p + "attn_q", p + "attn_k", p + "attn_v"))
         q = fx.rope_q16(qkv[:, :qd].reshape(t_n, -1, hd), rpos, cos, sin).reshape(t_n, -1)
         q = _i64(q)
         k = _i64(fx.rope_q16(qkv[:, qd : qd + kvd].reshape(t_n, -1, hd), rpos, cos, sin).reshape(t_n, -1))
@@ -326,12 +339,12 @@ def _forward(
         n_s = cache.append(ly, k.reshape(t_n, nkv, hd), v.reshape(t_n, nkv, hd))
         att = _attention_heads(cfg, q.reshape(t_n, cfg.n_heads, hd), pos, cache, ly, n_s)
         att = _i64(att)
-        o = _i64(mat_q8(att, model.mat(p + "attn_output")))
+        o = mm(att, (p + "attn_output",))
         h1 = _i64(h + o)
         x2 = _i64(k_norm(cfg, h1, model.gain(p + "ffn_norm")))
-        gu = _i64(mat_q8(x2, model.mat(p + "ffn_gate", p + "ffn_up")))
+        gu = mm(x2, (p + "ffn_gate", p + "ffn_up"))
         sw = _i64(fx.round_shift(fx.silu_q16(gu[:, : cfg.ffn_dim]) * gu[:, cfg.ffn_dim :], fx.ACT_FRAC))
-        dn = _i64(mat_q8(sw, model.mat(p + "ffn_down")))
+        dn = mm(sw, (p + "ffn_down",))
         h2 = _i64(h1 + dn)
         if rec is not None:
             for op, y in (
@@ -353,11 +366,11 @@ def _forward(
     return h
 
 
-def _logits(model: IntModel, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Final norm (Q16 int64) and full-vocabulary saturated Q16 logits of residual rows ``h``."""
+def _logits(model: IntModel, h: np.ndarray, mm: MatMul) -> tuple[np.ndarray, np.ndarray]:
+    """Final norm (Q16 int64) and full-vocabulary saturated Q16 logits (int64) of residual rows ``h``."""
     cfg = model.cfg
     xf = _i64(k_norm(cfg, h, model.gain("output_norm")))
-    return xf, fx.sat32(mat_q8(xf, model.mat("output")))
+    return xf, mm(xf, ("output",))
 
 
 def _topk_keys(keys: np.ndarray, k: int) -> np.ndarray:
@@ -368,13 +381,14 @@ def _topk_keys(keys: np.ndarray, k: int) -> np.ndarray:
 
 
 def _head(
-    model: IntModel, h_last: np.ndarray, t: int, sampling: Sampling, rec: dict[StepId, np.ndarray] | None
+    model: IntModel, h_last: np.ndarray, t: int, sampling: Sampling, rec: dict[StepId, np.ndarray] | None,
+    mm: MatMul,
 ) -> int:
     """LOGITS blocks and SAMPLE of position ``t``: as :func:`steps.k_logits_topk` per block and
     :func:`steps.merge_candidates`, with one sort key ``(-value) * 2**b + index`` (value descending,
     index ascending, as their ``lexsort``): the merged top ``TOPK`` is the top ``TOPK`` of the vocabulary."""
     cfg = model.cfg
-    xf, logits = _logits(model, h_last[None, :])
+    xf, logits = _logits(model, h_last[None, :], mm)
     lg = logits[0].astype(np.int64)
     bits = max(cfg.vocab - 1, 1).bit_length()
     mask = np.int64((1 << bits) - 1)
@@ -415,10 +429,13 @@ def generate(
     sampling: Sampling | None = None,
     stop_ids: frozenset[int] | set[int] | tuple[int, ...] = (),
     record: bool = True,
+    mm: MatMul | None = None,
 ) -> tuple[list[int], Trace]:
     """Generate up to ``max_new_tokens`` tokens after ``prompt_ids`` (stopping after a token of
-    ``stop_ids``); returns ``(new tokens, trace)``. With ``record=False`` the trace stays empty."""
+    ``stop_ids``); returns ``(new tokens, trace)``. With ``record=False`` the trace stays empty. ``mm``
+    replaces the NumPy matrix products (same bits required: see :data:`MatMul`)."""
     cfg = model.cfg
+    mm = mm or numpy_matmul(model)
     sampling = sampling or Sampling()
     _check_prompt(cfg, list(prompt_ids), max_new_tokens)
     stops = frozenset(stop_ids)
@@ -428,16 +445,16 @@ def generate(
     trace = Trace(cfg, n)
     rec = trace.outputs if record else None
     cache = _Cache(cfg)
-    h = _forward(model, np.array(prompt_ids, dtype=np.int64), np.arange(n, dtype=np.int64), cache, rec)
+    h = _forward(model, np.array(prompt_ids, dtype=np.int64), np.arange(n, dtype=np.int64), cache, rec, mm)
     t = n - 1
     out: list[int] = []
     while True:
-        tok = _head(model, h[-1], t, sampling, rec)
+        tok = _head(model, h[-1], t, sampling, rec, mm)
         out.append(tok)
         if tok in stops or len(out) >= max_new_tokens:
             break
         t += 1
-        h = _forward(model, np.array([tok], dtype=np.int64), np.array([t], dtype=np.int64), cache, rec)
+        h = _forward(model, np.array([tok], dtype=np.int64), np.array([t], dtype=np.int64), cache, rec, mm)
     trace.n_positions = t + 1
     return out, trace
 
@@ -446,8 +463,9 @@ def forward_logits(model: IntModel, tokens: list[int]) -> np.ndarray:
     """Saturated Q16 logits [T, vocab] (int32) at every position of ``tokens`` (teacher forcing)."""
     _check_prompt(model.cfg, list(tokens), 1)
     cache = _Cache(model.cfg)
-    h = _forward(model, np.array(tokens, dtype=np.int64), np.arange(len(tokens), dtype=np.int64), cache, None)
-    return _logits(model, h)[1]
+    mm = numpy_matmul(model)
+    h = _forward(model, np.array(tokens, dtype=np.int64), np.arange(len(tokens), dtype=np.int64), cache, None, mm)
+    return fx.sat32(_logits(model, h, mm)[1])
 
 
 def step_inputs(model: IntModel, trace: Trace, step: StepId, prompt_ids: list[int]) -> list[np.ndarray]:
