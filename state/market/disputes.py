@@ -32,7 +32,7 @@ from ..slashing import settle_slash, slash_cut
 from ..types import Transaction
 from . import bodies as B
 from . import llm_disputes
-from .ledger import Market, address, emit_job_failed, fail_job, hex_id, market_tx, settle
+from .ledger import Market, address, close_availability, emit_job_failed, fail_job, hex_id, market_tx, settle
 from .records import (
     COMPLETED,
     DUE_AVAILABILITY,
@@ -196,7 +196,7 @@ def apply_challenge(mk: Market, tx: Transaction) -> None:
     mk.ex.credit(tx.sender, bond)
     m = mk.job_miner(job)
     if job.availability is not None:
-        _close_availability(mk, job, returned_to_challenger=True)
+        close_availability(mk, job, returned_to_challenger=True)
     refunded, slashed, reward, burned = fail_job(mk, job, m, FAIL_WRONG_RESULT, window_key(job.seq), tx.sender)
     mk.ex.emit(
         "challenge_upheld",
@@ -214,20 +214,6 @@ def apply_challenge(mk: Market, tx: Transaction) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # Availability
-
-
-def _close_availability(mk: Market, job: Job, *, returned_to_challenger: bool) -> dict:
-    """Close the job's open availability challenge; its bond goes back to the challenger or, when the
-    miner answered, to the miner. Returns the closed challenge."""
-    da = job.availability
-    if da is None or job.miner is None:
-        raise InvariantError(f"job {_hex(job.job_id)} has no open availability challenge")
-    job.availability = None
-    mk.put_job(job)
-    mk.ex.put_object(availability_key(job.miner, job.seq), None)
-    mk.stats.availability_bonds -= da["bond"]
-    mk.ex.credit(da["challenger"] if returned_to_challenger else job.miner, da["bond"])
-    return da
 
 
 @market_tx
@@ -316,7 +302,7 @@ def apply_availability_response(mk: Market, tx: Transaction) -> None:
             raise ExecFailure(
                 "bad_proof", f"the Merkle proof does not show leaf {index} under the receipt's result_root"
             )
-    _close_availability(mk, job, returned_to_challenger=False)
+    close_availability(mk, job, returned_to_challenger=False)
     job.availability_answers.append(tx.hash)
     mk.put_job(job)
     mk.ex.emit(
@@ -337,7 +323,7 @@ def due_availability(mk: Market, job_id: bytes) -> None:
     if job is None or job.availability is None or job.availability["deadline"] != mk.h:
         return  # answered, or the job failed for another reason
     m = mk.job_miner(job)
-    da = _close_availability(mk, job, returned_to_challenger=True)
+    da = close_availability(mk, job, returned_to_challenger=True)
     llm_disputes.close_all(mk, job)  # open llm disputes of the job end: their bonds go back
     refunded, slashed, reward, burned = fail_job(
         mk, job, m, FAIL_UNAVAILABLE, window_key(job.seq), da["challenger"]

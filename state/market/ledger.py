@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import codec
+from ..address import encode_address
 from ..errors import InvariantError
 from ..machine import ExecFailure, Execution
 from ..params import MarketParams
@@ -29,6 +30,7 @@ from .records import (
     Job,
     Miner,
     Stats,
+    availability_key,
     due_entry_key,
     due_key,
     job_key,
@@ -41,8 +43,6 @@ def hex_id(b: bytes) -> str:
 
 
 def address(pk: bytes) -> str:
-    from ..address import encode_address
-
     return encode_address(pk)
 
 
@@ -280,3 +280,17 @@ def emit_job_failed(mk: Market, job: Job, m: Miner, reason: str, refunded: int) 
         reason=reason,
         refunded=str(refunded),
     )
+
+
+def close_availability(mk: Market, job: Job, *, returned_to_challenger: bool) -> dict:
+    """Close the job's open availability challenge; its bond goes back to the challenger or, when the
+    miner answered, to the miner. Returns the closed challenge."""
+    da = job.availability
+    if da is None or job.miner is None:
+        raise InvariantError(f"job {hex_id(job.job_id)} has no open availability challenge")
+    job.availability = None
+    mk.put_job(job)
+    mk.ex.put_object(availability_key(job.miner, job.seq), None)
+    mk.stats.availability_bonds -= da["bond"]
+    mk.ex.credit(da["challenger"] if returned_to_challenger else job.miner, da["bond"])
+    return da

@@ -46,15 +46,15 @@ from ..kinds import llm_generate as lg
 from ..kinds import llm_trace as lt
 from ..kinds.base import ceil_div
 from ..llm.generate import output_bytes, output_from_bytes
-from ..llm.modelfile import CHUNK_SIZE, WeightSlice
+from ..llm.modelfile import CHUNK_SIZE, WeightSlice, chunks_covering, tensor_rows_range
 from ..llm.steps import Op, StepId, dependencies, output_shape, run_step, weight_needs
 from ..machine import ExecFailure, Execution, TxKind
-from ..merkle import MAX_PROOF_LEN, verify_merkle_proof, verify_multiproof
+from ..merkle import MAX_PROOF_LEN, merkle_multiproof, verify_merkle_proof, verify_multiproof
 from ..slashing import settle_slash, slash_cut
 from ..types import U64_MAX, Transaction
 from . import bodies as B
 from . import models
-from .ledger import Market, address, emit_job_failed, fail_job, hex_id, market_tx, settle
+from .ledger import Market, address, close_availability, emit_job_failed, fail_job, hex_id, market_tx, settle
 from .records import (
     COMPLETED,
     DUE_LLM_PROOF,
@@ -192,11 +192,9 @@ def _maybe_settle(mk: Market, job: Job) -> None:
 def _miner_loses(mk: Market, job: Job, challenger: bytes, failure: str, fault: str, position: int) -> None:
     """Fail ``job`` for the miner's fault (bond slashed, a share to ``challenger``, client refunded);
     every other open llm dispute and an open availability challenge return their bonds."""
-    from .disputes import _close_availability  # disputes imports this module
-
     close_all(mk, job)
     if job.availability is not None:
-        _close_availability(mk, job, returned_to_challenger=True)
+        close_availability(mk, job, returned_to_challenger=True)
     m = mk.job_miner(job)
     refunded, slashed, reward, burned = fail_job(mk, job, m, failure, window_key(job.seq), challenger)
     mk.ex.emit(
@@ -751,9 +749,6 @@ def step_proof_body(
     differing position), ``output_of`` the output bytes of a dependency, ``model_chunks`` the model
     file's chunks (``chunk_leaf_hashes``, their ``sha256(0x00 || chunk)``, may be passed to save
     hashing). ``digest`` (default: the committed one) is the miner's digest of ``step``."""
-    from ..llm.modelfile import chunks_covering, tensor_rows_range
-    from ..merkle import merkle_multiproof
-
     if chunk_leaf_hashes is None:
         chunk_leaf_hashes = [lt.leaf_hash(c) for c in model_chunks]
 

@@ -47,12 +47,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import codec
+from ..address import encode_address
 from ..errors import AitbcError, TxError
 from ..llm.config import FORMAT, LlamaConfig, LlmError
 from ..llm.modelfile import CHUNK_SIZE, weights_size
 from ..machine import ExecFailure, Execution, TxKind
-from ..types import U64_MAX, Transaction
+from ..merkle import verify_merkle_proof
+from ..types import U64_MAX, Transaction, merkle_root
 from .bodies import TX_MODEL_REGISTER, _cost_params
+from .ledger import address, hex_id
 from .records import _Record, u64
 
 MANIFEST_VERSION = 1
@@ -320,8 +323,6 @@ def apply_model_register(ex: Execution, tx: Transaction) -> None:
     ex.put_object(seq_key(rec.seq), mid)
     ex.put_object(owner_key(tx.sender, rec.seq), mid)
     ex.put_object(STATS_KEY, stats.encode())
-    from .ledger import address, hex_id
-
     ex.emit("model_registered", model_id=hex_id(mid), name=m["name"], owner=address(tx.sender),
             size=m["size"], fee=str(fee))
 
@@ -448,8 +449,6 @@ def expected_chunk_len(manifest: dict, index: int) -> int:
 
 def verify_chunk(manifest: dict, index: int, chunk: bytes, proof: list[bytes]) -> bool:
     """Whether ``chunk`` is chunk ``index`` of the manifest's file (length and Merkle proof)."""
-    from ..merkle import verify_merkle_proof
-
     n = chunk_count(manifest["size"], manifest["chunk_size"])
     if type(index) is not int or not 0 <= index < n or len(chunk) != expected_chunk_len(manifest, index):
         return False
@@ -464,8 +463,6 @@ def manifest_for_file(
     fmt = get_format(format) if format is not None else next(iter(_formats().values()))
     chunks = split_file(file_bytes, fmt.chunk_size)
     index = chunk_index(chunks)
-    from ..types import merkle_root
-
     offset = len(file_bytes) - tokenizer_size
     body = model_register_body(
         name=name,
@@ -488,8 +485,6 @@ MAX_LIST_LIMIT = 500
 
 
 def model_json(m: Model) -> dict:
-    from ..address import encode_address
-
     man = m.manifest
     tok = man["tokenizer"]
     return {
