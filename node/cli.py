@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 from state.address import decode_address, encode_address
@@ -43,17 +41,43 @@ def _home(args: argparse.Namespace) -> Home:
     return Home(Path(args.home).expanduser() if args.home else default_home())
 
 
+def normalize_rpc_url(url: str) -> str:
+    """``http://host:port`` (a base URL, as geth and CometBFT users give it) -> ``http://host:port/rpc``;
+    a URL with a path is kept as given."""
+    from urllib.parse import urlsplit
+
+    u = url.strip()
+    if "://" not in u:
+        u = "http://" + u
+    try:
+        parts = urlsplit(u)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise AitbcError(f"--rpc must be an http(s) URL like http://127.0.0.1:8202 (got {url!r})",
+                         reason="bad_url") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise AitbcError(f"--rpc must be an http(s) URL like http://127.0.0.1:8202 (got {url!r})", reason="bad_url")
+    if parts.path in ("", "/"):
+        u = u.rstrip("/") + "/rpc"
+    return u
+
+
 def _rpc_url(args: argparse.Namespace) -> str:
+    """The node to talk to: ``--rpc``, else ``$AITBC_RPC_URL``, else the URL a node running on the home
+    wrote (``<home>/rpc.url``, if its process is alive), else the home's ``config.toml``."""
     if getattr(args, "rpc", None):
-        return args.rpc
+        return normalize_rpc_url(args.rpc)
     if os.environ.get("AITBC_RPC_URL"):
-        return os.environ["AITBC_RPC_URL"]
+        return normalize_rpc_url(os.environ["AITBC_RPC_URL"])
     from .config import load_config
+    from .home import rpc_client_host
 
     home = _home(args)
+    running = home.running_rpc_url()
+    if running:
+        return running
     cfg = load_config(home.config_path if home.config_path.exists() else None)
-    host = "127.0.0.1" if cfg.rpc.host in ("0.0.0.0", "::", "") else cfg.rpc.host
-    return f"http://{host}:{cfg.rpc.port}/rpc"
+    return f"http://{rpc_client_host(cfg.rpc.host)}:{cfg.rpc.port}/rpc"
 
 
 def _client(args: argparse.Namespace):
@@ -74,7 +98,9 @@ def _password(args: argparse.Namespace, name: str, *, confirm: bool = False) -> 
 
 
 def _print(obj: object) -> None:
-    print(json.dumps(obj, indent=2))
+    from .cli_tx import print_json
+
+    print_json(obj)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -163,8 +189,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if args.json:
             _print([{"name": i.name, "address": i.address} for i in infos])
         else:
-            for i in infos:
-                print(f"{i.name:<20} {i.address}")
+            from .cli_tx import print_table
+
+            print_table(["name", "address"], [[i.name, i.address] for i in infos])
     elif args.keys_cmd == "show":
         i = ks.info(args.name)
         _print({"name": i.name, "address": i.address, "public_key": "0x" + i.public_key.hex(), "path": str(i.path)})
@@ -205,36 +232,51 @@ def _resolve_address(args: argparse.Namespace, who: str) -> str:
 def cmd_wallet(args: argparse.Namespace) -> int:
     from state.types import transfer
 
-    with _client(args) as rpc:
-        if args.wallet_cmd == "balance":
-            addr = _resolve_address(args, args.address)
+    from .cli_tx import progress, simulate, wait_included
+
+    if args.wallet_cmd == "balance":
+        addr = _resolve_address(args, args.address)
+        with _client(args) as rpc:
             acc = rpc.call("state_getAccount", address=addr)
-            if args.json:
-                _print(acc)
-            else:
-                print(f"{acc['address']}  balance {format_ait(int(acc['balance']))} AIT  nonce {acc['nonce']}")
-            return 0
-        # send
-        key = _home(args).keystore.load(args.from_, _password(args, args.from_))
-        to = decode_address(_resolve_address(args, args.to))
+        if args.json:
+            _print(acc)
+        else:
+            print(f"{acc['address']}  balance {format_ait(int(acc['balance']))} AIT  nonce {acc['nonce']}")
+        return 0
+    # send: check the operator's input before touching the node or the keystore
+    amount = parse_ait(args.amount)
+    fee_arg = parse_ait(args.fee, "--fee") if args.fee else None
+    to = decode_address(_resolve_address(args, args.to))
+    with _client(args) as rpc:
         info = rpc.call("system_info")
-        amount = parse_ait(args.amount)
-        fee = parse_ait(args.fee, "--fee") if args.fee else info["params"]["min_fee"]
+        ks = _home(args).keystore
+        ks.info(args.from_)  # a missing key is named before any password prompt
+        key = ks.load(args.from_, _password(args, args.from_))
+        fee = fee_arg if fee_arg is not None else info["params"]["min_fee"]
         acc = rpc.call("state_getAccount", address=encode_address(key.public_key))
         tx = transfer(key, info["chain_id"], to, amount, acc["pending_nonce"], fee)
+        if not args.no_simulate:
+            simulate(rpc, tx)
         res = rpc.call("tx_submit", tx="0x" + tx.raw.hex())
-        print(f"submitted {res['hash']}")
+        out: dict = {"hash": res["hash"], "from": encode_address(key.public_key), "to": encode_address(to),
+                     "amount": amount, "fee": fee, "nonce": tx.nonce, "status": "pending", "block_height": None}
+        if not args.json:
+            print(f"submitted {res['hash']}", flush=True)
+        else:
+            progress(f"transfer {res['hash']}: submitted")
+        rc = 0
         if args.wait:
-            deadline = time.monotonic() + args.wait_timeout
-            while time.monotonic() < deadline:
-                st = rpc.call("chain_getTransaction", hash=res["hash"])
-                if st["status"] != "pending":
-                    print(f"{st['status']} in block {st['block_height']}" +
-                          (f": {st['result']['message']}" if st["status"] == "failed" else ""))
-                    return 0 if st["status"] == "committed" else 1
-                time.sleep(0.2)
-            raise AitbcError(f"not included within {args.wait_timeout} s")
-    return 0
+            st = wait_included(rpc, res["hash"], args.wait_timeout, "transfer")
+            out["status"], out["block_height"] = st["status"], st["block_height"]
+            if st["status"] == "failed":
+                out["reason"], out["message"] = st["result"]["reason"], st["result"]["message"]
+                rc = 1
+            if not args.json:
+                print(f"{st['status']} in block {st['block_height']}" +
+                      (f": {st['result']['message']} ({st['result']['reason']})" if st["status"] == "failed" else ""))
+        if args.json:
+            _print(out)
+    return rc
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -244,6 +286,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         mp = rpc.call("mempool_status")
         net = rpc.call("net_info")
         health = rpc.call("system_health")
+    if args.json:
+        _print({
+            "chain_id": info["chain_id"],
+            "node_id": info["node_id"],
+            "version": info["version"],
+            "validator": info["validator"] or None,
+            "height": int(head["height"]),
+            "hash": head["hash"],
+            "finalized_height": int(head["finalized_height"]),
+            "peers": int(net["peers"]),
+            "mempool": {"size": int(mp["size"]), "bytes": int(mp["bytes"])},
+            "catching_up": bool(health.get("catching_up")),
+        })
+        return 0
     rows = [
         ("chain", info["chain_id"]),
         ("node id", info["node_id"]),
@@ -255,11 +311,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("mempool", f"{mp['size']} txs, {mp['bytes']} bytes"),
         ("sync", "catching up" if health.get("catching_up") else "in sync"),
     ]
-    if args.json:
-        _print(dict(rows))
-    else:
-        for k, v in rows:
-            print(f"{k:>10}  {v}")
+    for k, v in rows:
+        print(f"{k:>10}  {v}")
     return 0
 
 
@@ -337,8 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--to", required=True, help="address or keystore key name")
     w.add_argument("--amount", required=True, help="AIT, e.g. 1.5")
     w.add_argument("--fee", help="AIT (default: the chain's minimum fee)")
-    w.add_argument("--wait", action="store_true", help="wait until included")
+    w.add_argument("--wait", action="store_true", help="wait until included and final (progress on stderr)")
     w.add_argument("--wait-timeout", type=float, default=30.0)
+    w.add_argument("--json", action="store_true", help="print the result as JSON")
+    w.add_argument("--no-simulate", action="store_true", help="submit without the tx_simulate dry run")
     w.add_argument("--password-file")
     rpc_arg(w)
     for w in wsub.choices.values():
@@ -370,28 +425,44 @@ def main(argv: list[str] | None = None) -> int:
         args.home = None
     try:
         return args.func(args)
-    except AitbcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except BaseExceptionGroup as group:  # errors raised inside trio nurseries (e.g. by `run` at startup)
-        errors = _aitbc_errors(group)
-        if errors is None:
-            raise
-        for exc in errors:
-            print(f"error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:  # noqa: BLE001 - operator mistakes become one line; bugs keep their traceback
+        errors = _operator_errors(exc)
+        if errors is None:
+            raise
+        if any(isinstance(e, EOFError) for e in errors):
+            print(file=sys.stderr)  # end the prompt's line
+        for e in errors:
+            print(f"error: {error_line(e)}", file=sys.stderr)
+        return 1
 
 
-def _aitbc_errors(exc: BaseException) -> list[AitbcError] | None:
-    """The AitbcErrors in a (nested) exception group, or None if it holds anything else."""
+def error_line(exc: BaseException) -> str:
+    """One line for an operator mistake: the message, its stable reason code when it adds something."""
     if isinstance(exc, AitbcError):
+        msg = str(exc)
+        reason = getattr(exc, "reason", "error")
+        return msg if reason in ("error", "rpc") or reason in msg else f"{msg} ({reason})"
+    if isinstance(exc, EOFError):
+        return ("input ended (stdin closed) at a prompt: give --password-file or set $AITBC_PASSWORD "
+                "(reason: eof)")
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc} (reason: os_error)"
+    return str(exc)
+
+
+def _operator_errors(exc: BaseException) -> list[BaseException] | None:
+    """The operator-facing errors in ``exc`` (an AitbcError, EOF at a prompt, an OSError such as a missing
+    file or a port in use, or a nested exception group of these, e.g. raised by `run` at startup), or
+    None if it holds anything else (a bug: keep the traceback)."""
+    if isinstance(exc, AitbcError | EOFError | OSError):
         return [exc]
     if isinstance(exc, BaseExceptionGroup):
-        out: list[AitbcError] = []
+        out: list[BaseException] = []
         for e in exc.exceptions:
-            sub = _aitbc_errors(e)
+            sub = _operator_errors(e)
             if sub is None:
                 return None
             out.extend(sub)

@@ -182,12 +182,21 @@ def print_llm_result(rpc: Any, job: dict, args: argparse.Namespace) -> int:
     """``job result`` of an llm job: the generated text (``--tokens``: the ids); ``-o`` keeps the blob."""
     tokens, reason = result_tokens(rpc, job, args.output)
     tokenizer = None
-    if not args.tokens:
+    as_json = getattr(args, "json", False)
+    if not args.tokens or as_json:
         view = rpc.call("market_getModel", model=job["params"]["model"])
         try:
             tokenizer = fetch_tokenizer(rpc, view)
         except AitbcError as exc:
-            print(f"(no text: {exc}; token ids follow)")
+            if not as_json:
+                print(f"(no text: {exc}; token ids follow)")
+    if as_json:
+        from .cli_tx import print_json
+
+        print_json({"job_id": job["job_id"], "tokens": tokens, "finish_reason": reason,
+                    "text": tokenizer.decode(tokens) if tokenizer is not None else None,
+                    **({"path": args.output} if args.output else {})})
+        return 0
     _print_tokens(tokens, reason, tokenizer, args.tokens)
     return 0
 

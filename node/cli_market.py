@@ -17,7 +17,7 @@ from typing import Any
 from state.address import decode_address, encode_address
 from state.errors import AitbcError
 
-from .cli_tx import add_client_options, load_signer, submit
+from .cli_tx import add_client_options, load_signer, print_table, progress, submit
 from .cli_tx import print_json as _print
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELED", "EXPIRED"}
@@ -64,12 +64,19 @@ def _params(text: str, *, default_seed: bool = True) -> dict:
 
 
 def _wait_job(rpc: Any, job_id: str, timeout: float) -> dict:
+    """Poll the job until it is settled; each change of state (and payment) is a line on stderr."""
     deadline = time.monotonic() + timeout
+    last: tuple | None = None
     while time.monotonic() < deadline:
         job = rpc.call("market_getJob", job_id=job_id)
+        now = (job["state"], job.get("payment"))
+        if now != last:
+            miner = f", miner {job['miner']}" if job.get("miner") else ""
+            progress(f"job {job_id}: {job['state']}" + (f" (payment {now[1]})" if now[1] else "") + miner)
+            last = now
         if job["state"] in FINAL_STATES and job.get("payment") != "escrowed":
             return job
-        time.sleep(0.5)
+        time.sleep(0.25)
     raise AitbcError(f"job {job_id} not settled within {timeout:.0f} s (see `aitbc-peer job status {job_id}`)")
 
 
@@ -119,11 +126,17 @@ def cmd_job(args: argparse.Namespace) -> int:
             )
             st = submit(rpc, key, "job_submit", body, wait=True, timeout=args.timeout)
             job_id = st["hash"]
-            print(f"job {job_id} submitted in block {st['block_height']}", flush=True)
+            if not args.json:
+                print(f"job {job_id} submitted in block {st['block_height']}", flush=True)
             if args.wait:
                 job = _wait_job(rpc, job_id, args.timeout)
-                print(f"job {job_id}: {job['state']} (payment {job.get('payment')})")
+                if args.json:
+                    _print(job)
+                else:
+                    print(f"job {job_id}: {job['state']} (payment {job.get('payment')})")
                 return 0 if job["state"] == "COMPLETED" else 1
+            if args.json:
+                _print(rpc.call("market_getJob", job_id=job_id))
             return 0
         if c == "status":
             _print(rpc.call("market_getJob", job_id="0x" + _job_id(args.job_id).hex()))
@@ -156,6 +169,11 @@ def cmd_job(args: argparse.Namespace) -> int:
             if "0x" + result_root(arr).hex() != rec["result_root"]:
                 raise AitbcError("the result's Merkle root does not match the receipt (miner fault)")
             Path(args.output).write_bytes(data)
+            if args.json:
+                _print({"job_id": job["job_id"], "path": args.output, "bytes": len(data),
+                        "result_hash": rec["result_hash"], "result_root": rec["result_root"], "verified": True,
+                        "dtype": str(arr.dtype), "shape": [int(x) for x in arr.shape]})
+                return 0
             print(f"wrote {len(data)} bytes to {args.output} (hash {rec['result_hash']} verified; "
                   f"array {arr.dtype} {list(arr.shape)})")
             return 0
@@ -182,9 +200,9 @@ def cmd_job(args: argparse.Namespace) -> int:
             if args.json:
                 _print(res)
             else:
-                for j in res["jobs"]:
-                    print(f"{j['job_id']}  {j['state']:<9} {j['kind']:<11} client {j['client']}"
-                          f"  {j.get('payment', '')}")
+                print_table(["job_id", "state", "kind", "client", "payment"],
+                            [[j["job_id"], j["state"], j["kind"], j["client"], j.get("payment") or "-"]
+                             for j in res["jobs"]])
             return 0
     return 0
 
@@ -201,7 +219,11 @@ def _challenge_availability(rpc: Any, args: argparse.Namespace) -> int:
     chunks = rpc.call("market_getAvailableChunks", job_id="0x" + job_id.hex())
     mp = rpc.call("system_info")["params"]["market"]
     if args.indices:
-        indices = sorted({int(x) for x in args.indices.split(",")})
+        try:
+            indices = sorted({int(x) for x in args.indices.split(",")})
+        except ValueError:
+            raise AitbcError(f"--indices must be leaf numbers separated by commas, like 0,5 (got {args.indices!r})",
+                             reason="bad_indices") from None
     else:  # a random sample the miner cannot predict, within the chain's bounds
         leaf_bytes = max(1, job["receipt"]["result_size"] // max(1, chunks["leaf_count"]))
         n = min(mp["max_availability_chunks"], chunks["leaf_count"], max(1, mp["max_availability_bytes"] // leaf_bytes))
@@ -273,7 +295,7 @@ def cmd_miner(args: argparse.Namespace) -> int:
             print(f"miner {encode_address(key.public_key)} registered in block {st['block_height']}")
             return 0
         if args.miner_cmd == "status":
-            addr = args.address or encode_address(load_signer(args, default_miner=True).public_key)
+            addr = args.address or encode_address(load_signer(args, default_miner=True, create=False).public_key)
             decode_address(addr)
             m = rpc.call("market_getMiner", address=addr)
             if args.json:
@@ -281,6 +303,9 @@ def cmd_miner(args: argparse.Namespace) -> int:
             else:
                 print(f"{m['address']}  {m['status']}  bond {format_ait(int(m['bond']))} AIT  "
                       f"reputation {m['reputation']}")
+                prices = m.get("prices") or {}
+                if prices:
+                    print_table(["kind", "price_ait_per_unit"], [[k, format_ait(int(v))] for k, v in sorted(prices.items())])
             return 0
         if args.miner_cmd == "exit":
             key = load_signer(args, default_miner=True)
@@ -319,27 +344,32 @@ def add_market_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
     j.add_argument("--min-memory", type=int)
     j.add_argument("--backend", choices=["pycuda", "numpy"])
     j.add_argument("--from", dest="from_", required=True, help="keystore key paying for the job")
-    j.add_argument("--wait", action="store_true", help="wait until the job is settled")
+    j.add_argument("--wait", action="store_true", help="wait until the job is settled (progress on stderr)")
+    j.add_argument("--json", action="store_true", help="print the job (market_getJob) as JSON")
     from .cli_llm import add_llm_submit_options
 
     add_llm_submit_options(j)
-    for name, helptext in (("status", "a job's state, bids, receipt"), ("cancel", "cancel before award")):
+    for name, helptext in (("status", "a job's state, bids, receipt (JSON)"), ("cancel", "cancel before award")):
         j = jsub.add_parser(name, help=helptext)
         j.add_argument("job_id")
         if name == "cancel":
             j.add_argument("--from", dest="from_", required=True)
+        else:
+            j.add_argument("--json", action="store_true", help="JSON (the default for this command)")
     j = jsub.add_parser("result", help="fetch the result blob from the miner and verify it (llm: the text)")
     j.add_argument("job_id")
     j.add_argument("-o", "--output", help="write the result blob here (required except for llm-generate)")
     j.add_argument("--tokens", action="store_true", help="llm-generate: print the token ids, not the text")
+    j.add_argument("--json", action="store_true", help="the result's facts (llm: tokens, text, finish reason)")
     j = jsub.add_parser("challenge-availability",
                         help="the result cannot be fetched: make the miner publish chunks on chain or be slashed")
     j.add_argument("job_id")
     j.add_argument("--indices", help="leaf indices, e.g. 0,5 (default: a random sample)")
     j.add_argument("--from", dest="from_", required=True, help="keystore key paying the availability bond")
     j.add_argument("--wait", action="store_true", help="wait until answered or the job fails")
-    j = jsub.add_parser("chunks", help="result chunks published on chain, verified against the receipt")
+    j = jsub.add_parser("chunks", help="result chunks published on chain, verified against the receipt (JSON)")
     j.add_argument("job_id")
+    j.add_argument("--json", action="store_true", help="JSON (the default for this command)")
     j = jsub.add_parser("list", help="jobs in submission order")
     j.add_argument("--mine", action="store_true", help="jobs of --from")
     j.add_argument("--from", dest="from_")

@@ -19,7 +19,7 @@ from typing import Any
 
 from state.errors import AitbcError, TxError
 
-from .cli_tx import add_client_options, load_signer, submit
+from .cli_tx import add_client_options, load_signer, print_table, submit
 from .cli_tx import print_json as _print
 
 UPLOAD_EXPIRY_BLOCKS = 50  # a blob_put signature is valid this many blocks (≤ blobs.sig_max_blocks)
@@ -212,8 +212,8 @@ def cmd_model(args: argparse.Namespace) -> int:
             if args.json:
                 _print(res)
             else:
-                for m in res["models"]:
-                    print(f"{m['name']:<24} {m['model_id']}  {m['size']:>12} B  {m['format']}  owner {m['owner']}")
+                print_table(["name", "model_id", "size_bytes", "format", "owner"],
+                            [[m["name"], m["model_id"], m["size"], m["format"], m["owner"]] for m in res["models"]])
             return 0
         if c == "show":
             view = rpc.call("market_getModel", model=args.model)
@@ -247,11 +247,13 @@ def add_model_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
     m.add_argument("--limit", type=int, default=50)
     m.add_argument("--cursor")
     m.add_argument("--json", action="store_true")
-    for name, helptext in (("show", "a model's manifest and its state on this node"),
+    for name, helptext in (("show", "a model's manifest and its state on this node (JSON)"),
                            ("pin", "fetch every chunk from the network, verify it and keep it (admin)"),
                            ("unpin", "stop keeping a model on this node (admin)")):
         m = msub.add_parser(name, help=helptext)
         m.add_argument("model", metavar="NAME|ID")
+        if name == "show":
+            m.add_argument("--json", action="store_true", help="JSON (the default for this command)")
     m = msub.add_parser("fetch", help="reassemble a verified model file")
     m.add_argument("model", metavar="NAME|ID")
     m.add_argument("--out", required=True)

@@ -8,7 +8,7 @@ from typing import Any
 from state.address import decode_address, encode_address
 from state.errors import AitbcError
 
-from .cli_tx import add_client_options, load_signer, submit
+from .cli_tx import add_client_options, load_signer, print_table, submit
 from .cli_tx import print_json as _print
 
 
@@ -62,10 +62,9 @@ def cmd_validator(args: argparse.Namespace) -> int:
             if args.json:
                 _print(res)
             else:
-                for v in res["validators"]:
-                    print(f"{v['address']}  {v['status']:<10} power {v['power']:>8}  tokens "
-                          f"{format_ait(int(v['tokens']))} AIT  commission {v['commission_bps']} bps  "
-                          f"missed {v.get('missed_blocks', 0)}")
+                print_table(["address", "status", "power", "tokens_ait", "commission_bps", "missed", "moniker"],
+                            [[v["address"], v["status"], v["power"], format_ait(int(v["tokens"])), v["commission_bps"],
+                              v.get("missed_blocks", 0), v.get("moniker") or "-"] for v in res["validators"]])
             return 0
     return 0
 
@@ -92,9 +91,9 @@ def cmd_stake(args: argparse.Namespace) -> int:
             if args.json:
                 _print(res)
             else:
-                for d in res["delegations"]:
-                    print(f"{d['validator']}  delegated {format_ait(int(d['amount']))} AIT  "
-                          f"rewards {format_ait(int(d['rewards']))} AIT")
+                print_table(["validator", "delegated_ait", "rewards_ait"],
+                            [[d["validator"], format_ait(int(d["amount"])), format_ait(int(d["rewards"]))]
+                             for d in res["delegations"]])
             return 0
         if c == "withdraw":
             key = load_signer(args)

@@ -9,6 +9,7 @@
     <home>/keys/<name>.password        only for the --dev account, so dev wallets need no prompt
     <home>/data/db/                    LevelDB
     <home>/data/priv_validator_state.json
+    <home>/rpc.url                     the running node's JSON-RPC URL and pid (removed on clean stop)
 """
 
 from __future__ import annotations
@@ -76,9 +77,34 @@ class Home:
     def miner_key_path(self) -> Path:
         return self.keys_dir / "miner_key.json"
 
-    def miner_key(self):
+    @property
+    def rpc_url_path(self) -> Path:
+        return self.root / "rpc.url"
+
+    def running_rpc_url(self) -> str | None:
+        """The JSON-RPC URL a node running on this home wrote (``rpc.url``: URL, then its pid), or None
+        when there is none or its process is gone (a stale file of a killed node)."""
+        try:
+            lines = self.rpc_url_path.read_text().split()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if not lines or not lines[0].startswith(("http://", "https://")):
+            return None
+        if len(lines) > 1:
+            try:
+                pid = int(lines[1])
+            except ValueError:
+                return None
+            if not pid_alive(pid):
+                return None
+        return lines[0]
+
+    def miner_key(self, *, create: bool = True):
         """The miner role's account key (plain, like the validator key: the role signs unattended);
-        created on first use."""
+        created on first use (unless ``create`` is false: then HomeError when there is none)."""
+        if not create and not self.miner_key_path.exists():
+            raise HomeError(f"{self.root} has no miner key ({self.miner_key_path}): give an ADDRESS or --from NAME",
+                            reason="no_miner_key")
         if not self.miner_key_path.exists():
             return write_plain_key_file(self.miner_key_path, secrets.token_bytes(32))
         return read_plain_key_file(self.miner_key_path)
@@ -165,3 +191,43 @@ def init_home(
 def load_node_keys(home: Home):
     """(node key, validator key) from the home."""
     return read_plain_key_file(home.node_key_path), read_plain_key_file(home.validator_key_path)
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def rpc_client_host(host: str) -> str:
+    """The host a local client dials for a server bound to ``host`` (wildcards: loopback)."""
+    if host in ("0.0.0.0", "", "*"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def write_rpc_url(home: Home, host: str, port: int) -> str:
+    """Record the JSON-RPC URL of the node running on ``home`` (atomically), for client commands."""
+    url = f"http://{rpc_client_host(host)}:{port}/rpc"
+    tmp = home.rpc_url_path.with_name(f"rpc.url.{os.getpid()}.tmp")
+    tmp.write_text(f"{url}\n{os.getpid()}\n")
+    os.replace(tmp, home.rpc_url_path)
+    return url
+
+
+def remove_rpc_url(home: Home) -> None:
+    """Remove ``rpc.url`` if this process wrote it."""
+    try:
+        lines = home.rpc_url_path.read_text().split()
+        if len(lines) > 1 and lines[1] == str(os.getpid()):
+            home.rpc_url_path.unlink()
+    except (OSError, UnicodeDecodeError):
+        pass

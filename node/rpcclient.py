@@ -14,7 +14,8 @@ class RpcClientError(AitbcError):
     reason = "rpc"
 
     def __init__(self, message: str, code: int | None = None, data: Any = None) -> None:
-        super().__init__(message)
+        reason = data.get("reason") if isinstance(data, dict) and isinstance(data.get("reason"), str) else None
+        super().__init__(message, reason)
         self.code = code
         self.data = data
 
@@ -39,11 +40,17 @@ class RpcClient:
         try:
             resp = self._client.post(self.url, json=body)
         except httpx.HTTPError as exc:
-            raise RpcClientError(f"cannot reach node at {self.url}: {exc}") from None
+            err = RpcClientError(f"cannot reach the node at {self.url}: {exc or type(exc).__name__} (is it running? "
+                                 "see --rpc, $AITBC_RPC_URL, --home)")
+            err.reason = "unreachable"
+            raise err from None
         try:
             obj = resp.json()
         except ValueError:
-            raise RpcClientError(f"node answered HTTP {resp.status_code} without JSON") from None
+            raise RpcClientError(f"the node at {self.url} answered HTTP {resp.status_code} without JSON "
+                                 "(not an aitbc-peer JSON-RPC URL?)") from None
+        if not isinstance(obj, dict):
+            raise RpcClientError(f"the node at {self.url} answered an unexpected JSON value")
         if "error" in obj:
             err = obj["error"]
             raise RpcClientError(err.get("message", "error"), err.get("code"), err.get("data"))

@@ -9,6 +9,7 @@ raises that error alone, and the CLI prints it as one line (with its reason code
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from state.types import Commit, Transaction
 
 from .blobs import BlobLimits, BlobStore, run_blob_gc
 from .config import Config
-from .home import Home, load_node_keys
+from .home import Home, load_node_keys, remove_rpc_url, write_rpc_url
 from .metrics import NodeMetrics
 
 log = logging.getLogger("aitbc.node")
@@ -181,6 +182,9 @@ class Node:
         try:
             registry, self.hub = build_rpc(self)
             install_node_extras(registry, self.hub, self)  # admin_* methods, topic indexes, subscription caps
+            from rpc.simulate_methods import register_simulate_methods
+
+            register_simulate_methods(registry, self)  # tx_simulate: dry-run a signed tx on the head state
             async with trio.open_nursery() as nursery:
                 transport: ConsensusTransport = NullTransport()
                 if self.cfg.p2p.enabled:
@@ -210,9 +214,20 @@ class Node:
                         key = await trio.to_thread.run_sync(unlock_key, self, self.cfg.openai.key)
                         self.openai = OpenAIService(self, self.cfg.openai, key)
                         self.openai.attach(server)
-                    self.rpc_port = await nursery.start(server.serve)
+                    try:
+                        self.rpc_port = await nursery.start(server.serve)
+                    except OSError as exc:
+                        raise NodeError(
+                            f"cannot listen for JSON-RPC on {self.cfg.rpc.host}:{self.cfg.rpc.port}: "
+                            f"{exc.strerror or exc} (another node running? choose --rpc-port)",
+                            reason="rpc_port_in_use" if exc.errno == errno.EADDRINUSE else "rpc_listen",
+                        ) from None
                     log.info("JSON-RPC on http://%s:%d/rpc (WebSocket /ws, metrics /metrics)",
                              self.cfg.rpc.host, self.rpc_port)
+                    try:  # for client commands on this home (`aitbc-peer status --home H`)
+                        write_rpc_url(self.home, self.cfg.rpc.host, self.rpc_port)
+                    except OSError as exc:
+                        log.warning("cannot write %s: %s", self.home.rpc_url_path, exc)
                 self.engine = self._make_engine(transport)
                 await nursery.start(self.engine.run)
                 if self.p2p is not None:
@@ -239,6 +254,7 @@ class Node:
                 raise
             raise fatal from None
         finally:
+            remove_rpc_url(self.home)
             self.close()
 
     async def _expire_queued_txs(self) -> None:

@@ -309,6 +309,14 @@ class Mempool:
             return self._view.get_account(sender).nonce
         return s.nonce + s.plen
 
+    def pending_run(self, sender: bytes, below_nonce: int | None = None) -> list[Transaction]:
+        """The sender's pending (executable) transactions in nonce order, those below ``below_nonce``."""
+        s = self._senders.get(sender)
+        if s is None:
+            return []
+        run = [s.txs[n].tx for n in s.nonces[: s.plen]]
+        return run if below_nonce is None else [t for t in run if t.nonce < below_nonce]
+
     def is_queued(self, tx_hash: bytes) -> bool:
         """Whether the pooled tx with this hash is queued (behind a nonce gap); False if not pooled."""
         e = self._by_hash.get(tx_hash)

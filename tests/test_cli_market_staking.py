@@ -85,6 +85,49 @@ def test_job_lifecycle_through_the_cli(pos_miner_node: NodeProcess, tmp_path: Pa
     assert "32 bytes" in cli_fails(node, "job", "status", "0x1234")
 
 
+def test_every_data_command_has_typed_json_and_wait_reports_progress(pos_miner_node: NodeProcess,
+                                                                     tmp_path: Path) -> None:
+    """`--json` on each command that prints data parses, with amounts as integers (plus `_ait` strings);
+    `job submit --wait` prints the job's state changes on stderr and only the result on stdout."""
+    node = pos_miner_node
+    wait_for(lambda: run_cli("miner", "status", "--home", str(node.home),
+                             env=clean_env(AITBC_RPC_URL=node.url)).returncode == 0, 60, "the miner registered")
+    r = run_cli("job", "submit", "--from", "dev", "--kind", "hash-chain", "--params", '{"chains": 4, "iterations": 8}',
+                "--max-price", "0.001", "--max-units", "4", "--bid-window", "2", "--wait", "--json",
+                "--home", str(node.home), env=clean_env(AITBC_RPC_URL=node.url), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    job = json.loads(r.stdout)
+    assert job["state"] == "COMPLETED" and isinstance(job["paid"], int) and isinstance(job["paid_ait"], str)
+    states = [ln.split(": ", 1)[1].split()[0] for ln in r.stderr.splitlines() if ln.startswith(f"job {job['job_id']}:")]
+    assert states[0] in ("QUEUED", "RUNNING") and states[-1] == "COMPLETED", r.stderr
+    assert any("job_submit" in ln and "included in block" in ln for ln in r.stderr.splitlines()), r.stderr
+
+    def data(*args: str) -> dict | list:
+        return json.loads(cli(node, *args, "--json"))
+
+    st = data("status")
+    assert isinstance(st["height"], int) and isinstance(st["finalized_height"], int)
+    bal = data("wallet", "balance", "dev")
+    assert isinstance(bal["balance"], int) and isinstance(bal["balance_ait"], str)
+    assert data("job", "status", job["job_id"])["job_id"] == job["job_id"]
+    res = data("job", "result", job["job_id"], "-o", str(tmp_path / "r.bin"))
+    assert res["verified"] is True and res["shape"] == [4, 32] and res["bytes"] == (tmp_path / "r.bin").stat().st_size
+    listed = data("job", "list")
+    assert job["job_id"] in {j["job_id"] for j in listed["jobs"]}
+    miner = data("miner", "status")
+    assert miner["status"] == "active" and isinstance(miner["bond"], int) and "bond_ait" in miner
+    vals = data("validator", "status")
+    v = vals["validators"][0]
+    assert isinstance(v["tokens"], int) and isinstance(v["power"], int)
+    assert data("validator", "status", v["address"])["address"] == v["address"]
+    assert isinstance(data("stake", "rewards", "--from", "dev")["delegations"], list)
+    assert isinstance(data("model", "list")["models"], list)
+    assert isinstance(data("keys", "list"), list)
+    # human output lists rows under a header
+    assert cli(node, "validator", "status").split()[:2] == ["ADDRESS", "STATUS"]
+    assert cli(node, "job", "list").split()[:2] == ["JOB_ID", "STATE"]
+
+
 def test_availability_challenge_through_the_cli(pos_miner_node: NodeProcess) -> None:
     """The client challenges the availability of a result in its window: the miner role publishes the
     sampled rows on chain, `job chunks` shows them verified against the receipt, the payment follows."""

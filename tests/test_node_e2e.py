@@ -103,7 +103,7 @@ def test_run_dev_on_fresh_home_produces_blocks_and_stops_on_sigterm(tmp_path: Pa
         assert "initialised dev home" in node.log_text()
         r = run_cli("status", "--json", env=clean_env(AITBC_RPC_URL=url))
         assert r.returncode == 0, r.stderr
-        assert int(json.loads(r.stdout)["head"].split()[0]) >= heights[-1]
+        assert json.loads(r.stdout)["height"] >= heights[-1]
 
         elapsed = node.stop(timeout=10)
         assert elapsed < 5, f"took {elapsed:.1f} s to exit after SIGTERM"
@@ -176,7 +176,8 @@ def test_cli_wallet_keys_and_status(dev_node: NodeProcess, chain: dict) -> None:
     assert dev_after["nonce"] == dev_before["nonce"] + 1
 
     r = run_cli("wallet", "balance", alice, "--home", home, "--rpc", url, "--json")
-    assert r.returncode == 0 and json.loads(r.stdout)["balance"] == "12500000"
+    bal = json.loads(r.stdout)
+    assert r.returncode == 0 and bal["balance"] == 12_500_000 and bal["balance_ait"] == "12.5"
 
     r = run_cli("status", "--home", home, "--rpc", url)
     assert r.returncode == 0, r.stderr

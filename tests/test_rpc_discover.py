@@ -100,6 +100,7 @@ def calls(p: dict[str, Any], node: NodeProcess, tag: str = "") -> dict[str, dict
         "chain_getTransaction": {"hash": p["tx_hash"]},
         "chain_getSupply": {},
         "state_getAccount": {"address": p["dev"], "proof": True},
+        "tx_simulate": {"tx": "0x" + tx1.raw.hex()},  # dry run (rpc/simulate_methods.py): nothing pooled
         "tx_submit": {"tx": "0x" + tx1.raw.hex()},
         "tx_submitBatch": {"txs": ["0x" + tx2.raw.hex(), "0x00"]},
         "mempool_status": {},
