@@ -286,6 +286,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         mp = rpc.call("mempool_status")
         net = rpc.call("net_info")
         health = rpc.call("system_health")
+    hl = health.get("health") or {"status": "ok", "reasons": []}  # an older node: liveness only
     if args.json:
         _print({
             "chain_id": info["chain_id"],
@@ -298,6 +299,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "peers": int(net["peers"]),
             "mempool": {"size": int(mp["size"]), "bytes": int(mp["bytes"])},
             "catching_up": bool(health.get("catching_up")),
+            "health": hl,
         })
         return 0
     rows = [
@@ -311,9 +313,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("mempool", f"{mp['size']} txs, {mp['bytes']} bytes"),
         ("sync", "catching up" if health.get("catching_up") else "in sync"),
     ]
+    rows.append(("health", _health_line(hl)))
     for k, v in rows:
         print(f"{k:>10}  {v}")
     return 0
+
+
+def _health_line(hl: dict) -> str:
+    """The /health verdict in one line: ``ok`` or ``stalled (…)``, with the figures."""
+    parts = []
+    if "seconds_since_last_block" in hl:
+        parts.append(f"last block {hl['seconds_since_last_block']:.1f} s ago")
+    sync = hl.get("sync") or {}
+    if sync.get("behind"):
+        parts.append(f"height {sync['height']} of {sync['best_height']}")
+    reasons = hl.get("reasons") or []
+    status = ", ".join(reasons) if reasons else hl.get("status", "ok")
+    return status + (f" ({'; '.join(parts)})" if parts else "")
 
 
 # ------------------------------------------------------------------------------------------------

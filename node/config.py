@@ -31,6 +31,7 @@ class NodeSection:
     moniker: str = "aitbc-node"
     log_level: str = "info"
     data_dir: str = "data"  # relative to home
+    stall_intervals: int = 10  # /health reports "stalled" after this many block intervals without a block
 
 
 @dataclass
@@ -180,7 +181,7 @@ class Config:
                      "blobs.max_account_bytes", "blobs.max_account_count", "blobs.sig_max_blocks",
                      "blobs.gc_interval_s", "miner.model_cache_bytes", "openai.max_price_per_token",
                      "openai.max_tokens", "openai.timeout_s", "openai.max_concurrent", "openai.max_body_bytes",
-                     "openai.bid_window", "openai.deadline"):  # fmt: skip
+                     "openai.bid_window", "openai.deadline", "node.stall_intervals"):  # fmt: skip
             sec, key = name.split(".")
             if getattr(getattr(self, sec), key) <= 0:
                 raise ConfigError(f"{name}: must be positive")

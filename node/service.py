@@ -111,6 +111,7 @@ class Node:
         self.rpc_port: int | None = None
         self.started_at = time.time()
         self._last_block_time: int | None = None
+        self._last_commit_mono = time.monotonic()  # local clock of the last head change (or of the start)
         self._last_proposer: bytes | None = None
         self.hub = None  # rpc.subscriptions.SubscriptionHub, set in run()
         self.blobs: BlobStore | None = None  # job inputs and results, served to peers
@@ -208,6 +209,7 @@ class Node:
                         version=VERSION,
                         limits=RpcLimits.from_config(self.cfg.rpc, fd_budget=self.fd_budget),
                     )
+                    server.health = self.health  # GET /health: 200 ok, 503 stalled/syncing
                     if self.cfg.openai.enabled:  # the OpenAI-compatible endpoint (rpc/openai.py)
                         from rpc.openai import OpenAIService, unlock_key
 
@@ -346,10 +348,16 @@ class Node:
         failed = sum(1 for r in pending.outcome.results if not r.ok)
         if failed:
             m.txs_failed.inc(failed)
+        interval = 0.0
         if self._last_block_time is not None:
             interval = max(0.0, (h.time - self._last_block_time) / 1000)
             m.block_interval.observe(interval)
             m.poa_last_interval.set(interval)
+        self._last_commit_mono = time.monotonic()
+        # One INFO line per block (DEBUG while syncing: `sync:` progress lines cover those).
+        log.log(logging.DEBUG if self.sync is not None and self.sync.syncing else logging.INFO,
+                "committed block %d %s: %d txs, round %d, %.2f s after the previous one",
+                h.height, block.hash.hex()[:12], len(block.txs), commit.round, interval)
         self._last_block_time = h.time
         m.rounds_per_height.observe(commit.round + 1)
         if commit.round > 0 and self.engine is not None:
@@ -406,6 +414,52 @@ class Node:
             m.staking_jailed.set(sv["jailed"])
             for addr, missed in sv["missed_blocks"].items():
                 m.staking_missed.labels(addr).set(missed)
+
+    def expected_block_interval_s(self) -> float:
+        """Seconds between blocks on a live chain: the block interval, or the empty-block heartbeat when
+        the chain makes no empty blocks."""
+        params = self.genesis.params
+        ms = params.block_interval_ms
+        if not params.create_empty_blocks:
+            beat = self.engine.params.empty_block_heartbeat_ms if self.engine is not None else 30_000
+            ms = max(ms, beat)
+        return ms / 1000
+
+    def health(self) -> dict:
+        """Liveness as a load balancer should see it: ``status`` "ok", or the first of ``reasons``
+        ("syncing": catching up with peers; "stalled": no block for ``node.stall_intervals`` intervals).
+        Finality is instant (a committed block is final), so there is no "not_finalizing" state."""
+        if self.chain is None:
+            raise InvariantError("node not opened")
+        head = self.chain.head
+        now = time.time()
+        # Since the last block: by its own timestamp, or since this process last moved its head (or
+        # started), whichever is shorter — a restarted node is not stalled before it had a chance.
+        since = max(0.0, min(now - head.time / 1000, time.monotonic() - self._last_commit_mono))
+        interval = self.expected_block_interval_s()
+        stall_after = interval * self.cfg.node.stall_intervals
+        peers = len(self.p2p.peers()) if self.p2p is not None else 0
+        sync = self.sync
+        best = max(head.height, sync.status()["target_height"]) if sync is not None else head.height
+        syncing = bool(sync is not None and sync.syncing)
+        reasons = []
+        if syncing:
+            reasons.append("syncing")
+        if since > stall_after:
+            reasons.append("stalled")
+        return {
+            "status": reasons[0] if reasons else "ok",
+            "reasons": reasons,
+            "height": head.height,
+            "hash": "0x" + head.hash.hex(),
+            "finalized_height": head.height,
+            "seconds_since_last_block": round(since, 3),
+            "block_interval_s": interval,
+            "stall_after_s": stall_after,
+            "peers": peers,
+            "sync": {"syncing": syncing, "height": head.height, "best_height": best,
+                     "behind": max(0, best - head.height)},
+        }
 
     def is_validator(self) -> bool:
         """Whether this node's validator key votes on the next height."""

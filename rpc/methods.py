@@ -63,7 +63,8 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
     @reg.method("system_health", summary="Liveness: ok while the node runs; catching_up while syncing", result=OBJ)
     async def system_health() -> dict:
         syncing = node.sync is not None and node.sync.catching_up
-        return {"status": "ok", "height": chain.head.height, "catching_up": syncing}
+        # status: liveness (the node answers); health: the /health verdict (ok, stalled, syncing)
+        return {"status": "ok", "height": chain.head.height, "catching_up": syncing, "health": node.health()}
 
     @reg.method("system_info", summary="Chain id, genesis hash, version, node id, roles", result=OBJ)
     async def system_info() -> dict:

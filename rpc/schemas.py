@@ -269,7 +269,8 @@ STAKING_VALIDATOR = obj({
 
 #: The result schema of every method of the node.
 RESULTS: dict[str, dict[str, Any]] = {
-    "system_health": obj({"status": _t("string", enum=["ok"]), "height": UINT, "catching_up": BOOL}),
+    "system_health": obj({"status": _t("string", enum=["ok"]), "height": UINT, "catching_up": BOOL},
+                         {"health": _t("object")}),
     "system_info": SYSTEM_INFO,
     "chain_getHead": obj({"height": UINT, "hash": HASH32, "time": UINT, "state_root": HASH32,
                           "finalized_height": UINT, "finalized_hash": HASH32}),

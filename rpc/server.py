@@ -6,7 +6,8 @@ Routes:
   clients); ``GET /`` is not served (404), kept for a web app
 * ``GET  /ws``    WebSocket: the same JSON-RPC calls plus ``subscribe``/``unsubscribe``
 * ``GET  /metrics`` Prometheus text exposition of ``metrics_registry`` (404 without one)
-* ``GET  /health``  200 "ok"
+* ``GET  /health``  200 "ok"; with a :attr:`RpcServer.health` provider (the node) JSON: 200
+  ``{"status": "ok", ...}`` when healthy, else 503 ``{"status": "stalled"|"syncing", "reasons": [...], ...}``
 
 ``/rpc`` and ``/ws`` are served by a lean ASGI layer installed in front of the Quart
 app (``app.asgi_app`` middleware): a JSON-RPC call then costs one dict parse,
@@ -40,6 +41,7 @@ Limits (``rpc.limits.RpcLimits``; everything from outside is hostile):
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -323,6 +325,8 @@ class RpcServer:
         #: Extra raw-ASGI HTTP routes by path prefix (the node's OpenAI endpoint, ``rpc/openai.py``); the
         #: connection limits apply to them, the handler applies origin checks and rates itself.
         self.http_routes: list[tuple[str, Callable[[Any, Any, Any], Awaitable[None]]]] = []
+        #: ``GET /health`` body: a dict whose ``status`` is "ok" (200) or a problem (503); None: plain "ok".
+        self.health: Callable[[], dict] | None = None
         self.app = self._build_app()
 
     # ------------------------------------------------------------ per-client
@@ -361,7 +365,11 @@ class RpcServer:
 
         @app.get("/health")
         async def health() -> Response:
-            return Response("ok", status=200, content_type="text/plain; charset=utf-8")
+            if self.health is None:
+                return Response("ok", status=200, content_type="text/plain; charset=utf-8")
+            body = self.health()
+            return Response(json.dumps(body), status=200 if body.get("status") == "ok" else 503,
+                            content_type="application/json")
 
         @app.get("/metrics")
         async def metrics() -> Response:
