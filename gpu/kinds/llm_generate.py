@@ -189,8 +189,8 @@ class LlmGenerate(LlmGenerateRules, JobKind):
             tokens, trace = gen(model, prompt, n_new, sampling_of(params), frozenset(params.get("stop", ())))
         except LlmError as exc:
             raise JobExecutionError("bad_job", f"the model refused the job: {exc}") from None
-        rows = lt.result_rows(trace, prompt, n_new, tokens)
         digests = [lt.position_digests(trace, t) for t in range(trace.n_positions)]
+        rows = lt.result_rows(trace, prompt, n_new, tokens, digests)
         self._keep_digests(params_key(params), digests)
         check_deadline(deadline)
         return RunOutput(tokens, rows, digests, trace if keep_trace else None)

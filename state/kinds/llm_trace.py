@@ -228,14 +228,18 @@ def position_digests(trace: Any, t: int) -> list[bytes]:
     return out
 
 
-def result_rows(trace: Any, prompt: list[int], max_new_tokens: int, tokens: list[int]) -> np.ndarray:
-    """The result matrix of a run: ``generate(...)`` returned ``(tokens, trace)``."""
+def result_rows(
+    trace: Any, prompt: list[int], max_new_tokens: int, tokens: list[int], digests: list[list[bytes]] | None = None
+) -> np.ndarray:
+    """The result matrix of a run: ``generate(...)`` returned ``(tokens, trace)``. ``digests`` (the
+    :func:`position_digests` of every position, when the caller keeps them anyway) saves hashing twice."""
     p = len(prompt)
     rows = np.zeros((n_rows(p, max_new_tokens), ROW_BYTES), dtype=np.uint8)
     for t in range(trace.n_positions):
         tin = prompt[t] if t < p else tokens[t - p]
         tout = tokens[t - p + 1] if t >= p - 1 else NO_TOKEN
-        raw = Row(t, tin, tout, step_root(trace.cfg, p, t, position_digests(trace, t))).encode()
+        dig = digests[t] if digests is not None else position_digests(trace, t)
+        raw = Row(t, tin, tout, step_root(trace.cfg, p, t, dig)).encode()
         rows[t] = np.frombuffer(raw, dtype=np.uint8)
     return rows
 
