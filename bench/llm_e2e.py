@@ -44,8 +44,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from state import market
 from state.types import Transaction
 from testnet.network import Network, TestnetError, create
@@ -67,50 +65,13 @@ FEE = 1000
 # ------------------------------------------------------------------------------------------ models
 
 
-def _byte_chars() -> list[str]:
-    """GPT-2's bytes_to_unicode: the printable stand-in character of every byte."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    table = dict(zip(bs, cs, strict=True))
-    return [chr(table[b]) for b in range(256)]
-
-
 def tiny_model(seed: int = 11) -> tuple[bytes, dict, int, dict]:
     """(model file, arch map, tokenizer section size, tokenizer meta) of the tiny seeded random Llama."""
-    from gpu.llm.gguf_import import TOKENIZER_FORMAT, build_model_file, tokenizer_section
-    from state.llm.config import LlamaConfig
-    from state.llm.modelfile import layout
+    from gpu.llm.gguf_import import tokenizer_section
+    from gpu.llm.tiny import TINY, tiny_model_file, tokenizer_meta
 
-    cfg = LlamaConfig(vocab=260, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, ffn_dim=64, max_ctx=128,
-                      rope_base=10000, norm_eps_num=1, norm_eps_den=100000, tied_embeddings=True, bos_id=256,
-                      eos_id=258)
-    chars = _byte_chars()
-    meta = {
-        "format": TOKENIZER_FORMAT, "model": "gpt2", "pre": "smollm",
-        "tokens": chars + ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + [chars[ord("h")] + chars[ord("e")]],
-        "token_types": [1] * 256 + [3, 3, 3] + [1],
-        "merges": [chars[ord("h")] + " " + chars[ord("e")]],
-        "bos": 256, "eos": 258, "unk": 256, "pad": 256, "add_bos": False,
-        "chat_template": (
-            "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"),
-    }
-    rng = np.random.default_rng(seed)
-    tensors = {}
-    for spec in layout(cfg):
-        if spec.dtype == "i32":
-            tensors[spec.name] = rng.uniform(0.5, 1.5, spec.shape).astype(np.float32)
-        else:
-            sd = 1.0 if spec.name in ("tok_embd", "output") else 1.0 / np.sqrt(spec.shape[1])
-            tensors[spec.name] = rng.normal(0.0, sd, spec.shape).astype(np.float32)
-    tok = tokenizer_section(meta)
-    return build_model_file(cfg, tensors, tok), cfg.to_map(), len(tok), meta
+    meta = tokenizer_meta()
+    return tiny_model_file(seed), TINY.to_map(), len(tokenizer_section(meta)), meta
 
 
 def smollm2_gguf() -> Path | None:

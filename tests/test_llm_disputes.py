@@ -18,6 +18,7 @@ from test_market_state import CHAIN, CLIENT, FEE, MARKET, MINER1, MINER2, PARAMS
 
 import state.market as mkt
 from gpu.llm.gguf_import import build_model_file
+from gpu.llm.tiny import random_tensors
 from state import codec
 from state.errors import DecodeError, TxError
 from state.kinds import get_kind
@@ -27,7 +28,7 @@ from state.kinds.base import JobParamError, KindContext
 from state.kinds.encoding import array_hash, encode_array, result_leaves, result_root
 from state.llm.config import LlamaConfig
 from state.llm.generate import IntModel, Trace, generate, output_bytes, step_order, trace_leaf
-from state.llm.modelfile import layout, split_chunks
+from state.llm.modelfile import split_chunks
 from state.llm.steps import Op, Sampling, StepId, dependencies, run_step
 from state.market import llm_disputes as ld
 from state.market import models
@@ -62,20 +63,8 @@ LLM_PARAMS = replace(PARAMS, market=LLM_MARKET)
 WINDOW = 12
 
 
-def tiny_tensors(cfg: LlamaConfig, seed: int = 11) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for spec in layout(cfg):
-        if spec.dtype == "i32":
-            out[spec.name] = rng.uniform(0.5, 1.5, spec.shape).astype(np.float32)
-        else:
-            sd = 1.0 if spec.name in ("tok_embd", "output") else 1.0 / np.sqrt(spec.shape[1])
-            out[spec.name] = rng.normal(0.0, sd, spec.shape).astype(np.float32)
-    return out
-
-
 TOKENIZER = codec.encode({"tokens": ["<unk>", "<s>", "</s>"]})
-FILE = build_model_file(TINY, tiny_tensors(TINY), TOKENIZER)
+FILE = build_model_file(TINY, random_tensors(TINY, 11), TOKENIZER)
 CHUNKS = split_chunks(FILE)
 MODEL = IntModel(TINY, FILE)
 MANIFEST, _, _ = models.manifest_for_file(FILE, name="tiny-llama", arch=TINY.to_map(), tokenizer_size=len(TOKENIZER))

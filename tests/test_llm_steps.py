@@ -8,6 +8,7 @@ import pytest
 
 from gpu.llm.float_reference import FloatLlama
 from gpu.llm.gguf_import import build_model_file
+from gpu.llm.tiny import random_tensors
 from state import codec
 from state.errors import AitbcError
 from state.llm import steps as st
@@ -55,19 +56,6 @@ TINY = LlamaConfig(
 )
 
 
-def tiny_tensors(cfg: LlamaConfig, seed: int = 7) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for spec in layout(cfg):
-        if spec.dtype == "i32":
-            out[spec.name] = rng.uniform(0.5, 1.5, spec.shape).astype(np.float32)
-        else:
-            fan_in = spec.shape[1]
-            sd = 1.0 if spec.name in ("tok_embd", "output") else 1.0 / np.sqrt(fan_in)
-            out[spec.name] = rng.normal(0.0, sd, spec.shape).astype(np.float32)
-    return out
-
-
 @pytest.fixture(scope="module")
 def small_blocks():
     """Shrink the weight budget so every matrix op is split into several row blocks."""
@@ -81,7 +69,7 @@ def small_blocks():
 
 @pytest.fixture(scope="module")
 def tiny(small_blocks):
-    tensors = tiny_tensors(TINY)
+    tensors = random_tensors(TINY, 7)
     data = build_model_file(TINY, tensors, codec.encode({"tokens": ["a", "b"]}))
     return TINY, tensors, data, IntModel(TINY, data)
 

@@ -358,11 +358,12 @@ def llm_vectors() -> dict:
     the model file's chunk root, the token rows and their step roots, result hash and root, the step
     leaves of one position, a multiproof, the verdicts of the on-chain step check and row checks."""
     from gpu.llm.gguf_import import build_model_file
+    from gpu.llm.tiny import random_tensors
     from state.kinds import llm_generate as lg
     from state.kinds import llm_trace as lt
     from state.llm.config import LlamaConfig
     from state.llm.generate import IntModel, generate, output_bytes
-    from state.llm.modelfile import layout, split_chunks
+    from state.llm.modelfile import split_chunks
     from state.llm.steps import Op, StepId
     from state.market import llm_disputes as ld
     from state.market import models
@@ -370,16 +371,8 @@ def llm_vectors() -> dict:
     cfg = LlamaConfig(vocab=300, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, ffn_dim=48,
                       max_ctx=32, rope_base=10000, norm_eps_num=1, norm_eps_den=100000, tied_embeddings=True,
                       bos_id=1, eos_id=2)
-    rng = np.random.default_rng(11)
-    tensors = {}
-    for spec in layout(cfg):
-        if spec.dtype == "i32":
-            tensors[spec.name] = rng.uniform(0.5, 1.5, spec.shape).astype(np.float32)
-        else:
-            sd = 1.0 if spec.name == "tok_embd" else 1.0 / np.sqrt(spec.shape[1])
-            tensors[spec.name] = rng.normal(0.0, sd, spec.shape).astype(np.float32)
     tok = codec.encode({"tokens": ["a", "b"]})
-    data = build_model_file(cfg, tensors, tok)
+    data = build_model_file(cfg, random_tensors(cfg, 11), tok)  # tied: no "output" tensor
     chunks = split_chunks(data)
     manifest, _, _ = models.manifest_for_file(data, name="golden-tiny", arch=cfg.to_map(), tokenizer_size=len(tok))
     mv = lg.model_view(manifest)
