@@ -28,11 +28,20 @@ from ..errors import InvariantError
 from ..kinds import JobParamError, get_kind
 from ..machine import ExecFailure, Execution, TxKind
 from ..merkle import verify_merkle_proof
-from ..slashing import settle_slash, slash_cut
 from ..types import Transaction
 from . import bodies as B
 from . import llm_disputes
-from .ledger import Market, address, close_availability, emit_job_failed, fail_job, hex_id, market_tx, settle
+from .ledger import (
+    Market,
+    address,
+    close_availability,
+    emit_job_failed,
+    fail_job,
+    hex_id,
+    market_tx,
+    reject_challenge,
+    settle,
+)
 from .records import (
     COMPLETED,
     DUE_AVAILABILITY,
@@ -160,7 +169,6 @@ def apply_challenge(mk: Market, tx: Transaction) -> None:
         raise ExecFailure(
             "bad_proof", "the Merkle proof does not show this leaf under the receipt's result_root"
         )
-    p = mk.p
     bond = challenge_bond(mk, job)
     bal = mk.ex.account(tx.sender).balance
     if bal < bond:
@@ -178,19 +186,14 @@ def apply_challenge(mk: Market, tx: Transaction) -> None:
         ) from None
     mk.stats.challenges += 1
     if correct:
-        cut = slash_cut(bond, p.slash_false_challenge_bps)
-        mk.ex.credit(tx.sender, bond - cut)
-        _, burned = settle_slash(mk.ex, cut)
-        mk.stats.burned += burned
-        job.false_challenges += 1
-        mk.put_job(job)
+        burned, returned = reject_challenge(mk, job, tx.sender, bond)
         mk.ex.emit(
             "challenge_rejected",
             job_id=_hex(job.job_id),
             challenger=_addr(tx.sender),
             index=index,
             burned=str(burned),
-            returned=str(bond - burned),
+            returned=str(returned),
         )
         return
     mk.ex.credit(tx.sender, bond)

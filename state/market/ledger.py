@@ -294,3 +294,16 @@ def close_availability(mk: Market, job: Job, *, returned_to_challenger: bool) ->
     mk.stats.availability_bonds -= da["bond"]
     mk.ex.credit(da["challenger"] if returned_to_challenger else job.miner, da["bond"])
     return da
+
+
+def reject_challenge(mk: Market, job: Job, challenger: bytes, bond: int) -> tuple[int, int]:
+    """A challenge of ``job`` proved false: ``slash_false_challenge_bps`` of the ``bond`` is burned, the
+    rest goes back to ``challenger``, and the job counts one more false challenge. Returns ``(burned,
+    returned)`` (``returned`` as the events report it: the bond less what was burned)."""
+    cut = slash_cut(bond, mk.p.slash_false_challenge_bps)
+    mk.ex.credit(challenger, bond - cut)
+    _, burned = settle_slash(mk.ex, cut)
+    mk.stats.burned += burned
+    job.false_challenges += 1
+    mk.put_job(job)
+    return burned, bond - burned

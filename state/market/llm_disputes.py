@@ -50,11 +50,20 @@ from ..llm.modelfile import CHUNK_SIZE, WeightSlice, chunks_covering, tensor_row
 from ..llm.steps import Op, StepId, dependencies, output_shape, run_step, weight_needs
 from ..machine import ExecFailure, Execution, TxKind
 from ..merkle import MAX_PROOF_LEN, merkle_multiproof, verify_merkle_proof, verify_multiproof
-from ..slashing import settle_slash, slash_cut
 from ..types import U64_MAX, Transaction
 from . import bodies as B
 from . import models
-from .ledger import Market, address, close_availability, emit_job_failed, fail_job, hex_id, market_tx, settle
+from .ledger import (
+    Market,
+    address,
+    close_availability,
+    emit_job_failed,
+    fail_job,
+    hex_id,
+    market_tx,
+    reject_challenge,
+    settle,
+)
 from .records import (
     COMPLETED,
     DUE_LLM_PROOF,
@@ -213,13 +222,8 @@ def _miner_loses(mk: Market, job: Job, challenger: bytes, failure: str, fault: s
 
 
 def _challenger_loses(mk: Market, job: Job, d: Dispute, outcome: str) -> None:
-    cut = slash_cut(d.bond, mk.p.slash_false_challenge_bps)
     _close(mk, d, outcome)
-    mk.ex.credit(d.challenger, d.bond - cut)
-    _, burned = settle_slash(mk.ex, cut)
-    mk.stats.burned += burned
-    job.false_challenges += 1
-    mk.put_job(job)
+    burned, returned = reject_challenge(mk, job, d.challenger, d.bond)
     mk.ex.emit(
         "llm_challenge_rejected",
         job_id=_hex(job.job_id),
@@ -227,7 +231,7 @@ def _challenger_loses(mk: Market, job: Job, d: Dispute, outcome: str) -> None:
         position=d.position,
         outcome=outcome,
         burned=str(burned),
-        returned=str(d.bond - burned),
+        returned=str(returned),
     )
     _maybe_settle(mk, job)
 
