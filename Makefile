@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: run test lint bench setup lock clean
+.PHONY: run test lint bench setup lock clean sysdeps
 
 setup: $(STAMP)
 
@@ -44,7 +44,7 @@ lock:
 	  rm -rf "$$tmp/v$$v"; done; \
 	{ echo "# Exact pins for aitbc-peer: runtime dependencies, the [dev] extra, and everything they pull in."; \
 	  echo "# \`make setup\` (so \`make run\`, \`make test\`, CI) installs exactly these, then the project with --no-deps."; \
-	  echo "# Consensus-critical (must be identical on every node): cbor2, pynacl, numpy, plyvel, libp2p."; \
+	  echo "# Consensus-critical (must be identical on every node): cbor2, pynacl, numpy, plyvel, libp2p, rbcl."; \
 	  echo "# Do not edit by hand: change pyproject.toml, then regenerate with \`make lock\` (clean resolve in a"; \
 	  echo "# throwaway venv: pip install -e '.[dev]'; pip freeze --exclude-editable)."; \
 	  echo "# Generated with $$ver.$${ok:+ Also installs on Python $${ok#, }.}$${bad:+ Failed to install on Python $${bad#, } (see the make lock output).}"; \
@@ -57,7 +57,21 @@ TEST_JOBS ?= auto  # pytest-xdist workers: one per core
 run: $(STAMP)
 	exec $(VENV)/bin/aitbc-peer run --dev $(ARGS)
 
-test: $(STAMP)
+# System tools the suite drives for real: Debian's chromium (web pages, via Playwright) and prometheus
+# (promtool rule tests, a live Prometheus scraping a testnet). Installed with apt-get when missing and
+# running as root; otherwise those tests skip and say what to install.
+SYSDEPS := chromium prometheus
+sysdeps:
+	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "warning: missing$$missing (apt-get install$$missing); their tests will skip" >&2; fi; \
+	fi
+
+test: $(STAMP) sysdeps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) $(PYTEST_ARGS)
 
