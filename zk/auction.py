@@ -1,0 +1,180 @@
+"""Sealed-bid auctions, the pure part: what a bid proves, and what the client's award must prove.
+
+Design (documented in docs/zk.md):
+
+* A sealed job fixes ``bits`` and the client's sealing key ``K``. A bid's price is a *tick*
+  ``t ∈ [0, 2^bits)``; it pays ``price(t) = max_price·t // (2^bits − 1)``, so one range proof on ``t``
+  also shows ``price ≤ max_price``.
+* A bid carries a Pedersen commitment to ``t``, a range proof bound to (chain, job, bidder), and the
+  opening sealed to ``K`` (:mod:`zk.seal`). Nobody but the client can read a price.
+* After the bid window the client posts the award: the winner's opening (the only price that ever
+  becomes public) and, for every other bid, either a *comparison proof* — a range proof, made by the
+  client who knows both openings, that ``C_j − C_w`` (minus ``H`` for bids that came earlier, so ties
+  go to the earliest bid) holds a value in ``[0, 2^bits)`` — or a *fault disclosure* showing that the
+  bid's sealed opening does not open its commitment. A faulty bidder loses its deposit; it cannot stall
+  the auction, because the client needs nothing from it.
+* A client that never awards lets its job expire: bidders get their deposits back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zk import group, range_proof, seal
+from zk.errors import ProofError
+from zk.pedersen import Opening, opens
+from zk.transcript import Context
+
+MIN_BITS = 4
+MAX_BITS = 24
+
+
+def check_bits(bits: int) -> None:
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ProofError(f"sealed bits {bits} outside [{MIN_BITS}, {MAX_BITS}]", "zk_out_of_range")
+
+
+def tick_price(tick: int, max_price: int, bits: int) -> int:
+    """The price a tick pays: ``max_price·tick // (2^bits − 1)``, monotone, ``price(top) = max_price``."""
+    top = 2**bits - 1
+    if not 0 <= tick <= top:
+        raise ProofError(f"tick {tick} outside [0, {top}]", "zk_out_of_range")
+    return max_price * tick // top
+
+
+def price_tick(price: int, max_price: int, bits: int) -> int:
+    """The highest tick whose price does not exceed ``price`` (what a miner bids for a price)."""
+    top = 2**bits - 1
+    if max_price <= 0:
+        return 0
+    return min(top, max(0, ((price + 1) * top - 1) // max_price))
+
+
+def bid_context(chain_id: str, job_id: bytes, bidder: bytes) -> Context:
+    return Context(chain_id, job_id, bidder)
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBid:
+    """What a sealed bid carries (all public)."""
+
+    bidder: bytes
+    commitment: bytes
+    proof: bytes
+    sealed: bytes
+
+
+def make_bid(chain_id: str, job_id: bytes, bidder: bytes, client_key: bytes, bits: int, tick: int) -> tuple[SealedBid, Opening]:
+    """The miner's side: commit to ``tick``, prove its range, seal the opening to the client."""
+    check_bits(bits)
+    ctx = bid_context(chain_id, job_id, bidder)
+    opening = Opening(tick, group.random_scalar())
+    commitment, proof = range_proof.prove(ctx, opening, bits)
+    return SealedBid(bidder, commitment, proof, seal.seal(ctx, client_key, commitment, opening)), opening
+
+
+def verify_bid(chain_id: str, job_id: bytes, bits: int, bid: SealedBid) -> None:
+    """What every node checks when a sealed bid is executed (raises :class:`ProofError`)."""
+    check_bits(bits)
+    seal.check_form(bid.sealed)
+    range_proof.verify(bid_context(chain_id, job_id, bid.bidder), bid.commitment, bid.proof, bits=bits)
+
+
+def award_context(chain_id: str, job_id: bytes, client: bytes) -> Context:
+    return Context(chain_id, job_id, client)
+
+
+def _difference(bids: list[SealedBid], j: int, winner: int) -> bytes:
+    d = group.sub(bids[j].commitment, bids[winner].commitment)
+    return group.sub(d, group.H) if j < winner else d
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A disclosed sealed opening that does not open its bid: the shared point and its DLEQ proof."""
+
+    shared: bytes
+    proof: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Award:
+    """The client's settlement: the winner, its opening, and per other bid a comparison proof or a
+    fault (``None`` at the winner's index)."""
+
+    winner: int
+    opening: Opening
+    entries: tuple[bytes | Fault | None, ...]
+
+
+def make_award(chain_id: str, job_id: bytes, client: bytes, secret: bytes, bits: int, bids: list[SealedBid]) -> Award:
+    """The client's side: open every bid with its secret, pick the lowest tick (earliest on ties) among
+    those that open, and prove it. Raises :class:`ProofError` (``zk_no_valid_bid``) if none opens."""
+    openings: list[Opening | None] = []
+    for b in bids:
+        openings.append(seal.unseal(bid_context(chain_id, job_id, b.bidder), secret, b.commitment, b.sealed))
+    valid = [i for i, o in enumerate(openings) if o is not None and 0 <= o.value < 2**bits]
+    if not valid:
+        raise ProofError("no sealed bid opens", "zk_no_valid_bid")
+    winner = min(valid, key=lambda i: (openings[i].value, i))  # type: ignore[union-attr]
+    w = openings[winner]
+    if w is None:  # filtered above
+        raise ProofError("winner has no opening", "zk_no_valid_bid")
+    actx = award_context(chain_id, job_id, client)
+    entries: list[bytes | Fault | None] = []
+    for j, b in enumerate(bids):
+        o = openings[j]
+        if j == winner:
+            entries.append(None)
+        elif o is None or not 0 <= o.value < 2**bits:
+            shared, proof = seal.disclose(bid_context(chain_id, job_id, b.bidder), secret, b.sealed)
+            entries.append(Fault(shared, proof))
+        else:
+            diff = o.value - w.value - (1 if j < winner else 0)
+            blinding = group.s_sub(o.blinding, w.blinding)
+            _, proof = range_proof.prove(actx, Opening(diff, blinding), bits)
+            entries.append(proof)
+    return Award(winner, w, tuple(entries))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    winner: int
+    tick: int
+    faulty: tuple[int, ...]
+
+
+def verify_award(
+    chain_id: str, job_id: bytes, client: bytes, client_key: bytes, bits: int, bids: list[SealedBid], award: Award
+) -> Outcome:
+    """What every node checks when the award is executed: the winner's opening opens its commitment, and
+    every other bid either holds a higher tick (a higher-or-equal one if it came later) or is faulty."""
+    check_bits(bits)
+    if len(award.entries) != len(bids):
+        raise ProofError(f"award has {len(award.entries)} entries for {len(bids)} bids", "zk_malformed")
+    if not 0 <= award.winner < len(bids):
+        raise ProofError(f"winner index {award.winner} out of range", "zk_malformed")
+    o = award.opening
+    group.scalar(o.blinding, "winner blinding")
+    if not 0 <= o.value < 2**bits:
+        raise ProofError(f"winner tick {o.value} outside [0, 2^{bits})", "zk_out_of_range")
+    if not opens(bids[award.winner].commitment, o):
+        raise ProofError("the winner's opening does not open its commitment", "zk_invalid")
+    actx = award_context(chain_id, job_id, client)
+    faulty = []
+    for j, entry in enumerate(award.entries):
+        if j == award.winner:
+            if entry is not None:
+                raise ProofError("the winner's entry must be empty", "zk_malformed")
+        elif isinstance(entry, Fault):
+            b = bids[j]
+            if seal.verify_disclosure(
+                bid_context(chain_id, job_id, b.bidder), client_key, b.commitment, b.sealed, entry.shared, entry.proof
+            ) is not None:
+                raise ProofError(f"bid {j} opens correctly: it is not at fault", "zk_invalid")
+            faulty.append(j)
+        elif isinstance(entry, bytes):
+            range_proof.verify(actx, _difference(bids, j, award.winner), entry, bits=bits)
+        else:
+            raise ProofError(f"entry {j} is neither a comparison proof nor a fault", "zk_malformed")
+    return Outcome(award.winner, o.value, tuple(faulty))
