@@ -13,8 +13,10 @@ validation on one core.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,8 +102,90 @@ def main() -> None:
         verified = (time.thread_time() - t0) * 1e3
         awards.append({"bids": n, "make_ms": made, "verify_ms": verified})
         print(f"| {n} bids, 16-bit | {made:.1f} | {verified:.1f} |")
+    print("\n| block of sealed bids | txs | DWU | execute_block CPU ms | bids/s (one core) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    blocks = []
+    for bits, jobs in ((16, 3), (8, 6)):
+        with tempfile.TemporaryDirectory() as tmp:
+            blocks.append(_block_of_bids(Path(tmp), bits, jobs, a.reps // 3 or 1))
+        b = blocks[-1]
+        print(f"| {bits}-bit, {jobs} jobs × 16 miners | {b['txs']} | {b['dwu']:,} | {b['cpu_ms']:.1f} | "
+              f"{b['bids_per_s']:,.0f} |")
     if a.json:
-        a.json.write_text(json.dumps({"machine": machine(), "proofs": rows, "bids": throughput, "awards": awards}, indent=1))
+        a.json.write_text(json.dumps({"machine": machine(), "proofs": rows, "bids": throughput, "awards": awards,
+                                      "blocks": blocks}, indent=1))
+
+
+def _block_of_bids(home: Path, bits: int, jobs: int, reps: int) -> dict:
+    """A LevelDB chain with the default parameters: ``jobs`` sealed jobs, 16 registered miners, then one
+    block holding every miner's sealed bid on every job, executed as a validator does (signatures checked)."""
+    import state.market as mkt
+    from state.chain import ChainState
+    from state.crypto import SigningKey
+    from state.genesis import ChainParams, Genesis, GenesisValidator
+    from state.machine import TX_KINDS, BlockEnv, Execution, execute_block
+    from state.market import sealed
+    from state.params import AIT
+    from state.store import Store
+    from state.types import Commit, Transaction
+
+    chain_id, p = "bench-zk", ChainParams()
+    seed = lambda *parts: hashlib.sha256(repr(parts).encode()).digest()  # noqa: E731
+    miners = [SigningKey.from_seed(seed("miner", i)) for i in range(sealed.MAX_SEALED_BIDS)]
+    client, proposer = SigningKey.from_seed(seed("client")), SigningKey.from_seed(seed("validator"))
+    accounts = tuple(sorted((k.public_key, 10**6 * AIT) for k in [*miners, client]))
+    store = Store(home / "db")
+    chain = ChainState(store, Genesis(chain_id, 0, "poa", p, accounts, (GenesisValidator(proposer.public_key, 1, "v"),)))
+    nonces: dict[bytes, int] = {}
+
+    def tx(k: SigningKey, type_: str, body: dict) -> Transaction:
+        n = nonces.get(k.public_key, 0)
+        nonces[k.public_key] = n + 1
+        return Transaction.create(k, chain_id, type_, n, p.min_fee, body)
+
+    def env() -> BlockEnv:
+        h = chain.head
+        return BlockEnv(chain_id, h.height + 1, h.time + p.block_interval_ms, proposer.public_key, p)
+
+    def commit(txs: list[Transaction]) -> None:
+        h = chain.head
+        pend = chain.build_block(txs, proposer=proposer.public_key, time_ms=h.time + p.block_interval_ms,
+                                 last_commit=None, validators_hash=bytes(32), next_validators_hash=bytes(32),
+                                 is_verified=lambda t: True)
+        bad = [(r.reason, r.message) for r in pend.outcome.results if not r.ok]
+        if pend.outcome.skipped or bad:
+            raise RuntimeError(f"setup block refused: {pend.outcome.skipped[:2]} {bad[:2]}")
+        chain.commit(pend, Commit(pend.block.height, 0, pend.block.hash, ()))
+
+    try:
+        caps = mkt.capabilities("cuda", "Bench GPU", 80 << 30, "9.0", {"hash-chain": 1})
+        commit([tx(m, mkt.TX_MINER_REGISTER, mkt.miner_register_body(p.market.min_miner_bond, caps)) for m in miners])
+        key = group.mul_base(group.random_scalar())
+        spec = {"bits": bits, "key": key, "deposit": AIT, "settle_window": 10}
+        params = {"chains": 1, "iterations": 1, "seed": bytes(32)}
+        submits = [tx(client, mkt.TX_JOB_SUBMIT, mkt.job_submit_body(
+            "hash-chain", 1, {**params, "seed": bytes([j]) * 32}, max_price=10, max_units=1, bid_window=50,
+            deadline=10, sealed=spec)) for j in range(jobs)]
+        commit(submits)
+        txs = []
+        for s in submits:
+            for m in miners:
+                bid, _ = auction.make_bid(chain_id, s.hash, m.public_key, key, bits, 3)
+                txs.append(tx(m, sealed.TX_SEALED_BID, sealed.sealed_bid_body(s.hash, bid)))
+        e = env()
+        dwu = sum(TX_KINDS[t.type].work(Execution(chain, e), t) for t in txs)
+        cpu = []
+        for _ in range(reps):
+            t0 = time.thread_time()
+            out = execute_block(chain, e, txs)
+            cpu.append(time.thread_time() - t0)
+            if not all(r.ok for r in out.results):
+                raise RuntimeError([r.reason for r in out.results if not r.ok][:3])
+        med = statistics.median(cpu)
+        return {"bits": bits, "txs": len(txs), "dwu": dwu, "budget": p.market.max_dispute_work_per_block,
+                "cpu_ms": med * 1e3, "bids_per_s": len(txs) / med}
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

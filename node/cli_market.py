@@ -17,7 +17,8 @@ from typing import Any
 from state.address import decode_address, encode_address
 from state.errors import AitbcError
 
-from .cli_tx import add_client_options, load_signer, print_table, progress, submit
+from .cli_sealed import add_sealed_options, award, new_spec
+from .cli_tx import add_client_options, ait, format_ait, load_signer, print_kv, print_table, progress, submit
 from .cli_tx import print_json as _print
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELED", "EXPIRED"}
@@ -123,12 +124,15 @@ def cmd_job(args: argparse.Namespace) -> int:
                 challenge_window=args.challenge_window if verify else None,
                 min_memory=args.min_memory,
                 backend=args.backend,
+                sealed=new_spec(args, parse_ait) if args.sealed else None,
             )
             st = submit(rpc, key, "job_submit", body, wait=True, timeout=args.timeout)
             job_id = st["hash"]
             if not args.json:
                 print(f"job {job_id} submitted in block {st['block_height']}", flush=True)
             if args.wait:
+                if args.sealed:  # the award needs this home's sealing key: do it, then follow the job
+                    award(rpc, args, job_id, timeout=args.timeout)
                 job = _wait_job(rpc, job_id, args.timeout)
                 if args.json:
                     _print(job)
@@ -177,6 +181,16 @@ def cmd_job(args: argparse.Namespace) -> int:
             print(f"wrote {len(data)} bytes to {args.output} (hash {rec['result_hash']} verified; "
                   f"array {arr.dtype} {list(arr.shape)})")
             return 0
+        if c == "award":
+            st = award(rpc, args, "0x" + _job_id(args.job_id).hex(), timeout=args.timeout)
+            job = rpc.call("market_getJob", job_id="0x" + _job_id(args.job_id).hex())
+            if args.json:
+                _print(job)
+            elif st is not None:
+                print(f"job {job['job_id']} awarded to {job['miner']} at {format_ait(int(job['price']))} per unit")
+            else:
+                print(f"job {job['job_id']}: no bid awarded ({job['state']})")
+            return 0 if st is not None else 1
         if c == "challenge-availability":
             return _challenge_availability(rpc, args)
         if c == "chunks":
@@ -346,6 +360,7 @@ def add_market_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
     j.add_argument("--from", dest="from_", required=True, help="keystore key paying for the job")
     j.add_argument("--wait", action="store_true", help="wait until the job is settled (progress on stderr)")
     j.add_argument("--json", action="store_true", help="print the job (market_getJob) as JSON")
+    add_sealed_options(j)
     from .cli_llm import add_llm_submit_options
 
     add_llm_submit_options(j)
@@ -355,7 +370,11 @@ def add_market_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
         if name == "cancel":
             j.add_argument("--from", dest="from_", required=True)
         else:
-            j.add_argument("--json", action="store_true", help="JSON (the default for this command)")
+            j.add_argument("--json", action="store_true", help="the job as JSON (default: a table)")
+    j = jsub.add_parser("award", help="sealed-bid job: open the bids with this home's key and award the lowest")
+    j.add_argument("job_id")
+    j.add_argument("--from", dest="from_", required=True, help="the job's client (keystore key)")
+    j.add_argument("--json", action="store_true", help="print the job (market_getJob) as JSON")
     j = jsub.add_parser("result", help="fetch the result blob from the miner and verify it (llm: the text)")
     j.add_argument("job_id")
     j.add_argument("-o", "--output", help="write the result blob here (required except for llm-generate)")

@@ -122,6 +122,7 @@ class MinerService:
         self._llm_disputes: dict[bytes, LlmDispute] = {}  # verifier: jobs this node challenged, by id
         self._submit_lock = trio.Lock()
         self._bid: set[bytes] = set()
+        self._sealed: Any = None  # state.market_views.load_sealed, imported on first use
         self._running: set[bytes] = set()
         self._checked: set[bytes] = set()
         self._answered: set[tuple[bytes, int]] = set()  # (job, deadline) of availability answers sent
@@ -274,10 +275,40 @@ class MinerService:
             return
         if req.get("min_memory") and req["min_memory"] > self.executor.backend.memory_bytes:
             return
+        if self._sealed is None:
+            from state.market_views import load_sealed
+
+            self._sealed = load_sealed
+        sa = self._sealed(self.chain.get_object, job.job_id)
+        if sa is not None:
+            await self._sealed_bid(job, sa, price)
+            return
         if await self._submit("bid", market.bid_body(job.job_id, price)) is not None:
             self.stats["bids"] += 1
             self.node.metrics.market_bids.inc()
             log.info("bid %d on job %s", price, job.job_id.hex()[:16])
+
+    async def _sealed_bid(self, job: Any, sa: Any, price: int) -> None:
+        """A sealed-bid job (state/market/sealed.py): commit to the tick of ``price``, prove its range and
+        seal the opening to the client; the deposit is locked until the award."""
+        from state.market import sealed
+        from zk import auction
+
+        if any(b[0] == self.pk for b in sa.bids):
+            return
+        if self.chain.account(self.pk).balance < sa.deposit + self.node.genesis.params.min_fee:
+            log.warning("sealed bid on job %s skipped: the deposit %d exceeds the balance", job.job_id.hex()[:16],
+                        sa.deposit)
+            return
+        tick = auction.price_tick(price, job.max_price, sa.bits)
+        chain_id = self.node.genesis.chain_id
+        bid, _ = await trio.to_thread.run_sync(
+            lambda: auction.make_bid(chain_id, job.job_id, self.pk, sa.key, sa.bits, tick)
+        )
+        if await self._submit(sealed.TX_SEALED_BID, sealed.sealed_bid_body(job.job_id, bid)) is not None:
+            self.stats["bids"] += 1
+            self.node.metrics.market_bids.inc()
+            log.info("sealed bid on job %s (price kept sealed)", job.job_id.hex()[:16])
 
     # seams: the role's decisions (overridden by test tooling, see the module docstring) ---------------
     def answers_job(self, job: Any) -> bool:

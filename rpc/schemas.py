@@ -244,6 +244,13 @@ JOB = obj({
     "paid": AMOUNT, "refunded": AMOUNT, "failure": nullable(STR), "false_challenges": UINT,
     "availability": nullable(obj({"challenger": ADDRESS, "indices": arr(UINT), "deadline": UINT, "bond": AMOUNT})),
     "availability_rounds": UINT, "availability_answers": arr(HASH32), "receipt": nullable(RECEIPT),
+}, {
+    # sealed-bid jobs (state/market/sealed.py): commitments and sealed openings, never a losing price
+    "sealed": nullable(obj({
+        "bits": UINT, "key": HEX, "deposit": AMOUNT, "settle_window": UINT, "settle_height": UINT,
+        "bids": arr(obj({"miner": ADDRESS, "commitment": HEX, "sealed": HEX, "height": UINT})),
+        "winner": nullable(ADDRESS), "winning_tick": nullable(UINT), "faulty": arr(ADDRESS),
+    })),
 })  # fmt: skip
 MINER = obj({
     "address": ADDRESS, "status": _t("string", enum=["active", "exiting", "exited"]), "bond": AMOUNT,
@@ -279,7 +286,7 @@ RESULTS: dict[str, dict[str, Any]] = {
     "chain_getTransaction": TX_STATUS,
     "chain_getSupply": obj(
         {"total": AMOUNT, "bonded": AMOUNT, "unbonding": AMOUNT, "circulating": AMOUNT, "market_escrow": AMOUNT,
-         "miner_bonds": AMOUNT, "availability_bonds": AMOUNT, "dispute_bonds": AMOUNT, "height": UINT},
+         "miner_bonds": AMOUNT, "availability_bonds": AMOUNT, "dispute_bonds": AMOUNT, "sealed_deposits": AMOUNT, "height": UINT},
         {"rewards_pending": AMOUNT, "community_pool": AMOUNT, "other_locked": AMOUNT},
         closed=False,
     ),
@@ -317,7 +324,7 @@ RESULTS: dict[str, dict[str, Any]] = {
         {"jobs_total": UINT, "jobs_by_state": obj({s: UINT for s in JOB_STATES}), "escrow_locked": AMOUNT,
          "bonds_locked": AMOUNT, "open_bids": UINT, "miners_active": UINT, "paid_total": AMOUNT,
          "burned_total": AMOUNT, "challenges_decided": UINT, "availability_challenges": UINT,
-         "availability_bonds_locked": AMOUNT, "dispute_bonds_locked": AMOUNT},
+         "availability_bonds_locked": AMOUNT, "dispute_bonds_locked": AMOUNT, "sealed_deposits_locked": AMOUNT},
         closed=False,
     ),
     "market_getModel": obj({**MODEL, "local": obj(LOCAL)}),

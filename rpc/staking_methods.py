@@ -95,13 +95,14 @@ def register_staking_methods(reg: MethodRegistry, hub: SubscriptionHub, node: No
         market = mv.market_stats(scan)
         locked = (
             int(market["escrow_locked"]) + int(market["bonds_locked"]) + int(market["availability_bonds_locked"])
-            + int(market["dispute_bonds_locked"])
+            + int(market["dispute_bonds_locked"]) + int(market["sealed_deposits_locked"])
         )
         out = sv.supply_view(get, other_locked=locked)
         out["market_escrow"] = market["escrow_locked"]
         out["miner_bonds"] = market["bonds_locked"]
         out["availability_bonds"] = market["availability_bonds_locked"]
         out["dispute_bonds"] = market["dispute_bonds_locked"]
+        out["sealed_deposits"] = market["sealed_deposits_locked"]
         out["height"] = chain.head.height
         return out
 

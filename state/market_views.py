@@ -158,8 +158,41 @@ def job_json(job: Job, chain_id: str | None = None) -> dict:
 
 
 def get_job(get_object: GetObject, job_id: bytes, *, chain_id: str | None = None) -> dict | None:
+    """The job's RPC view; a sealed-bid job also carries ``sealed`` (terms, commitments and sealed
+    openings of its bids, and the outcome — never a losing price)."""
     job = load_job(get_object, job_id)
-    return job_json(job, chain_id) if job is not None else None
+    if job is None:
+        return None
+    out = job_json(job, chain_id)
+    sa = load_sealed(get_object, job_id)
+    if sa is not None:
+        out["sealed"] = sealed_json(sa)
+    return out
+
+
+def load_sealed(get_object: GetObject, job_id: bytes):  # noqa: ANN201
+    """The job's sealed auction record (:class:`state.market.sealed.SealedAuction`), or None."""
+    from .market.sealed import SealedAuction, sealed_key
+
+    raw = get_object(sealed_key(job_id))
+    return None if raw is None else SealedAuction.decode(raw)
+
+
+def sealed_json(sa: Any) -> dict:
+    return {
+        "bits": sa.bits,
+        "key": _hex(sa.key),
+        "deposit": str(sa.deposit),
+        "settle_window": sa.settle_window,
+        "settle_height": sa.settle_height,
+        "bids": [
+            {"miner": encode_address(b[0]), "commitment": _hex(b[1]), "sealed": _hex(b[2]), "height": b[3]}
+            for b in sa.bids
+        ],
+        "winner": encode_address(sa.winner) if sa.winner else None,
+        "winning_tick": sa.tick if sa.winner else None,
+        "faulty": [encode_address(pk) for pk in sa.faulty],
+    }
 
 
 def get_bids(get_object: GetObject, job_id: bytes) -> list[dict] | None:
@@ -333,6 +366,7 @@ def market_stats(scan: Scan) -> dict:
         "availability_challenges": st.availability_challenges,
         "availability_bonds_locked": str(st.availability_bonds),
         "dispute_bonds_locked": str(st.dispute_bonds),  # open llm-generate disputes
+        "sealed_deposits_locked": str(st.sealed_deposits),  # sealed bids of jobs not yet awarded
     }
 
 

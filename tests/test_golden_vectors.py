@@ -35,6 +35,7 @@ SECTIONS = [
     ("primitives", "gpu_counter"),
     ("primitives", "gpu"),
     ("primitives", "llm"),
+    ("primitives", "zk"),
     ("chains", "poa"),
     ("chains", "pos"),
 ]

@@ -25,7 +25,8 @@ from state.crypto import SigningKey
 from state.errors import TxError
 from state.genesis import ChainParams
 from state.machine import SUPPLY_KEY, BlockEnv, execute_block
-from state.market.records import JOB_PREFIX, MINER_PREFIX, Job, Miner, Stats
+from state.market.records import JOB_PREFIX, MINER_PREFIX, SEALED_PREFIX, Job, Miner, Stats
+from state.market.sealed import SealedAuction
 from state.merkle import merkle_proof
 from state.params import MarketParams
 from state.types import Transaction
@@ -156,7 +157,9 @@ class Market:
         st = self.stats()
         balances = [a.balance for a in self.s.accounts.values()]
         assert all(b >= 0 for b in balances)
-        assert sum(balances) + st.escrow + st.bonds + st.availability_bonds + st.dispute_bonds == self.supply()
+        assert sum(balances) + st.locked() == self.supply()
+        auctions = [SealedAuction.decode(v) for _, v in self.s.scan(SEALED_PREFIX)]
+        assert sum(a.deposits for a in auctions) == st.sealed_deposits
         open_da = [j.availability for j in (Job.decode(v) for _, v in self.s.scan(JOB_PREFIX)) if j.availability]
         assert sum(d["bond"] for d in open_da) == st.availability_bonds
         jobs = [Job.decode(v) for _, v in self.s.scan(JOB_PREFIX)]

@@ -65,6 +65,7 @@ SKIPPED: dict[str, str] = {
 CLAIMS: dict[str, str] = {
     "test_quick_start_client": "aitbc-peer wallet send",
     "test_compute_market": "aitbc-peer gpu probe",
+    "test_sealed_bids": "aitbc-peer job submit --from dev --kind hash-chain",
     "test_proof_of_stake": "aitbc-peer validator create",
     "test_local_testnet": "testnet/up",
 }
@@ -489,6 +490,18 @@ def test_compute_market(tmp_path: Path, started: Callable[..., NodeProcess]) -> 
     wait_for(lambda: node.rpc("market_listMiners")["miners"], 60, "the node's miner registered")
     s = Session(client_env(home, node), workdir(tmp_path), node_ctx(node), node)
     s.run_block(block)
+
+
+def test_sealed_bids(tmp_path: Path, started: Callable[..., NodeProcess]) -> None:
+    """Sealed bids: a dev node as validator + miner; the client's CLI awards the sealed bid itself."""
+    block = claimed_block("test_sealed_bids")
+    home = init_home(tmp_path / "home")
+    node = started(home, extra_args=["--miner"])
+    wait_for(lambda: node.rpc("market_listMiners")["miners"], 60, "the node's miner registered")
+    s = Session(client_env(home, node), workdir(tmp_path), node_ctx(node), node)
+    s.run_block(block)
+    job = node.rpc("market_getJob", job_id=s.ctx["job_id"])
+    assert job["sealed"]["winner"] == job["miner"] and len(job["sealed"]["bids"]) == 1
 
 
 def test_proof_of_stake(tmp_path: Path, started: Callable[..., NodeProcess]) -> None:

@@ -18,9 +18,10 @@ Design (documented in docs/zk.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from zk import group, range_proof, seal
+from zk import dleq, group, range_proof, seal
 from zk.errors import ProofError
 from zk.pedersen import Opening, opens
 from zk.transcript import Context
@@ -64,13 +65,17 @@ class SealedBid:
     sealed: bytes
 
 
-def make_bid(chain_id: str, job_id: bytes, bidder: bytes, client_key: bytes, bits: int, tick: int) -> tuple[SealedBid, Opening]:
-    """The miner's side: commit to ``tick``, prove its range, seal the opening to the client."""
+def make_bid(
+    chain_id: str, job_id: bytes, bidder: bytes, client_key: bytes, bits: int, tick: int,
+    *, rand: Callable[[], bytes] = group.random_scalar,
+) -> tuple[SealedBid, Opening]:
+    """The miner's side: commit to ``tick``, prove its range, seal the opening to the client (``rand``
+    draws blindings and nonces: deterministic only in golden vectors)."""
     check_bits(bits)
     ctx = bid_context(chain_id, job_id, bidder)
-    opening = Opening(tick, group.random_scalar())
-    commitment, proof = range_proof.prove(ctx, opening, bits)
-    return SealedBid(bidder, commitment, proof, seal.seal(ctx, client_key, commitment, opening)), opening
+    opening = Opening(tick, rand())
+    commitment, proof = range_proof.prove(ctx, opening, bits, rand=rand)
+    return SealedBid(bidder, commitment, proof, seal.seal(ctx, client_key, commitment, opening, rand=rand)), opening
 
 
 def verify_bid(chain_id: str, job_id: bytes, bits: int, bid: SealedBid) -> None:
@@ -97,23 +102,32 @@ class Fault:
     proof: bytes
 
 
+#: An award entry for a bid the caller has excluded for reasons outside the proofs (the state machine:
+#: a bidder that can no longer win, e.g. it exited or fell below the bond minimum).
+SKIP = "skip"
+
+
 @dataclass(frozen=True, slots=True)
 class Award:
-    """The client's settlement: the winner, its opening, and per other bid a comparison proof or a
-    fault (``None`` at the winner's index)."""
+    """The client's settlement: the winner, its opening, and per other bid a comparison proof, a fault,
+    or :data:`SKIP` (``None`` at the winner's index)."""
 
     winner: int
     opening: Opening
-    entries: tuple[bytes | Fault | None, ...]
+    entries: tuple[bytes | Fault | str | None, ...]
 
 
-def make_award(chain_id: str, job_id: bytes, client: bytes, secret: bytes, bits: int, bids: list[SealedBid]) -> Award:
+def make_award(
+    chain_id: str, job_id: bytes, client: bytes, secret: bytes, bits: int, bids: list[SealedBid],
+    exclude: frozenset[int] = frozenset(), *, rand: Callable[[], bytes] = group.random_scalar,
+) -> Award:
     """The client's side: open every bid with its secret, pick the lowest tick (earliest on ties) among
-    those that open, and prove it. Raises :class:`ProofError` (``zk_no_valid_bid``) if none opens."""
+    those that open and are not in ``exclude``, and prove it. Raises :class:`ProofError`
+    (``zk_no_valid_bid``) if none qualifies."""
     openings: list[Opening | None] = []
     for b in bids:
         openings.append(seal.unseal(bid_context(chain_id, job_id, b.bidder), secret, b.commitment, b.sealed))
-    valid = [i for i, o in enumerate(openings) if o is not None and 0 <= o.value < 2**bits]
+    valid = [i for i, o in enumerate(openings) if o is not None and 0 <= o.value < 2**bits and i not in exclude]
     if not valid:
         raise ProofError("no sealed bid opens", "zk_no_valid_bid")
     winner = min(valid, key=lambda i: (openings[i].value, i))  # type: ignore[union-attr]
@@ -121,18 +135,20 @@ def make_award(chain_id: str, job_id: bytes, client: bytes, secret: bytes, bits:
     if w is None:  # filtered above
         raise ProofError("winner has no opening", "zk_no_valid_bid")
     actx = award_context(chain_id, job_id, client)
-    entries: list[bytes | Fault | None] = []
+    entries: list[bytes | Fault | str | None] = []
     for j, b in enumerate(bids):
         o = openings[j]
         if j == winner:
             entries.append(None)
+        elif j in exclude:
+            entries.append(SKIP)
         elif o is None or not 0 <= o.value < 2**bits:
-            shared, proof = seal.disclose(bid_context(chain_id, job_id, b.bidder), secret, b.sealed)
+            shared, proof = dleq.prove(bid_context(chain_id, job_id, b.bidder), secret, b.sealed[1:33], rand=rand)
             entries.append(Fault(shared, proof))
         else:
             diff = o.value - w.value - (1 if j < winner else 0)
             blinding = group.s_sub(o.blinding, w.blinding)
-            _, proof = range_proof.prove(actx, Opening(diff, blinding), bits)
+            _, proof = range_proof.prove(actx, Opening(diff, blinding), bits, rand=rand)
             entries.append(proof)
     return Award(winner, w, tuple(entries))
 
@@ -142,13 +158,15 @@ class Outcome:
     winner: int
     tick: int
     faulty: tuple[int, ...]
+    skipped: tuple[int, ...] = ()
 
 
 def verify_award(
     chain_id: str, job_id: bytes, client: bytes, client_key: bytes, bits: int, bids: list[SealedBid], award: Award
 ) -> Outcome:
     """What every node checks when the award is executed: the winner's opening opens its commitment, and
-    every other bid either holds a higher tick (a higher-or-equal one if it came later) or is faulty."""
+    every other bid either holds a higher tick (a higher-or-equal one if it came later), is faulty, or is
+    :data:`SKIP` (the caller checks those)."""
     check_bits(bits)
     if len(award.entries) != len(bids):
         raise ProofError(f"award has {len(award.entries)} entries for {len(bids)} bids", "zk_malformed")
@@ -161,11 +179,13 @@ def verify_award(
     if not opens(bids[award.winner].commitment, o):
         raise ProofError("the winner's opening does not open its commitment", "zk_invalid")
     actx = award_context(chain_id, job_id, client)
-    faulty = []
+    faulty, skipped = [], []
     for j, entry in enumerate(award.entries):
         if j == award.winner:
             if entry is not None:
                 raise ProofError("the winner's entry must be empty", "zk_malformed")
+        elif entry == SKIP:
+            skipped.append(j)
         elif isinstance(entry, Fault):
             b = bids[j]
             if seal.verify_disclosure(
@@ -177,4 +197,4 @@ def verify_award(
             range_proof.verify(actx, _difference(bids, j, award.winner), entry, bits=bits)
         else:
             raise ProofError(f"entry {j} is neither a comparison proof nor a fault", "zk_malformed")
-    return Outcome(award.winner, o.value, tuple(faulty))
+    return Outcome(award.winner, o.value, tuple(faulty), tuple(skipped))

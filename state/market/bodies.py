@@ -37,6 +37,8 @@ TX_MODEL_REGISTER = "model_register"  # state/market/models.py
 TX_LLM_CHALLENGE = "llm_challenge"  # state/market/llm_disputes.py
 TX_LLM_STEPS = "llm_steps"
 TX_LLM_STEP_PROOF = "llm_step_proof"
+TX_SEALED_BID = "sealed_bid"  # state/market/sealed.py
+TX_SEALED_AWARD = "sealed_award"
 MARKET_TX_TYPES = (
     TX_MINER_REGISTER,
     TX_MINER_UPDATE,
@@ -52,6 +54,8 @@ MARKET_TX_TYPES = (
     TX_LLM_CHALLENGE,
     TX_LLM_STEPS,
     TX_LLM_STEP_PROOF,
+    TX_SEALED_BID,
+    TX_SEALED_AWARD,
 )
 
 MAX_PARAMS_BYTES = 4096  # encoded job params
@@ -203,9 +207,13 @@ def check_job_submit(body: dict) -> None:
         body,
         "job_submit body",
         {"kind", "version", "params", "max_price", "max_units", "bid_window", "deadline"},
-        {"input", "verify", "requirements"},
+        {"input", "verify", "requirements", "sealed"},
     )
     _text(body, "kind", what, MAX_NAME_LEN)
+    if "sealed" in body:
+        from .sealed import check_sealed_spec
+
+        check_sealed_spec(body["sealed"])
     _uint(body, "version", what)
     params = body["params"]
     if type(params) is not dict or not all(type(k) is str for k in params):
@@ -449,9 +457,11 @@ def job_submit_body(
     challenge_window: int | None = None,
     min_memory: int | None = None,
     backend: str | None = None,
+    sealed: dict | None = None,
 ) -> dict:
     """A ``job_submit`` body. ``blob_input`` is (sha256 of the input bytes, their length). A verify
-    policy is included when either ``verify_rate_bps`` or ``challenge_window`` is given."""
+    policy is included when either ``verify_rate_bps`` or ``challenge_window`` is given. ``sealed``
+    (``{bits, key, deposit, settle_window}``) makes it a sealed-bid job (state/market/sealed.py)."""
     if inline_input is not None and blob_input is not None:
         raise ValueError("a job has either an inline input or a blob input, not both")
     body: dict = {
@@ -476,6 +486,8 @@ def job_submit_body(
         req["backend"] = backend
     if req:
         body["requirements"] = req
+    if sealed is not None:
+        body["sealed"] = dict(sealed)
     return body
 
 

@@ -19,11 +19,13 @@ yields them in order):
 ``mkt/v/<miner32><seq8>``              job id while an availability challenge against the miner is open
 ``mkt/L/<job_id32>``                   llm-generate disputes of a job: ``[rounds, open]``
 ``mkt/L/<job_id32><i1>``               llm-generate dispute ``i`` of the job (``llm_disputes.Dispute``)
+``mkt/s/<job_id32>``                   the sealed auction of a sealed-bid job (``sealed.SealedAuction``)
 =====================================  ===========================================================
 
 Due tags: ``award`` (end of a bid window), ``deadline`` (receipt deadline), ``release`` (end of a
 challenge window), ``unbond`` (a miner's exit height), ``availability`` (an availability challenge's
-answer deadline), ``llm_steps`` / ``llm_proof`` (an llm-generate dispute's answer deadlines).
+answer deadline), ``llm_steps`` / ``llm_proof`` (an llm-generate dispute's answer deadlines),
+``sealed_settle`` (the end of a sealed-bid job's award window).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ RUNNING_PREFIX = b"mkt/r/"
 WINDOW_PREFIX = b"mkt/w/"
 AVAILABILITY_PREFIX = b"mkt/v/"
 LLM_DISPUTE_PREFIX = b"mkt/L/"
+SEALED_PREFIX = b"mkt/s/"
 
 DUE_AWARD = "award"
 DUE_DEADLINE = "deadline"
@@ -77,6 +80,7 @@ DUE_UNBOND = "unbond"
 DUE_AVAILABILITY = "availability"
 DUE_LLM_STEPS = "llm_steps"
 DUE_LLM_PROOF = "llm_proof"
+DUE_SEALED_SETTLE = "sealed_settle"
 
 MAX_RECORD_BYTES = 256 * 1024
 
@@ -258,6 +262,7 @@ class Stats(_Record):
     availability_challenges: int = 0  # availability challenges raised
     availability_bonds: int = 0  # locked by open availability challenges
     dispute_bonds: int = 0  # locked by open llm-generate disputes (state/market/llm_disputes.py)
+    sealed_deposits: int = 0  # locked by sealed bids of jobs not yet awarded (state/market/sealed.py)
 
     @classmethod
     def decode_or_new(cls, raw: bytes | None) -> Stats:
@@ -265,7 +270,7 @@ class Stats(_Record):
 
     def locked(self) -> int:
         """Everything the market holds outside account balances (part of the total supply)."""
-        return self.escrow + self.bonds + self.availability_bonds + self.dispute_bonds
+        return self.escrow + self.bonds + self.availability_bonds + self.dispute_bonds + self.sealed_deposits
 
 
 def decode_job(raw: bytes) -> Job:

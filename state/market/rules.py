@@ -18,7 +18,7 @@ from ..kinds import JobParamError, get_kind
 from ..machine import BlockHook, ExecFailure, Execution, TxKind, register_block_hook, register_tx_kind
 from ..types import Transaction
 from . import bodies as B
-from . import disputes, llm_disputes, models
+from . import disputes, llm_disputes, models, sealed
 from .ledger import Market, address, emit_job_failed, fail_job, hex_id, market_tx, settle
 from .records import (
     ACTIVE,
@@ -217,6 +217,8 @@ def apply_job_submit(mk: Market, tx: Transaction) -> None:
         state="",
     )
     mk.lock_escrow(job, job.max_price * job.max_units)
+    if "sealed" in body:
+        sealed.open_auction(mk, job, body["sealed"])
     st.jobs += 1
     mk.set_state(job, QUEUED)
     mk.put_job(job)
@@ -255,6 +257,7 @@ def apply_job_cancel(mk: Market, tx: Transaction) -> None:
         reason, msg = _NOT_OPEN[job.state]
         raise ExecFailure(reason, f"cannot cancel: {msg} (state {job.state})")
     mk.stats.open_bids -= len(job.bids)
+    sealed.on_cancel(mk, job)
     refunded = mk.refund_all(job)
     mk.set_state(job, CANCELED)
     job.payment = REFUNDED
@@ -302,6 +305,8 @@ def apply_bid(mk: Market, tx: Transaction) -> None:
         raise ExecFailure(reason, f"cannot bid: {msg} (state {job.state})")
     if mk.h > job.bid_close_height:  # unreachable: the award runs at the end of bid_close_height
         raise ExecFailure("bid_window_closed", f"bid window closed at height {job.bid_close_height}")
+    if sealed.get(mk.ex, job.job_id) is not None:
+        raise ExecFailure("sealed_job", "the job takes sealed bids only (sealed_bid)")
     m = mk.miner(tx.sender)
     bad = _miner_ineligible(mk, m)
     if bad is not None or m is None:
@@ -339,6 +344,10 @@ def _due_award(mk: Market, job_id: bytes) -> None:
     job = mk.job(job_id)
     if job is None or job.state != QUEUED:
         return  # canceled
+    sa = sealed.get(mk.ex, job_id)
+    if sa is not None:
+        sealed.close_bidding(mk, job, sa)  # the client awards with proofs (state/market/sealed.py)
+        return
     mk.stats.open_bids -= len(job.bids)
     mk.ex.put_object(open_key(job.seq), None)
     miners = {b[0]: mk.miner(b[0]) for b in job.bids}
@@ -346,22 +355,33 @@ def _due_award(mk: Market, job_id: bytes) -> None:
     # is passed over.
     eligible = [b for b in job.bids if _can_win(mk, job, miners[b[0]])]
     if not eligible:
-        refunded = mk.refund_all(job)
-        mk.set_state(job, EXPIRED)
-        job.payment = REFUNDED
-        job.settle_height = mk.h
-        mk.put_job(job)
-        mk.ex.emit(
-            "job_expired",
-            job_id=_hex(job.job_id),
-            client=_addr(job.client),
-            refunded=str(refunded),
-            bids=len(job.bids),
-        )
+        expire_job(mk, job, len(job.bids))
         return
     reps = {pk: m.reputation for pk, m in miners.items() if m is not None}
     winner_pk, price, _ = eligible[award_order(eligible, reps)[0]]
-    m = miners[winner_pk]
+    award_to(mk, job, winner_pk, price)
+
+
+def expire_job(mk: Market, job: Job, bids: int) -> None:
+    """No bid can win: the job EXPIRES and the client gets the whole escrow back."""
+    refunded = mk.refund_all(job)
+    mk.set_state(job, EXPIRED)
+    job.payment = REFUNDED
+    job.settle_height = mk.h
+    mk.put_job(job)
+    mk.ex.emit(
+        "job_expired",
+        job_id=_hex(job.job_id),
+        client=_addr(job.client),
+        refunded=str(refunded),
+        bids=bids,
+    )
+
+
+def award_to(mk: Market, job: Job, winner_pk: bytes, price: int) -> None:
+    """Award ``job`` to the miner ``winner_pk`` at unit ``price`` (RUNNING) and refund the escrow above
+    ``price × max_units``."""
+    m = mk.miner(winner_pk)
     if m is None:  # _can_win refused missing records
         raise InvariantError("award winner has no miner record")
     job.miner = winner_pk
@@ -492,6 +512,7 @@ _DUE = {
     DUE_UNBOND: _due_unbond,
     **disputes.DUE,
     **llm_disputes.DUE,
+    **sealed.DUE,
 }
 
 
@@ -529,6 +550,7 @@ TX_KINDS = (
     *disputes.TX_KINDS,
     *models.TX_KINDS,
     *llm_disputes.TX_KINDS,
+    *sealed.TX_KINDS,
 )
 MARKET_HOOK = BlockHook("market", order=50, end=market_end_block)
 

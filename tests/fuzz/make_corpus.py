@@ -267,6 +267,28 @@ def _model_manifest() -> dict:
                              licence="MIT")[0]
 
 
+def _sealed_bodies(job_id: bytes) -> tuple[dict, dict]:
+    """A sealed bid and a two-bid award (one fault), from deterministic nonces (state/market/sealed.py)."""
+    from dataclasses import replace
+
+    from state.market import sealed
+    from zk import auction, group
+
+    n = [0]
+
+    def rand() -> bytes:
+        n[0] += 1
+        return group.hash_to_scalar(b"corpus-sealed" + n[0].to_bytes(8, "big"))
+
+    secret = rand()
+    key = group.mul_base(secret)
+    a, _ = auction.make_bid(CHAIN, job_id, PKS[0], key, 4, 3, rand=rand)
+    b, _ = auction.make_bid(CHAIN, job_id, PKS[1], key, 4, 9, rand=rand)
+    b = replace(b, sealed=b.sealed[:40] + bytes([b.sealed[40] ^ 1]) + b.sealed[41:])
+    award = auction.make_award(CHAIN, job_id, PKS[2], secret, 4, [a, b], rand=rand)
+    return sealed.sealed_bid_body(job_id, a), sealed.sealed_award_body(job_id, award)
+
+
 def corpus_bodies() -> dict[str, bytes]:
     job_id = hashlib.sha256(b"job").digest()
     receipt_tx = transactions()["receipt"]
@@ -365,6 +387,8 @@ def corpus_bodies() -> dict[str, bytes]:
                  "weights": [[0, [b"\x08" * 64], [[b"\x09" * 32]]]]},
             )
         ],
+        "sealed_bid": [("basic", _sealed_bodies(job_id)[0])],
+        "sealed_award": [("basic", _sealed_bodies(job_id)[1])],
         "validator_create": [("basic", stk.validator_create_body(PKS[0], 500, 1_000_000, "val-0"))],
         "validator_edit": [
             ("commission", stk.validator_edit_body(commission_bps=10)),
