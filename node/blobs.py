@@ -41,9 +41,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from rpc.node_api import BlobRefused
 from state import codec
 from state.crypto import SigningKey
-from state.errors import AitbcError
 
 if TYPE_CHECKING:
     from .service import Node
@@ -59,7 +59,7 @@ ORIGIN_CACHE = "cache"
 INDEX_FILE = "index.json"
 
 
-class BlobError(AitbcError):
+class BlobError(BlobRefused):
     reason = "blob"
 
 

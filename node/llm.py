@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from rpc.node_api import LlmRequestError
 from state.errors import AitbcError, InvariantError
 from state.llm.config import FORMAT, LlamaConfig, LlmError
 from state.market.models import Model, load_model
@@ -42,7 +43,7 @@ LLM_VERSION = 1
 MAX_TEMP_TERM = 1 << 16
 
 
-class LlmNodeError(AitbcError):
+class LlmNodeError(LlmRequestError):
     """``unknown_model``, ``model_not_pinned``, ``model_unavailable``, ``unsupported_model_format``,
     ``tokenizer_unavailable``, ``bad_tokenizer``, ``bad_request``."""
 

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from state.errors import AitbcError, InvariantError
+from rpc.node_api import ModelAccessError
+from state.errors import InvariantError
 from state.market.models import (
     OWNER_PREFIX,
     ChunkIndex,
@@ -52,7 +53,7 @@ RETRY_S = 10.0  # the fetcher's pause after a pass that left chunks missing
 CHUNK_TIMEOUT_S = 30.0
 
 
-class ModelError(AitbcError):
+class ModelError(ModelAccessError):
     """A model that is unknown, whose index or chunks cannot be obtained or do not verify, or a pin limit.
     Reasons: ``unknown_model``, ``index_unavailable``, ``chunk_unavailable``, ``bad_index``, ``bad_chunk``,
     ``bad_chunk_index``, ``pin_limit``."""
@@ -206,6 +207,10 @@ class ModelService:
             "index_present": idx is not None,
             "complete": idx is not None and present == m.chunk_count,
         }
+
+    def pinned(self) -> dict[bytes, float]:
+        """Pinned model ids and the time each was pinned."""
+        return {mid: p["pinned_at"] for mid, p in self.pins.pins.items()}
 
     def pin(self, m: Model) -> dict:
         """Keep the model on this node; the fetcher gets the chunks it lacks. Raises ``pin_limit``."""

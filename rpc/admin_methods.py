@@ -22,9 +22,7 @@ method                     params                                   result
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
-
-from state.errors import InvariantError
+from typing import TYPE_CHECKING
 
 from .errors import RpcError
 from .jsonrpc import MethodRegistry
@@ -33,7 +31,7 @@ from .schemas import document_node_methods
 from .subscriptions import SubscriptionHub
 
 if TYPE_CHECKING:
-    from node.service import Node
+    from .node_api import NetworkApi, NodeApi
 
 log = logging.getLogger("aitbc.rpc")
 
@@ -45,10 +43,10 @@ LEVELS = ["debug", "info", "warning", "error", "critical"]
 TOPIC_INDEXES = {"tx": "hash", "jobs": "job_id"}
 
 
-def install_node_extras(reg: MethodRegistry, hub: SubscriptionHub, node: Node) -> None:
+def install_node_extras(reg: MethodRegistry, hub: SubscriptionHub, node: NodeApi) -> None:
     """Everything RPC the node adds to ``rpc.methods.build_rpc``: subscription caps from ``[rpc]``, topic
     indexes (fan-out O(matching subscribers)) and the ``admin_*`` methods."""
-    c = node.cfg.rpc
+    c = node.rpc_settings
     hub.configure(
         max_subscriptions_per_connection=c.max_subscriptions_per_connection, max_subscriptions=c.max_subscriptions
     )
@@ -59,17 +57,16 @@ def install_node_extras(reg: MethodRegistry, hub: SubscriptionHub, node: Node) -
     document_node_methods(reg)  # result schemas and errors of the admin methods (rpc/schemas.py)
 
 
-def _p2p(node: Node) -> Any:
-    if node.p2p is None:
+def _p2p(node: NodeApi) -> NetworkApi:
+    net = node.network
+    if net is None:
         raise RpcError(RpcError.NOT_FOUND, "the p2p network is disabled on this node", {"reason": "p2p_disabled"})
-    return node.p2p
+    return net
 
 
-def _peer_id(p2p: Any, peer_id: str) -> str:
-    from p2p.service import parse_peer_id
-
+def _peer_id(p2p: NetworkApi, peer_id: str) -> str:
     try:
-        parse_peer_id(peer_id)
+        p2p.check_peer_id(peer_id)
     except ValueError as exc:
         raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: 'peer_id': {exc}") from None
     if peer_id == getattr(p2p, "peer_id", None):
@@ -77,7 +74,7 @@ def _peer_id(p2p: Any, peer_id: str) -> str:
     return peer_id
 
 
-def register_admin_methods(reg: MethodRegistry, node: Node) -> None:
+def register_admin_methods(reg: MethodRegistry, node: NodeApi) -> None:
     @reg.method("admin_peers", admin=True, result=OBJ,
                 summary="Admin: connected peers (id, addresses, direction, handshake, score, head) and banned ones")
     async def admin_peers() -> dict:
@@ -106,10 +103,7 @@ def register_admin_methods(reg: MethodRegistry, node: Node) -> None:
     async def admin_ban_peer(peer_id: str, reason: str = "banned by the operator") -> dict:
         p2p = _p2p(node)
         _peer_id(p2p, peer_id)
-        # The p2p service bans through its score: a penalty that takes the peer just below the graylist
-        # threshold disconnects it and refuses it for cfg.ban_duration (then the penalty decays).
-        points = max(0.0, p2p.score(peer_id) - p2p.cfg.graylist_threshold) + 1.0
-        p2p.penalize(peer_id, points, f"admin: {reason}")
+        p2p.ban(peer_id, reason)  # through its score: disconnected, refused for the p2p ban duration
         return {"peer_id": peer_id, "banned": peer_id in p2p.banned_peers(), "score": round(p2p.score(peer_id), 2)}
 
     @reg.method("admin_unbanPeer", params=[Param("peer_id", PEER_ID)], admin=True, result=OBJ,
@@ -118,26 +112,14 @@ def register_admin_methods(reg: MethodRegistry, node: Node) -> None:
         p2p = _p2p(node)
         _peer_id(p2p, peer_id)
         was = peer_id in p2p.banned_peers()
-        unban = getattr(p2p, "unban", None)
-        if callable(unban):
-            unban(peer_id)
-        else:
-            # P2PService has no public unban yet: clear the two records its ban check reads.
-            bans = getattr(p2p, "_bans", None)
-            penalties = getattr(p2p, "_penalties", None)
-            if not isinstance(bans, dict) or not isinstance(penalties, dict):
-                raise InvariantError("the p2p service exposes no way to lift a ban")
-            bans.pop(peer_id, None)
-            penalties.pop(peer_id, None)
+        p2p.unban(peer_id)
         log.info("admin: unbanned peer %s", peer_id)
         return {"peer_id": peer_id, "unbanned": was}
 
     @reg.method("admin_blobGc", admin=True, result=OBJ,
                 summary="Admin: run one blob garbage-collection pass now; removed/kept counts and bytes")
     async def admin_blob_gc() -> dict:
-        from node.blobs import gc_once
-
-        return (await gc_once(node)).to_json()
+        return await node.blobs.gc()
 
     @reg.method(
         "admin_setLogLevel",
@@ -164,12 +146,7 @@ def register_admin_methods(reg: MethodRegistry, node: Node) -> None:
     @reg.method("admin_mempoolFlush", admin=True, result=OBJ,
                 summary="Admin: drop every pending transaction from this node's mempool")
     async def admin_mempool_flush() -> dict:
-        mp = node.mempool
-        if mp is None:
-            raise InvariantError("node not opened")
-        dropped = mp.flush()
-        node.metrics.mempool_size.set(len(mp))
-        node.metrics.mempool_bytes.set(mp.size_bytes)
+        dropped = node.flush_mempool()
         log.warning("admin: mempool flushed (%d transactions dropped)", dropped)
         return {"dropped": dropped}
 

@@ -14,11 +14,12 @@ from state.kinds import get_kind
 from .errors import RpcError
 from .jsonrpc import MethodRegistry
 from .methods import _pubkey as _pk
+from .node_api import BlobRefused
 from .params import Param
 from .subscriptions import SubscriptionHub
 
 if TYPE_CHECKING:
-    from node.service import Node
+    from .node_api import NodeApi
 
 OBJ = {"type": "object"}
 HASH = {"type": "string", "format": "hash32"}
@@ -32,10 +33,8 @@ def _id(h: str) -> bytes:
     return bytes.fromhex(h[2:])
 
 
-def register_market_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Node) -> None:
+def register_market_methods(reg: MethodRegistry, hub: SubscriptionHub, node: NodeApi) -> None:
     chain = node.chain
-    if chain is None:
-        raise InvariantError("node not opened")
     chain_id = node.genesis.chain_id
     get = chain.get_object
 
@@ -178,7 +177,7 @@ def register_market_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Nod
                 summary="A blob (job input or result) from this node, else fetched from peers and verified",
                 result=OBJ)
     async def blob_get(hash: str) -> dict:
-        data = await node.fetch_blob(_id(hash))
+        data = await node.blobs.fetch(_id(hash))
         if data is None:
             raise not_found("blob", hash)
         return {"hash": hash, "size": len(data), "data": "0x" + data.hex()}
@@ -199,15 +198,10 @@ def register_market_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Nod
     )
     async def blob_put(data: str, owner: str | None = None, expires: int | None = None,
                        sig: str | None = None) -> dict:
-        from node.blobs import KIND_BLOB, BlobError, blob_sign_bytes
-        from state.crypto import verify
-
         def reject(reason: str, message: str, **extra: object) -> RpcError:
             return RpcError(BLOB_REJECTED, f"blob rejected: {message}", {"reason": reason, **extra})
 
         store = node.blobs
-        if store is None:
-            raise InvariantError("node not opened")
         if owner is None or expires is None or sig is None:
             raise reject("unsigned", "blob_put needs 'owner', 'expires' and 'sig' (a signature by a funded account)")
         pk = _pk(owner, "owner")
@@ -223,7 +217,7 @@ def register_market_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Nod
         def check() -> tuple[bytes, bytes, bool]:  # hex decode, hash and verify leave the loop (16 MiB)
             raw = bytes.fromhex(data[2:])
             h = hashlib.sha256(raw).digest()
-            return raw, h, verify(KIND_BLOB, chain_id, pk, blob_sign_bytes(h, len(raw), expires), signature)
+            return raw, h, store.signature_ok(pk, h, len(raw), expires, signature)
 
         raw, h, good = await trio.to_thread.run_sync(check)
         if not good:
@@ -233,12 +227,12 @@ def register_market_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Nod
             raise reject("unfunded", f"the owner holds {balance} base units; uploading needs {lim.min_balance}",
                          min_balance=str(lim.min_balance))
         models = node.models  # a registered model's index and chunks are not charged to its owner
-        charge = models is None or not await trio.to_thread.run_sync(models.is_owner_ref, pk, h)
+        charge = not await trio.to_thread.run_sync(models.is_owner_ref, pk, h)
         try:
-            await store.aput_owned(raw, pk, charge=charge)
-        except BlobError as exc:
+            await store.put_owned(raw, pk, charge=charge)
+        except BlobRefused as exc:
             raise reject(exc.reason, str(exc)) from None
-        used, count = store.account_usage(pk)
+        used, count = store.usage(pk)
         return {"hash": "0x" + h.hex(), "size": len(raw), "owner": owner, "account_bytes": used,
                 "account_blobs": count, "grace_s": lim.grace_s}
 

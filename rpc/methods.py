@@ -25,7 +25,7 @@ from .subscriptions import SubscriptionHub
 from .views import block_json, commit_json, header_json, hx, result_json, tx_status_json
 
 if TYPE_CHECKING:
-    from node.service import Node
+    from .node_api import NodeApi
 
 NOT_FOUND = RpcError.NOT_FOUND
 TX_REJECTED = RpcError.TX_REJECTED
@@ -49,35 +49,34 @@ def _unhex(s: str) -> bytes:
     return bytes.fromhex(s[2:])
 
 
-def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
-    """Registry of every method of ``node`` and its subscription hub."""
+def build_rpc(node: NodeApi) -> tuple[MethodRegistry, SubscriptionHub]:
+    """Registry of every method of ``node`` (the node behind :class:`rpc.node_api.NodeApi`) and its
+    subscription hub."""
     reg = MethodRegistry()
     hub = SubscriptionHub()
     chain = node.chain
     mempool = node.mempool
-    if chain is None or mempool is None:
-        raise InvariantError("node not opened")
     genesis = node.genesis
 
     # system_ ------------------------------------------------------------------------------------
     @reg.method("system_health", summary="Liveness: ok while the node runs; catching_up while syncing", result=OBJ)
     async def system_health() -> dict:
-        syncing = node.sync is not None and node.sync.catching_up
+        syncing = node.catching_up()
         # status: liveness (the node answers); health: the /health verdict (ok, stalled, syncing)
         return {"status": "ok", "height": chain.head.height, "catching_up": syncing, "health": node.health()}
 
     @reg.method("system_info", summary="Chain id, genesis hash, version, node id, roles", result=OBJ)
     async def system_info() -> dict:
-        vk = node.validator_key.public_key
+        vk = node.validator_key
         return {
             "chain_id": genesis.chain_id,
             "genesis_hash": hx(genesis.hash),
-            "version": node_version(),
+            "version": node.version,
             "node_id": node.peer_id,
-            "moniker": node.cfg.node.moniker,
+            "moniker": node.moniker,
             "consensus": genesis.consensus,
             "validator": encode_address(vk) if node.is_validator() else None,
-            "miner": encode_address(node.miner.pk) if node.miner is not None else None,
+            "miner": encode_address(miner) if (miner := node.miner_key()) is not None else None,
             "uptime_seconds": int(time.time() - node.started_at),
             "params": genesis.params.to_json(),
         }
@@ -249,19 +248,15 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
     # consensus_ / net_ --------------------------------------------------------------------------
     @reg.method("consensus_status", summary="Height, round, step, proposer of the running engine", result=OBJ)
     async def consensus_status() -> dict:
-        eng = node.engine
-        if eng is None:
+        st = node.consensus_status()
+        if st is None:
             return {"height": chain.head.height + 1, "round": 0, "step": "following", "proposer": None}
-        st = dict(eng.status())
         st["proposer"] = encode_address(st["proposer"]) if st.get("proposer") else None
         return st
 
     @reg.method("consensus_getEvidence", summary="Evidence of misbehaviour (duplicate votes) seen by this node",
                 result={"type": "array"})
     async def consensus_get_evidence() -> list:
-        eng = node.engine
-        if eng is None:
-            return []
         return [
             {
                 "type": "duplicate_vote",
@@ -272,7 +267,7 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
                 "block_hashes": [hx(ev.vote_a.block_hash), hx(ev.vote_b.block_hash)],
                 "hash": hx(ev.hash()),
             }
-            for ev in eng.pending_evidence()
+            for ev in node.pending_evidence()
         ]
 
     @reg.method(
@@ -284,7 +279,7 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
     )
     async def consensus_get_validators(height: int | None = None) -> dict:
         h = height if height is not None else chain.head.height + 1
-        vs = node.engine.schedule.validators(h) if node.engine is not None else node.validators
+        vs = node.validator_set(h)
         return {
             "height": h,
             "total_power": vs.total_power,
@@ -296,23 +291,24 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
 
     @reg.method("net_info", summary="Peer id, listen addresses, peer count, sync state", result=OBJ)
     async def net_info() -> dict:
-        p2p = node.p2p
-        if p2p is None:
+        net = node.network
+        if net is None:
             return {"node_id": node.peer_id, "listening": False, "listen_addrs": [], "peers": 0, "sync": None}
         return {
             "node_id": node.peer_id,
             "listening": True,
-            "listen_addrs": p2p.listen_addrs(),
-            "peers": len(p2p.peers()),
-            "sync": node.sync.status() if node.sync is not None else None,
+            "listen_addrs": net.listen_addrs(),
+            "peers": len(net.peers()),
+            "sync": node.sync_status(),
         }
 
     @reg.method("net_peers", summary="Connected peers: id, addresses, their head, score", result={"type": "array"})
     async def net_peers() -> list:
-        if node.p2p is None:
+        net = node.network
+        if net is None:
             return []
         out = []
-        for p in node.p2p.peers():
+        for p in net.peers():
             st = p.status
             out.append({
                 "peer_id": p.peer_id,
@@ -339,12 +335,6 @@ def build_rpc(node: Node) -> tuple[MethodRegistry, SubscriptionHub]:
         summary="Inclusion (committed or failed) of one transaction",
     )
     return reg, hub
-
-
-def node_version() -> str:
-    from node.service import VERSION
-
-    return VERSION
 
 
 __all__ = ["build_rpc", "header_json", "result_json"]

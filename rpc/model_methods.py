@@ -12,31 +12,25 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from state.errors import InvariantError
 from state.market import models as mm
 
 from .errors import RpcError
 from .jsonrpc import MethodRegistry
+from .node_api import ModelAccessError
 from .params import Param
 
 if TYPE_CHECKING:
-    from node.models import ModelService
-    from node.service import Node
+    from .node_api import ModelApi, NodeApi
 
 OBJ = {"type": "object"}
 MODEL_REF = {"type": "string", "minLength": 1, "maxLength": 66}
 MODEL_ERROR = -32012  # a model's index or chunks unavailable or not verifying; pin limit (data.reason)
 
 
-def register_model_methods(reg: MethodRegistry, node: Node) -> None:
-    chain = node.chain
-    if chain is None:
-        raise InvariantError("node not opened")
-    get = chain.get_object
+def register_model_methods(reg: MethodRegistry, node: NodeApi) -> None:
+    get = node.chain.get_object
 
-    def service() -> ModelService:
-        if node.models is None:
-            raise InvariantError("node not opened")
+    def service() -> ModelApi:
         return node.models
 
     def need(model: str) -> mm.Model:
@@ -94,12 +88,10 @@ def register_model_methods(reg: MethodRegistry, node: Node) -> None:
         result=OBJ,
     )
     async def market_get_model_chunk(model: str, index: int) -> dict:
-        from node.models import ModelError
-
         m = need(model)
         try:
             data, proof = await service().chunk(m, index)
-        except ModelError as exc:
+        except ModelAccessError as exc:
             raise model_error(exc) from None
         return {
             "model_id": "0x" + m.model_id.hex(),
@@ -120,12 +112,10 @@ def register_model_methods(reg: MethodRegistry, node: Node) -> None:
         result=OBJ,
     )
     async def admin_pin_model(model: str) -> dict:
-        from node.models import ModelError
-
         m = need(model)
         try:
             st = service().pin(m)
-        except ModelError as exc:
+        except ModelAccessError as exc:
             raise model_error(exc) from None
         return {"model_id": "0x" + m.model_id.hex(), "name": m.name, **st}
 

@@ -27,17 +27,18 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from state.errors import AitbcError, InvariantError
+from state.errors import InvariantError
+
+from .node_api import LlmRequestError
 
 if TYPE_CHECKING:
-    from node.config import OpenaiSection
-    from node.service import Node
     from state.crypto import SigningKey
 
+    from .node_api import NodeApi
     from .server import RpcServer
 
 log = logging.getLogger("aitbc.openai")
@@ -66,26 +67,16 @@ def _bad(message: str, param: str | None = None, code: str = "invalid_value") ->
     return OpenAIError(400, message, "invalid_request_error", code, param)
 
 
-def unlock_key(node: Node, name: str) -> SigningKey:
-    """The keystore key ``name`` of the node's home (blocking: the KDF runs)."""
-    import os
+class OpenaiSettings(Protocol):
+    """The ``[openai]`` settings this endpoint reads (``node.config.OpenaiSection`` satisfies it)."""
 
-    from node.config import ConfigError
-    from node.keystore import read_password
-
-    if not name:
-        raise ConfigError("openai.key: name the keystore key that pays for the jobs")
-    pw_file = None
-    if not os.environ.get("AITBC_OPENAI_PASSWORD") and not os.environ.get("AITBC_PASSWORD"):
-        f = node.home.password_file(name)
-        if f.exists():
-            pw_file = str(f)
-    env = "AITBC_OPENAI_PASSWORD" if os.environ.get("AITBC_OPENAI_PASSWORD") else "AITBC_PASSWORD"
-    try:
-        pw = read_password(env=env, password_file=pw_file, prompt=f"Password for '{name}' (openai.key): ")
-        return node.home.keystore.load(name, pw)
-    except AitbcError as exc:
-        raise ConfigError(f"openai.key {name!r}: {exc} (set AITBC_OPENAI_PASSWORD)") from None
+    max_concurrent: int
+    max_body_bytes: int
+    max_tokens: int
+    max_price_per_token: int
+    bid_window: int
+    deadline: int
+    timeout_s: float
 
 
 @dataclass
@@ -106,16 +97,14 @@ class _Request:
 class OpenAIService:
     """The ``/v1/`` routes of one node (installed in its :class:`RpcServer` by ``Node.run``)."""
 
-    def __init__(self, node: Node, cfg: OpenaiSection, key: SigningKey) -> None:
-        from node.llm import NodeModelSource, TokenizerCache
-
+    def __init__(self, node: NodeApi, cfg: OpenaiSettings, key: SigningKey) -> None:
         self.node = node
         self.cfg = cfg
         self.key = key
         self.server: RpcServer | None = None
         self._slots = trio.Semaphore(max(1, cfg.max_concurrent))
         self._submit_lock = trio.Lock()
-        self.tokenizers = TokenizerCache(NodeModelSource(node))
+        self.llm = node.llm()  # tokenizers (cached), job params and results of llm-generate
         self.stats = {"requests": 0, "completed": 0, "failed": 0}
 
     def attach(self, server: RpcServer) -> None:
@@ -231,16 +220,14 @@ class OpenAIService:
         from state.market.models import load_model
 
         svc, chain = self.node.models, self.node.chain
-        if svc is None or chain is None:
-            raise InvariantError("node not opened")
         data = []
-        for mid in list(svc.pins.pins):
+        for mid, pinned_at in svc.pinned().items():
             m = load_model(chain.get_object, mid)
             if m is None:
                 continue
             st = await trio.to_thread.run_sync(svc.status, m)
             if st["complete"]:
-                data.append({"id": m.name, "object": "model", "created": int(svc.pins.pins[mid]["pinned_at"]),
+                data.append({"id": m.name, "object": "model", "created": int(pinned_at),
                              "owned_by": encode_address(m.owner),
                              "aitbc": {"model_id": "0x" + m.model_id.hex(), "format": m.manifest["format"],
                                        "size": m.size}})
@@ -248,13 +235,9 @@ class OpenAIService:
 
     # -- a request -> a job ------------------------------------------------------------------------------
     async def _model_and_tokenizer(self, ref: str) -> tuple[Any, Any]:
-        from node.llm import LlmNodeError
-
         svc = self.node.models
-        if svc is None:
-            raise InvariantError("node not opened")
         m = svc.find(ref)
-        if m is None or m.model_id not in svc.pins.pins:
+        if m is None or m.model_id not in svc.pinned():
             raise OpenAIError(404, f"the model {ref!r} does not exist on this node (GET /v1/models lists them)",
                               "invalid_request_error", "model_not_found", "model")
         st = await trio.to_thread.run_sync(svc.status, m)
@@ -262,8 +245,8 @@ class OpenAIService:
             raise OpenAIError(503, f"model {m.name} is still being fetched ({st['chunks_present']} of "
                                    f"{st['chunks']} chunks)", "server_error", "model_loading", "model")
         try:
-            tok = await self.tokenizers.get(m)
-        except LlmNodeError as exc:
+            tok = await self.llm.tokenizer(m)
+        except LlmRequestError as exc:
             raise OpenAIError(400, f"model {m.name} cannot be used from text: {exc}", code=exc.reason,
                               param="model") from None
         except Exception as exc:  # chunks missing (collected meanwhile)
@@ -317,8 +300,6 @@ class OpenAIService:
 
         node = self.node
         chain, mp = node.chain, node.mempool
-        if chain is None or mp is None:
-            raise InvariantError("node not opened")
         async with self._submit_lock:
             pk = self.key.public_key
             nonce = max(chain.account(pk).nonce, mp.pending_nonce(pk))
@@ -335,27 +316,24 @@ class OpenAIService:
         return tx.hash
 
     async def complete(self, req: _Request) -> dict:
-        from node.llm import LLM_KIND, LLM_VERSION, LlmNodeError, llm_params
         from state import market
         from state import market_views as mv
 
         m, tok = await self._model_and_tokenizer(req.model)
         prompt, stop = await trio.to_thread.run_sync(self._prompt, req, m, tok)  # templates, BPE: off the loop
         try:
-            params = llm_params(m.model_id, prompt, req.max_tokens, temperature=req.temperature, top_k=req.top_k,
-                                seed=req.seed, stop=stop)
-        except LlmNodeError as exc:
+            params = self.llm.job_params(m.model_id, prompt, req.max_tokens, temperature=req.temperature,
+                                         top_k=req.top_k, seed=req.seed, stop=stop)
+        except LlmRequestError as exc:
             raise _bad(str(exc), "temperature") from None
         units = len(prompt) + req.max_tokens
         price = self.cfg.max_price_per_token
         chain = self.node.chain
-        if chain is None:
-            raise InvariantError("node not opened")
         need = price * units + self.node.genesis.params.min_fee
         if chain.account(self.key.public_key).balance < need:
             raise OpenAIError(402, f"the paying key holds less than the {need} base units this job may cost",
                               "insufficient_quota", "insufficient_quota")
-        body = market.job_submit_body(LLM_KIND, LLM_VERSION, params, max_price=price, max_units=units,
+        body = market.job_submit_body(self.llm.kind, self.llm.version, params, max_price=price, max_units=units,
                                       bid_window=self.cfg.bid_window, deadline=self.cfg.deadline)
         job_id = await self._submit("job_submit", body)
         get = chain.get_object
@@ -372,7 +350,7 @@ class OpenAIService:
                                           "insufficient_quota")
                     raise OpenAIError(400, f"job_submit failed: {res.message} ({res.reason})",
                                       code=res.reason)
-                if found is None and self.node.mempool is not None and job_id not in self.node.mempool:
+                if found is None and job_id not in self.node.mempool:
                     raise OpenAIError(503, "the job transaction was dropped from the mempool", "server_error",
                                       "dropped")
             elif job.state == "COMPLETED":
@@ -409,12 +387,11 @@ class OpenAIService:
                 "usage": usage, "aitbc": extra}
 
     async def _result_tokens(self, job: Any) -> tuple[list[int], str]:
-        from gpu.encoding import decode_array, result_root
-        from node.llm import job_tokens
         from state.codec import sha256
+        from state.kinds.encoding import decode_array, result_root
 
         rec = job.receipt
-        data = await self.node.fetch_blob(rec["result_hash"])
+        data = await self.node.blobs.fetch(rec["result_hash"])
         if data is None or sha256(data) != rec["result_hash"]:
             raise OpenAIError(502, "the job's result is not available from its miner", "server_error",
                               "result_unavailable")
@@ -424,7 +401,7 @@ class OpenAIService:
             if result_root(arr) != rec["result_root"]:
                 raise OpenAIError(502, "the job's result does not match the miner's receipt", "server_error",
                                   "bad_result")
-            return job_tokens(job.params, arr)
+            return self.llm.result_tokens(job.params, arr)
 
         return await trio.to_thread.run_sync(decode)
 
@@ -516,4 +493,4 @@ def parse_request(body: Any, *, chat: bool, cap: int) -> _Request:
     return _Request(chat, model, prompt, text, messages, max_tokens, temperature, top_k, seed, stop, cap)
 
 
-__all__ = ["OpenAIError", "OpenAIService", "parse_request", "unlock_key"]
+__all__ = ["OpenAIError", "OpenAIService", "OpenaiSettings", "parse_request"]

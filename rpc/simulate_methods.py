@@ -1,21 +1,16 @@
 """``tx_simulate``: dry-run a signed transaction against the head state without committing it.
 
-The transaction runs through the block path (``state.simulate.simulate_tx`` → ``state.machine.apply_tx``)
-on a throwaway overlay of the committed state, after the sender's transactions pending in this node's
+The transaction runs through the block path (``state.simulate.simulate_tx`` → ``state.machine.apply_tx``,
+called by the node behind ``NodeApi.simulate``) on a throwaway overlay of the committed state, after the sender's transactions pending in this node's
 mempool; nothing is written to the store and nothing enters the mempool. Wallets call it before
 ``tx_submit`` so a transaction that would fail in the block is refused without spending a fee.
 """
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import trio
-
-from state.errors import DecodeError, InvariantError
-from state.machine import BlockEnv
-from state.simulate import simulate_tx
+from state.errors import DecodeError
 from state.types import Transaction
 
 from .jsonrpc import MethodRegistry
@@ -24,7 +19,7 @@ from .schemas import AMOUNT, HASH32, errors_for
 from .views import hx
 
 if TYPE_CHECKING:
-    from node.service import Node
+    from .node_api import NodeApi
 
 TX_HEX = {"type": "string", "format": "hex", "maxBytes": 64 * 1024}
 SIMULATE_RESULT = {
@@ -48,7 +43,7 @@ SIMULATE_RESULT = {
 }
 
 
-def register_simulate_methods(reg: MethodRegistry, node: Node) -> None:
+def register_simulate_methods(reg: MethodRegistry, node: NodeApi) -> None:
     @reg.method(
         "tx_simulate",
         params=[Param("tx", TX_HEX, description="signed transaction, canonical CBOR, 0x-hex")],
@@ -57,28 +52,14 @@ def register_simulate_methods(reg: MethodRegistry, node: Node) -> None:
         result=SIMULATE_RESULT,
     )
     async def tx_simulate(tx: str) -> dict:
-        chain, mempool = node.chain, node.mempool
-        if chain is None or mempool is None:
-            raise InvariantError("node not opened")
-        head = chain.head
+        head = node.chain.head
         try:
             t = Transaction.decode(bytes.fromhex(tx[2:]))
         except DecodeError as exc:
             return {"ok": False, "stage": "decode", "reason": exc.reason if exc.reason in ("too_large", "non_canonical")
                     else "malformed", "message": f"malformed transaction: {exc}", "hash": None,
                     "height": head.height, "fee": "0", "cost": "0", "work": 0}
-        prior = mempool.pending_run(t.sender, below_nonce=t.nonce)  # read here: the mempool is loop-only
-
-        def run() -> dict[str, Any]:
-            with chain.lane:  # a consistent head: no block commits while the overlay reads
-                h = chain.head
-                env = BlockEnv(chain.chain_id, h.height + 1, max(int(time.time() * 1000), h.time + 1),
-                               node.validator_key.public_key, chain.params, frozenset(), (), chain.genesis.consensus)
-                res = simulate_tx(chain, env, t, prior=prior)
-                res["height"] = h.height
-                return res
-
-        res = await trio.to_thread.run_sync(run)
+        res = await node.simulate(t)  # after the sender's pooled txs, on a throwaway overlay of the head
         res["hash"] = hx(t.hash)
         for k in ("fee", "cost", "balance_before", "balance_after"):
             res[k] = str(res[k])

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 from state import market_views as mv
 from state import staking_views as sv
-from state.errors import InvariantError
 
 from .errors import RpcError
 from .jsonrpc import MethodRegistry
@@ -15,7 +14,7 @@ from .params import Param
 from .subscriptions import SubscriptionHub
 
 if TYPE_CHECKING:
-    from node.service import Node
+    from .node_api import NodeApi
 
 OBJ = {"type": "object"}
 ADDRESS = {"type": "string", "format": "address"}
@@ -26,10 +25,8 @@ def _addr(address: str, name: str) -> str:
     return address
 
 
-def register_staking_methods(reg: MethodRegistry, hub: SubscriptionHub, node: Node) -> None:
+def register_staking_methods(reg: MethodRegistry, hub: SubscriptionHub, node: NodeApi) -> None:
     chain = node.chain
-    if chain is None:
-        raise InvariantError("node not opened")
     params = node.genesis.params.staking
     get = chain.get_object
 

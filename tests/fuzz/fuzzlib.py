@@ -415,6 +415,7 @@ def node_registry() -> tuple[Any, Any]:
     from unittest.mock import MagicMock
 
     from node.config import Config
+    from node.rpc_adapter import NodeRpcAdapter
     from rpc.admin_methods import install_node_extras
     from rpc.methods import build_rpc
     from state.genesis import ChainParams
@@ -424,8 +425,9 @@ def node_registry() -> tuple[Any, Any]:
     node.genesis.chain_id = "fuzz-chain"
     node.genesis.consensus = "pos"
     node.cfg = Config()
-    reg, hub = build_rpc(node)
-    install_node_extras(reg, hub, node)
+    api = NodeRpcAdapter(node)
+    reg, hub = build_rpc(api)
+    install_node_extras(reg, hub, api)
     return reg, hub
 
 
