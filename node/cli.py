@@ -194,7 +194,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
             print_table(["name", "address"], [[i.name, i.address] for i in infos])
     elif args.keys_cmd == "show":
         i = ks.info(args.name)
-        _print({"name": i.name, "address": i.address, "public_key": "0x" + i.public_key.hex(), "path": str(i.path)})
+        shown = {"name": i.name, "address": i.address, "public_key": "0x" + i.public_key.hex(), "path": str(i.path)}
+        if args.json:
+            _print(shown)
+        else:
+            from .cli_tx import print_kv
+
+            print_kv(list(shown.items()))
     elif args.keys_cmd == "import":
         if args.keyfile:
             from .keystore import read_password
@@ -241,7 +247,10 @@ def cmd_wallet(args: argparse.Namespace) -> int:
         if args.json:
             _print(acc)
         else:
-            print(f"{acc['address']}  balance {format_ait(int(acc['balance']))} AIT  nonce {acc['nonce']}")
+            from .cli_tx import ait, print_kv
+
+            print_kv([("address", acc["address"]), ("balance", ait(acc["balance"])), ("nonce", acc["nonce"]),
+                      ("pending_nonce", acc.get("pending_nonce"))])
         return 0
     # send: check the operator's input before touching the node or the keystore
     amount = parse_ait(args.amount)
@@ -382,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
         k = ksub.add_parser(name, help=helptext)
         k.add_argument("name")
         k.add_argument("--password-file")
+        if name == "show":
+            k.add_argument("--json", action="store_true")
     k = ksub.add_parser("list", help="list keys")
     k.add_argument("--json", action="store_true")
     k = ksub.add_parser("import", help="import a seed (hex) or another keystore file")
@@ -429,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_market_commands(sub, home_arg, rpc_arg)
     add_model_commands(sub, home_arg, rpc_arg)
     add_staking_commands(sub, home_arg, rpc_arg)
+    from .cli_completion import add_completion_command
+
+    add_completion_command(sub)
     return p
 
 

@@ -81,6 +81,57 @@ def _wait_job(rpc: Any, job_id: str, timeout: float) -> dict:
     raise AitbcError(f"job {job_id} not settled within {timeout:.0f} s (see `aitbc-peer job status {job_id}`)")
 
 
+def _short(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def print_job(job: dict) -> None:
+    """``job status`` for people: the job as a key/value table (amounts in AIT), then its bids."""
+    rec = job.get("receipt") or {}
+    verify = job.get("verify") or {}
+    inp = job.get("input")
+    avail = job.get("availability")
+    unit = rec.get("unit_type")
+    if unit is None:
+        from state.kinds import JobParamError, get_kind
+
+        try:
+            unit = get_kind(job["kind"]).unit_type
+        except JobParamError:  # a kind this client does not know
+            unit = "unit"
+    per_unit = f" per {unit}"
+    heights = ("submitted_height", "bid_close_height", "award_height", "deadline_height", "receipt_height",
+               "release_height", "settle_height")
+    print_kv([
+        ("job_id", job["job_id"]),
+        ("state", job["state"]),
+        ("payment", job.get("payment")),
+        ("failure" if job.get("failure") else None, job.get("failure")),
+        ("kind", f"{job['kind']} v{job['version']}"),
+        ("params", _short(json.dumps(job["params"], separators=(",", ":")))),
+        ("input", None if inp is None else f"{inp['type']}, {inp['size']} bytes"),
+        ("client", job["client"]),
+        ("max_price", f"{ait(job['max_price'])}{per_unit}"),
+        ("max_units", job["max_units"]),
+        ("escrow", ait(job["escrow"])),
+        ("bids", len(job.get("bids") or [])),
+        ("miner", job.get("miner")),
+        ("price", f"{ait(job['price'])}{per_unit}" if job.get("price") is not None else None),
+        ("units", f"{rec['units']} {rec['unit_type']}" if rec else None),
+        ("paid", ait(job["paid"])),
+        ("refunded", ait(job["refunded"])),
+        *((h, job.get(h)) for h in heights),
+        ("challenge_window" if verify else None, f"{verify.get('challenge_window')} blocks"),
+        ("result_hash" if rec else None, rec.get("result_hash")),
+        ("availability" if avail else None,
+         avail and f"rows {avail['indices']} asked by {avail['challenger']}, answer by height {avail['deadline']}"),
+    ])
+    if job.get("bids"):
+        print()
+        print_table(["miner", "price_ait", "height"],
+                    [[b["miner"], format_ait(int(b["price"])), b["height"]] for b in job["bids"]])
+
+
 def cmd_job(args: argparse.Namespace) -> int:
     from state import market
 
@@ -143,7 +194,11 @@ def cmd_job(args: argparse.Namespace) -> int:
                 _print(rpc.call("market_getJob", job_id=job_id))
             return 0
         if c == "status":
-            _print(rpc.call("market_getJob", job_id="0x" + _job_id(args.job_id).hex()))
+            job = rpc.call("market_getJob", job_id="0x" + _job_id(args.job_id).hex())
+            if args.json:
+                _print(job)
+            else:
+                print_job(job)
             return 0
         if c == "result":
             job = rpc.call("market_getJob", job_id="0x" + _job_id(args.job_id).hex())
@@ -315,10 +370,26 @@ def cmd_miner(args: argparse.Namespace) -> int:
             if args.json:
                 _print(m)
             else:
-                print(f"{m['address']}  {m['status']}  bond {format_ait(int(m['bond']))} AIT  "
-                      f"reputation {m['reputation']}")
+                caps = m.get("capabilities") or {}
+                print_kv([
+                    ("address", m["address"]),
+                    ("status", m["status"]),
+                    ("bond", ait(m["bond"])),
+                    ("reputation", m["reputation"]),
+                    ("backend", caps.get("backend")),
+                    ("device", caps.get("device")),
+                    ("memory", f"{caps['memory'] / (1 << 30):.1f} GiB" if caps.get("memory") else None),
+                    ("registered_height", m.get("registered_height")),
+                    ("exit_height" if m.get("exit_height") else None, m.get("exit_height")),
+                    ("running_jobs", m.get("running_jobs")),
+                    ("open_jobs", m.get("open_jobs")),
+                    ("jobs_completed", m.get("jobs_completed")),
+                    ("jobs_failed", m.get("jobs_failed")),
+                    ("slashed", ait(m.get("slashed"))),
+                ])
                 prices = m.get("prices") or {}
                 if prices:
+                    print()
                     print_table(["kind", "price_ait_per_unit"], [[k, format_ait(int(v))] for k, v in sorted(prices.items())])
             return 0
         if args.miner_cmd == "exit":

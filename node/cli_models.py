@@ -197,6 +197,32 @@ def _import(rpc: Any, args: argparse.Namespace) -> int:
                      tok_size)
 
 
+def print_model(view: dict) -> None:
+    """``model show`` for people: the manifest (checked against the id) and its state on this node."""
+    from .cli_tx import ait, print_kv
+
+    tok = view.get("tokenizer") or {}
+    local = view.get("local") or {}
+    licence = (view.get("licence") or "").strip().splitlines()
+    print_kv([
+        ("model_id", view["model_id"]),
+        ("name", view["name"]),
+        ("owner", view.get("owner")),
+        ("format", view["format"]),
+        ("arch", json.dumps(view["arch"], separators=(",", ":"))),
+        ("size", f"{view['size']} bytes ({view['size'] / (1 << 20):.1f} MiB)"),
+        ("chunks", f"{view['chunks']} of {view['chunk_size']} bytes"),
+        ("root", view["root"]),
+        ("tokenizer", f"{tok['size']} bytes at offset {tok['offset']}" if tok.get("size") else None),
+        ("licence", licence[0] + (" …" if len(licence) > 1 else "") if licence else None),
+        ("registered_height", view.get("height")),
+        ("fee", ait(view.get("fee"))),
+        ("pinned", "yes" if local.get("pinned") else "no"),
+        ("on_this_node", f"{local.get('chunks_present', 0)} of {local.get('chunks', view['chunks'])} chunks"
+                         + (", complete" if local.get("complete") else "")),
+    ])
+
+
 def cmd_model(args: argparse.Namespace) -> int:
     from .cli import _client
 
@@ -218,7 +244,10 @@ def cmd_model(args: argparse.Namespace) -> int:
         if c == "show":
             view = rpc.call("market_getModel", model=args.model)
             _checked_manifest(view)
-            _print(view)
+            if args.json:
+                _print(view)
+            else:
+                print_model(view)
             return 0
         if c == "pin":
             return _pin(rpc, args)
@@ -247,13 +276,13 @@ def add_model_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
     m.add_argument("--limit", type=int, default=50)
     m.add_argument("--cursor")
     m.add_argument("--json", action="store_true")
-    for name, helptext in (("show", "a model's manifest and its state on this node (JSON)"),
+    for name, helptext in (("show", "a model's manifest and its state on this node"),
                            ("pin", "fetch every chunk from the network, verify it and keep it (admin)"),
                            ("unpin", "stop keeping a model on this node (admin)")):
         m = msub.add_parser(name, help=helptext)
         m.add_argument("model", metavar="NAME|ID")
         if name == "show":
-            m.add_argument("--json", action="store_true", help="JSON (the default for this command)")
+            m.add_argument("--json", action="store_true", help="the manifest and local state as JSON (default: a table)")
     m = msub.add_parser("fetch", help="reassemble a verified model file")
     m.add_argument("model", metavar="NAME|ID")
     m.add_argument("--out", required=True)

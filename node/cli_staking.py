@@ -8,7 +8,7 @@ from typing import Any
 from state.address import decode_address, encode_address
 from state.errors import AitbcError
 
-from .cli_tx import add_client_options, load_signer, print_table, submit
+from .cli_tx import add_client_options, ait, load_signer, print_kv, print_table, progress, submit
 from .cli_tx import print_json as _print
 
 
@@ -26,13 +26,24 @@ def cmd_validator(args: argparse.Namespace) -> int:
                 ck = decode_address(args.consensus_key)
             else:
                 ck = read_plain_key_file(_home(args).validator_key_path).public_key
+            self_bond = parse_ait(args.self_bond, "--self-bond")
             body = staking.validator_create_body(
                 consensus_key=ck,
                 commission_bps=args.commission_bps,
-                self_bond=parse_ait(args.self_bond, "--self-bond"),
+                self_bond=self_bond,
                 moniker=args.moniker or "",
             )
-            st = submit(rpc, key, "validator_create", body, timeout=args.timeout)
+
+            def confirm() -> None:  # after the dry run: a refusal's reason comes first
+                warning = voting_power_warning(rpc, self_bond, encode_address(ck))
+                if warning is None:
+                    return
+                progress(f"warning: {warning}")
+                if not args.yes:
+                    raise AitbcError("validator_create not sent: run a node with this consensus key first, then "
+                                     "repeat with --yes to create the validator anyway", reason="confirmation_required")
+
+            st = submit(rpc, key, "validator_create", body, timeout=args.timeout, confirm=confirm)
             print(f"validator {encode_address(key.public_key)} (consensus key {encode_address(ck)}) created in "
                   f"block {st['block_height']}; it joins the active set at the next epoch boundary")
             return 0
@@ -56,7 +67,10 @@ def cmd_validator(args: argparse.Namespace) -> int:
         if c == "status":
             if args.address:
                 v = rpc.call("staking_getValidator", address=args.address)
-                _print(v)
+                if args.json:
+                    _print(v)
+                else:
+                    print_validator(v)
                 return 0
             res = rpc.call("staking_getValidators")
             if args.json:
@@ -67,6 +81,47 @@ def cmd_validator(args: argparse.Namespace) -> int:
                               v.get("missed_blocks", 0), v.get("moniker") or "-"] for v in res["validators"]])
             return 0
     return 0
+
+
+def print_validator(v: dict) -> None:
+    """``validator status ADDRESS`` for people: a key/value table, amounts in AIT."""
+    print_kv([
+        ("address", v["address"]),
+        ("consensus_key", v["consensus_key"]),
+        ("moniker", v.get("moniker")),
+        ("status", v["status"]),
+        ("power", v["power"]),
+        ("tokens", ait(v["tokens"])),
+        ("self_bond", ait(v["self_bond"])),
+        ("min_self_bond", ait(v.get("min_self_bond"))),
+        ("commission", f"{v['commission_bps'] / 100:g}% ({v['commission_bps']} bps)"),
+        ("commission_pending", ait(v.get("commission_pending"))),
+        ("rewards_outstanding", ait(v.get("rewards_outstanding"))),
+        ("jailed_until" if v.get("jailed") else None, v.get("jailed_until")),
+        ("tombstoned", "yes" if v.get("tombstoned") else "no"),
+        ("missed_blocks", f"{v.get('missed_blocks', 0)} of the last {v.get('tracked_blocks', 0)} "
+                          f"(window {v.get('signed_blocks_window', '-')})"),
+        ("created_height", v.get("created_height")),
+    ])
+
+
+def voting_power_warning(rpc: Any, self_bond: int, consensus_key: str) -> str | None:
+    """Why a new validator bonding ``self_bond`` would put the chain's liveness in one key's hands, or None.
+
+    Its power would be ``self_bond // power_unit``, next to the set the node will use next
+    (``consensus_getValidators``: staked validators and authorities). A block needs more than 2/3 of the
+    total power (``ValidatorSet.quorum``): when the others hold no more than that without it — it holds
+    about 1/3 or more — the chain halts whenever no node signs with its consensus key."""
+    unit = int(rpc.call("staking_getParams")["power_unit"])
+    vs = rpc.call("consensus_getValidators")
+    power = self_bond // unit
+    others = int(vs["total_power"])
+    total = others + power
+    if power <= 0 or others >= total * 2 // 3 + 1:
+        return None
+    return (f"this validator would hold {power} of {total} voting power ({100 * power / total:.1f}%, "
+            f"1/3 or more): blocks need more than 2/3, so the chain halts whenever no node runs its "
+            f"consensus key {consensus_key} (a node down, a key not installed); it joins at the next epoch")
 
 
 def cmd_stake(args: argparse.Namespace) -> int:
@@ -113,6 +168,9 @@ def add_staking_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
     v.add_argument("--commission-bps", type=int, default=500)
     v.add_argument("--moniker")
     v.add_argument("--consensus-key", help="ait1… consensus key (default: this home's validator key)")
+    v.add_argument("--yes", action="store_true",
+                   help="create it even if it would hold 1/3 or more of the voting power (the chain then halts "
+                        "whenever no node runs its consensus key)")
     v = vsub.add_parser("edit", help="change commission or moniker")
     v.add_argument("--commission-bps", type=int)
     v.add_argument("--moniker")

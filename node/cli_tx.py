@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from state.address import encode_address
@@ -59,6 +60,20 @@ def print_table(headers: list[str], rows: list[list[Any]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     if not cells:
         print("(none)")
+
+
+def ait(base: int | str | None) -> str | None:
+    """An amount of base units (an int or the RPC's decimal string) as ``"12.5 AIT"``; None stays None."""
+    return None if base is None else f"{format_ait(int(base))} AIT"
+
+
+def print_kv(rows: list[tuple[str, Any]]) -> None:
+    """One object as an aligned key/value table: keys padded to the widest, then the value; a missing
+    value (None or "") prints as ``-``. Rows whose key is None are left out (optional facts)."""
+    shown = [(k, "-" if v is None or v == "" else str(v)) for k, v in rows if k is not None]
+    width = max((len(k) for k, _ in shown), default=0)
+    for k, v in shown:
+        print(f"{k.ljust(width)}  {v}".rstrip())
 
 
 def progress(text: str) -> None:
@@ -132,16 +147,20 @@ def submit(
     fee: int | None = None,
     wait: bool = True,
     timeout: float = 60.0,
+    confirm: Callable[[], None] | None = None,
 ) -> dict:
     """Sign ``body`` as a ``tx_type`` transaction from ``key``, dry-run it (``tx_simulate``: refused here,
-    with the reason, if it would fail), submit it and (with ``wait``) return its status once included and
-    final. Raises :class:`AitbcError` with the chain's reason if it failed."""
+    with the reason, if it would fail), call ``confirm`` (which raises to stop before anything is sent),
+    submit it and (with ``wait``) return its status once included and final. Raises :class:`AitbcError`
+    with the chain's reason if it failed."""
     info = rpc.call("system_info")
     acc = rpc.call("state_getAccount", address=encode_address(key.public_key))
     tx = Transaction.create(
         key, info["chain_id"], tx_type, acc["pending_nonce"], fee if fee is not None else info["params"]["min_fee"], body
     )
     simulate(rpc, tx)
+    if confirm is not None:
+        confirm()
     res = rpc.call("tx_submit", tx="0x" + tx.raw.hex())
     progress(f"{tx_type} {res['hash']}: submitted")
     if not wait:

@@ -41,6 +41,17 @@ def cli_fails(node: NodeProcess, *args: str) -> str:
     return r.stderr
 
 
+def kv_table(out: str) -> tuple[dict[str, str], str]:
+    """A single-object command's key/value table (its values all start in one column) and what follows it
+    after a blank line."""
+    head, _, rest = out.partition("\n\n")
+    lines = head.splitlines()
+    rows = {ln.split(None, 1)[0]: ln.split(None, 1)[1] for ln in lines}
+    columns = {ln.index(value, len(key)) for ln, (key, value) in zip(lines, rows.items(), strict=True)}
+    assert len(columns) == 1, f"values not aligned:\n{out}"
+    return rows, rest
+
+
 def test_gpu_probe_reports_the_backend() -> None:
     r = run_cli("gpu", "probe", "--json", "--duration", "0.05", env=clean_env(AITBC_GPU_BACKEND="cpu"))
     assert r.returncode == 0, r.stderr
@@ -62,7 +73,7 @@ def test_job_lifecycle_through_the_cli(pos_miner_node: NodeProcess, tmp_path: Pa
               "--bid-window", "3", "--wait")
     assert "COMPLETED" in out, out
     job_id = out.split()[1]
-    status = json.loads(cli(node, "job", "status", job_id))
+    status = json.loads(cli(node, "job", "status", job_id, "--json"))
     assert status["state"] == "COMPLETED" and status["payment"] == "released"
     assert status["receipt"]["signature"]["alg"] == "ed25519"
     res = tmp_path / "result.bin"
@@ -126,6 +137,19 @@ def test_every_data_command_has_typed_json_and_wait_reports_progress(pos_miner_n
     # human output lists rows under a header
     assert cli(node, "validator", "status").split()[:2] == ["ADDRESS", "STATUS"]
     assert cli(node, "job", "list").split()[:2] == ["JOB_ID", "STATE"]
+    # ... and prints one object as an aligned key/value table, amounts in AIT (lists under it, after a blank line)
+    rows, rest = kv_table(cli(node, "job", "status", job["job_id"]))
+    assert rows["job_id"] == job["job_id"] and rows["state"] == "COMPLETED" and rows["payment"] == "released"
+    assert rows["paid"] == f"{job['paid_ait']} AIT" and rows["max_price"] == "0.001 AIT per khash", rows
+    assert rows["units"].endswith(" khash") and rows["miner"] == miner["address"]
+    assert rest.split()[:3] == ["MINER", "PRICE_AIT", "HEIGHT"], rest
+    rows, rest = kv_table(cli(node, "miner", "status"))
+    assert rows["status"] == "active" and rows["bond"] == f"{miner['bond_ait']} AIT", rows
+    assert rows["reputation"] == str(miner["reputation"]) and rest.split()[:2] == ["KIND", "PRICE_AIT_PER_UNIT"]
+    rows, _ = kv_table(cli(node, "validator", "status", v["address"]))
+    assert rows["address"] == v["address"] and rows["tokens"] == f"{v['tokens_ait']} AIT" and rows["power"] == str(v["power"])
+    rows, _ = kv_table(cli(node, "wallet", "balance", "dev"))
+    assert rows["balance"].endswith(" AIT") and rows["address"] == bal["address"]
 
 
 def test_availability_challenge_through_the_cli(pos_miner_node: NodeProcess) -> None:
@@ -138,7 +162,7 @@ def test_availability_challenge_through_the_cli(pos_miner_node: NodeProcess) -> 
     job_id = out.split()[1]
 
     def in_window() -> bool:
-        st = json.loads(cli(node, "job", "status", job_id))
+        st = json.loads(cli(node, "job", "status", job_id, "--json"))
         return st["state"] == "COMPLETED" and st["payment"] == "escrowed"
 
     wait_for(in_window, 60, "the job receipted and in its challenge window")
@@ -147,7 +171,7 @@ def test_availability_challenge_through_the_cli(pos_miner_node: NodeProcess) -> 
     chunks = json.loads(cli(node, "job", "chunks", job_id))
     assert [c["index"] for c in chunks["chunks"]] == [1, 6] and all(c["verified"] for c in chunks["chunks"])
     assert chunks["open"] is None
-    st = json.loads(cli(node, "job", "status", job_id))
+    st = json.loads(cli(node, "job", "status", job_id, "--json"))
     assert st["availability_rounds"] == 1 and len(st["availability_answers"]) == 1
     # a second challenge may not name a row the result does not have
     err = cli_fails(node, "job", "challenge-availability", job_id, "--from", "dev", "--indices", "99")

@@ -243,3 +243,25 @@ def test_cli_refuses_a_tx_that_would_fail_without_spending_a_fee(dev_node: NodeP
                 "--home", str(dev_node.home), "--rpc", dev_node.url)
     assert "insufficient" in one_line_error(r)
     assert dev_node.account(key)["pending_nonce"] == before["pending_nonce"]  # nothing pooled
+
+
+def test_job_submit_below_the_metered_work_is_refused_before_sending(dev_node: NodeProcess) -> None:
+    """A 256³ matmul is 16 mmac: `--max-units 1` would have the miner run it all for 1 unit. The dry run
+    refuses it with the chain's reason, in one line, and nothing is pooled or charged."""
+    key = load_dev_key(dev_node.home)
+    before = dev_node.account(key)
+    r = run_cli("job", "submit", "--from", "dev", "--kind", "matmul-u32", "--params", '{"m":256,"n":256,"k":256}',
+                "--max-price", "0.001", "--max-units", "1", "--home", str(dev_node.home), "--rpc", dev_node.url)
+    err = one_line_error(r)
+    assert "max_units_below_work" in err and "16 mmac" in err and "not sent, no fee spent" in err, err
+    # the node's tx_submit refuses such a body too (the mempool reports every static body refusal as
+    # invalid_body, with the chain's message)
+    info = dev_node.rpc("system_info")
+    body = market.job_submit_body("matmul-u32", 1, {"m": 256, "n": 256, "k": 256, "seed": b"\x01" * 32},
+                                  max_price=1000, max_units=15, bid_window=2, deadline=5)
+    tx = Transaction.create(key, info["chain_id"], "job_submit", before["pending_nonce"], info["params"]["min_fee"], body)
+    err = dev_node.rpc_error("tx_submit", tx="0x" + tx.raw.hex())
+    assert err["data"]["reason"] == "invalid_body" and "below the job's metered work of 16 mmac" in err["message"], err
+    dev_node.wait_height(dev_node.height() + 2)
+    after = dev_node.account(key)
+    assert after["pending_nonce"] == before["pending_nonce"] and after["balance"] == before["balance"]

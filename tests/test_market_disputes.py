@@ -250,7 +250,7 @@ def test_a_job_whose_leaf_check_exceeds_max_challenge_work_takes_no_window() -> 
     tx = m.tx(
         CLIENT,
         mkt.TX_JOB_SUBMIT,
-        mkt.job_submit_body("hash-chain", 1, big, max_price=10, max_units=1, bid_window=1, deadline=3, challenge_window=3),
+        mkt.job_submit_body("hash-chain", 1, big, max_price=10, max_units=2, bid_window=1, deadline=3, challenge_window=3),
     )
     (r,) = m.block(tx)
     assert (r.ok, r.reason) == (False, "challenge_work_too_large")

@@ -409,6 +409,39 @@ def test_job_submit_escrow_and_precise_refusals() -> None:
     )
 
 
+def test_job_submit_refuses_max_units_below_the_metered_work() -> None:
+    """Every kind's units are known from its params at submission (what a receipt then claims): a job
+    whose max_units is below them is refused outright (the miner would run it all and be paid for
+    max_units), with the stable reason ``max_units_below_work``; the dry run (``tx_simulate``) says so
+    before anything is sent, and nothing is charged."""
+    from state.simulate import simulate_tx
+
+    m = Market()
+    llm = {"model": b"\x09" * 32, "prompt": [5, 17, 3], "max_new_tokens": 13, "sampling": {"mode": "greedy"}}
+    cases = [
+        ("matmul-u32", {"m": 256, "n": 256, "k": 256, "seed": SEED}, 16),  # 2^24 MAC = 16 mmac
+        ("hash-chain", {"chains": 2048, "iterations": 1, "seed": SEED}, 4),  # 4096 hashes = 4 khash
+        ("mlp-f32", {"batch": 64, "d_in": 256, "d_hidden": 256, "d_out": 64, "seed": SEED}, 10),
+        ("llm-generate", llm, 16),  # prompt + max_new_tokens
+    ]
+    for kind, params, work in cases:
+        assert get_kind(kind).work_units(params) == work, kind
+        for below in (1, work - 1):
+            body = mkt.job_submit_body(kind, 1, params, max_price=10, max_units=below, bid_window=2, deadline=5)
+            e = m.invalid(CLIENT, mkt.TX_JOB_SUBMIT, body)
+            assert e.reason == "max_units_below_work", (kind, e)
+            assert f"max_units {below}" in str(e) and f"{work} {get_kind(kind).unit_type}" in str(e)
+            env = BlockEnv(CHAIN, m.height + 1, 1_000 * (m.height + 1), PROPOSER, m.params)
+            sim = simulate_tx(m.s, env, m.tx(CLIENT, mkt.TX_JOB_SUBMIT, body))
+            assert (sim["ok"], sim["stage"], sim["reason"]) == (False, "check", "max_units_below_work"), sim
+            assert sim["balance_after"] == sim["balance_before"] == START_BALANCE  # no fee
+    assert m.s.get_account(CLIENT.public_key).nonce == 0 and m.stats().jobs == 0
+    # exactly the work, or more, is accepted
+    job_id = m.submit(params=cases[0][1], max_price=10, max_units=16)
+    m.submit(params=cases[0][1], max_price=10, max_units=17)
+    assert m.stats().jobs == 2 and m.job(job_id).max_units == 16
+
+
 # ----------------------------------------------------------------------------------------------------
 # Awards
 

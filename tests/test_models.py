@@ -273,7 +273,7 @@ def test_model_lifecycle_through_the_cli_and_rpc(model_node: NodeProcess, tmp_pa
     listed = node.rpc("market_listModels")
     assert [m["model_id"] for m in listed["models"]] == [mid] and listed["next_cursor"] is None
     assert "tiny-llama" in cli(node, "model", "list")
-    shown = json.loads(cli(node, "model", "show", "tiny-llama"))
+    shown = json.loads(cli(node, "model", "show", "tiny-llama", "--json"))
     assert shown["model_id"] == mid and shown["licence"] == "MIT licence"
     # one chunk with a proof that verifies against the manifest's root
     chunks = split_chunks(FILE)

@@ -153,8 +153,9 @@ def test_cli_wallet_keys_and_status(dev_node: NodeProcess, chain: dict) -> None:
 
     r = run_cli("wallet", "balance", "dev", "--home", home, "--rpc", url)
     assert r.returncode == 0, r.stderr
-    assert f"balance {format_ait(int(dev_before['balance']))} AIT" in r.stdout
-    assert dev_before["address"] in r.stdout
+    rows = dict(ln.split(None, 1) for ln in r.stdout.splitlines())  # a key/value table
+    assert rows["balance"] == f"{format_ait(int(dev_before['balance']))} AIT", r.stdout
+    assert rows["address"] == dev_before["address"] and int(rows["nonce"]) == dev_before["nonce"]
     # --home is accepted before the subcommand too
     r2 = run_cli("wallet", "--home", home, "balance", "dev", "--rpc", url)
     assert r2.returncode == 0 and r2.stdout == r.stdout, r2.stderr
@@ -192,6 +193,8 @@ def test_cli_wallet_keys_and_status(dev_node: NodeProcess, chain: dict) -> None:
     r = run_cli("keys", "list", "--json", "--home", home)
     assert {k["name"]: k["address"] for k in json.loads(r.stdout)}["alice"] == alice
     r = run_cli("keys", "show", "alice", "--home", home)
+    assert dict(ln.split(None, 1) for ln in r.stdout.splitlines())["address"] == alice, r.stdout
+    r = run_cli("keys", "show", "alice", "--home", home, "--json")
     shown = json.loads(r.stdout)
     assert shown["address"] == alice and decode_address(alice).hex() == shown["public_key"][2:]
 

@@ -255,11 +255,27 @@ def check_job_submit(body: dict) -> None:
         raise TxError(
             f"job params refused by kind '{kind.name}' ({exc.reason}): {exc}", "invalid_params"
         ) from None
+    check_max_units(kind, params, max_units)
     if body.get("verify", {}).get("challenge_window", 0) > 0 and not challengeable(kind):
         raise TxError(
             f"job kind '{kind.name}' has no consensus-safe leaf check: its results cannot be challenged, so "
             "it takes no challenge window",
             "invalid_params",
+        )
+
+
+def check_max_units(kind: KindRules, params: dict, max_units: int) -> None:
+    """``max_units`` must cover the job's metered work: every kind's units are a function of its params
+    alone (``KindRules.work_units``: matmul dims, chains × iterations, prompt + ``max_new_tokens``), known
+    at submission, and a receipt claims exactly them. Below it, the miner would run the whole job and be
+    paid for ``max_units`` only, so such a job is refused outright (mempool, block, ``tx_simulate``):
+    :class:`TxError` ``max_units_below_work``. ``params`` must already be valid for ``kind``."""
+    work = kind.work_units(params)
+    if max_units < work:
+        raise TxError(
+            f"max_units {max_units} is below the job's metered work of {work} {kind.unit_type} "
+            f"(kind '{kind.name}'): a miner would be paid for {max_units} of them; give max_units >= {work}",
+            "max_units_below_work",
         )
 
 
