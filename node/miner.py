@@ -381,10 +381,14 @@ class MinerService:
                 self.stats["receipts"] += 1
                 self.stats["executed"] += 1
                 self.node.metrics.market_receipts.inc()
+                self.node.metrics.miner_jobs.labels("completed").inc()
                 log.info("job %s done in %.3f s: %d %s, result %s", job.job_id.hex()[:16], elapsed, units,
                          res.unit_type, rhash.hex()[:16])
+            else:  # the receipt was refused by the mempool (logged by _submit)
+                self.node.metrics.miner_jobs.labels("failed").inc()
         except Exception as exc:
             self.stats["failed"] += 1
+            self.node.metrics.miner_jobs.labels("failed").inc()
             log.warning("job %s failed: %s", job.job_id.hex()[:16], exc)
 
     # availability ----------------------------------------------------------------------------------

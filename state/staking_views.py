@@ -267,10 +267,12 @@ def supply_view(get_object: GetObject, *, other_locked: int = 0) -> dict:
 
 def metrics_view(get_object: GetObject, *, params: StakingParams, height: int | None = None) -> dict:
     """Figures for Prometheus: bonded total, active validators, jailed and tombstoned counts, missed
-    blocks in the window per active staked validator (by consensus key address)."""
+    blocks in the window per active staked validator and whether each active or jailed (not tombstoned)
+    validator is jailed (by consensus key address)."""
     t = load_totals(get_object)
     cur = _current_set(get_object, height)
     missed: dict[str, int] = {}
+    jailed_by_key: dict[str, bool] = {}  # active or jailed (not tombstoned) validators -> jailed
     jailed = tombstoned = total = 0
     active_ops = {op for _, _, op in cur if op}
     for op in _operators(get_object):
@@ -283,6 +285,8 @@ def metrics_view(get_object: GetObject, *, params: StakingParams, height: int | 
         tombstoned += v.tombstoned
         if op in active_ops:
             missed[encode_address(v.consensus_key)] = v.missed
+        if (op in active_ops or v.jailed) and not v.tombstoned:
+            jailed_by_key[encode_address(v.consensus_key)] = bool(v.jailed)
     return {
         "bonded": str(t.bonded),
         "unbonding": str(t.unbonding),
@@ -294,5 +298,6 @@ def metrics_view(get_object: GetObject, *, params: StakingParams, height: int | 
         "jailed": jailed,
         "tombstoned": tombstoned,
         "missed_blocks": missed,
+        "jailed_validators": jailed_by_key,
         "signed_blocks_window": params.signed_blocks_window,
     }

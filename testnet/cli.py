@@ -46,6 +46,30 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     for n in net.nodes:
         print(f"node{n.index}: {n.rpc_url}  (p2p {n.multiaddr})")
+    if args.monitoring:
+        return _start_monitoring(net, d, args.monitoring_port)
+    return 0
+
+
+def _start_monitoring(net: Network, d: Path, port: int) -> int:
+    """Prometheus scraping every node's /metrics with the alert rules (testnet/monitoring)."""
+    from . import monitoring
+
+    pidfile = d / "prometheus.pid"
+    url = f"http://127.0.0.1:{port}"
+    pid = monitoring.read_pid(pidfile)
+    if pid is None:
+        try:
+            pid = monitoring.start(d / "monitoring", [f"{n.host}:{n.rpc_port}" for n in net.nodes], port=port,
+                                   pidfile=pidfile)
+            monitoring.wait_ready(url, pid)
+        except monitoring.MonitoringError as exc:
+            print(f"error: {exc} ({d}/monitoring/prometheus.log)", file=sys.stderr)
+            monitoring.stop(pidfile)
+            return 1
+    (d / "monitoring" / "url").write_text(url + "\n")
+    print(f"prometheus (pid {pid}): {url}  alerts {url}/alerts  targets {url}/targets")
+    print(f"  grafana: add {url} as a Prometheus data source, import {monitoring.DASHBOARDS_DIR}/*.json")
     return 0
 
 
@@ -56,6 +80,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         fmt = lambda v: "-" if v is None else str(v)  # noqa: E731
         print(f"{r['node']:<7} {fmt(r['pid']):>7} {fmt(r['height']):>7} {fmt(r['finalized']):>9} "
               f"{fmt(r['peers']):>5}  {fmt(r['hash'])}")
+    from . import monitoring
+
+    d = Path(args.dir)
+    pid = monitoring.read_pid(d / "prometheus.pid")
+    if pid is not None:
+        try:
+            url = (d / "monitoring" / "url").read_text().strip()
+        except OSError:
+            url = "?"
+        print(f"prometheus: {url} (pid {pid})")
     return 0
 
 
@@ -66,6 +100,10 @@ def cmd_down(args: argparse.Namespace) -> int:
         for n in net.nodes:
             net.stop(n)
         print(f"stopped {len(net.nodes)} nodes")
+    from . import monitoring
+
+    if monitoring.stop(d / "prometheus.pid"):
+        print("stopped prometheus")
     if args.clean and d.exists():
         shutil.rmtree(d)
         print(f"removed {d}")
@@ -121,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--params", help='genesis params as JSON, e.g. \'{"staking": {"epoch_blocks": 20}}\'')
     sp.add_argument("--switch-height", type=int, help="hybrid: height at which the authorities leave")
     sp.add_argument("--timeout", type=float, default=90.0)
+    sp.add_argument("--monitoring", action="store_true",
+                    help="also start Prometheus scraping the nodes, with the alert rules (testnet/monitoring)")
+    sp.add_argument("--monitoring-port", type=int, default=9090, help="Prometheus web port (default 9090)")
     sp.set_defaults(func=cmd_up)
     sp = sub.add_parser("status", help="height, finalized height, peers and head hash of every node")
     dir_arg(sp)
