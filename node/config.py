@@ -141,6 +141,14 @@ class OpenaiSection:
 
 
 @dataclass
+class WebSection:
+    """The web explorer and marketplace app at ``/`` of the RPC port (``rpc/web``): static pages that use the
+    public JSON-RPC and WebSocket API only, served wherever the RPC listens (loopback by default)."""
+
+    enabled: bool = True
+
+
+@dataclass
 class Config:
     node: NodeSection = field(default_factory=NodeSection)
     rpc: RpcSection = field(default_factory=RpcSection)
@@ -150,6 +158,7 @@ class Config:
     miner: MinerSection = field(default_factory=MinerSection)
     blobs: BlobsSection = field(default_factory=BlobsSection)
     openai: OpenaiSection = field(default_factory=OpenaiSection)
+    web: WebSection = field(default_factory=WebSection)
 
     # ---------------------------------------------------------------------------------------------
     def set(self, dotted: str, value: Any, *, source: str) -> None:

@@ -3,7 +3,7 @@
 Routes:
 
 * ``POST /rpc``   JSON-RPC 2.0 (single or batch); other methods -> 405. Also ``POST /`` (geth/CometBFT
-  clients); ``GET /`` is not served (404), kept for a web app
+  clients); ``GET /`` is the web app's page when one is attached (:attr:`RpcServer.index_route`, ``rpc/web``)
 * ``GET  /ws``    WebSocket: the same JSON-RPC calls plus ``subscribe``/``unsubscribe``
 * ``GET  /metrics`` Prometheus text exposition of ``metrics_registry`` (404 without one)
 * ``GET  /health``  200 "ok"; with a :attr:`RpcServer.health` provider (the node) JSON: 200
@@ -325,6 +325,11 @@ class RpcServer:
         #: Extra raw-ASGI HTTP routes by path prefix (the node's OpenAI endpoint, ``rpc/openai.py``); the
         #: connection limits apply to them, the handler applies origin checks and rates itself.
         self.http_routes: list[tuple[str, Callable[[Any, Any, Any], Awaitable[None]]]] = []
+        #: ``GET /`` (any method but POST/OPTIONS, which are JSON-RPC): the web app's page (``rpc/web``); None: 404.
+        self.index_route: Callable[[Any, Any, Any], Awaitable[None]] | None = None
+        #: Accept a browser ``Origin`` equal to ``http(s)://<Host>`` besides ``cors_origins``: the page
+        #: this server serves itself (``rpc/web``) calling ``/rpc`` and ``/ws``.
+        self.allow_same_origin = False
         #: ``GET /health`` body: a dict whose ``status`` is "ok" (200) or a problem (503); None: plain "ok".
         self.health: Callable[[], dict] | None = None
         self.app = self._build_app()
@@ -352,11 +357,25 @@ class RpcServer:
             f"host {(value or '')[:100]!r} is not allowed: add its name to rpc.allowed_hosts",
         )
 
-    def _origin_refusal(self, origin: str | None) -> Refusal | None:
+    def _origin_refusal(self, origin: str | None, scope: Any = None) -> Refusal | None:
         if origin is None or self.limits.origin_allowed(origin):
+            return None
+        if self.allow_same_origin and scope is not None and self._same_origin(origin, scope):
             return None
         self.gate.refusals["origin_not_allowed"] += 1
         return Refusal("origin_not_allowed", f"cross-origin requests from {origin[:100]!r} are not allowed")
+
+    def _same_origin(self, origin: str, scope: Any) -> bool:
+        """``origin`` is ``http(s)://`` + this request's ``Host`` (already checked against DNS rebinding);
+        never with ``allowed_hosts = ["*"]``, where any name would do."""
+        if self.host_check.any:
+            return False
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = _header_text(value).lower()
+                o = origin.rstrip("/").lower()
+                return bool(host) and o in (f"http://{host}", f"https://{host}")
+        return False
 
     # ------------------------------------------------------------------ app
     def _build_app(self) -> QuartTrio:
@@ -399,6 +418,8 @@ class RpcServer:
                 for prefix, handler in self.http_routes:
                     if path.startswith(prefix):
                         return await handler(scope, receive, send)
+                if path == "/" and self.index_route is not None:
+                    return await self.index_route(scope, receive, send)
                 if path == "/ws":
                     return await _send_simple(
                         send,
@@ -432,7 +453,7 @@ class RpcServer:
                 origin = _header_text(value)
             elif name == b"content-type":
                 content_type = value
-        refusal = self._origin_refusal(origin)
+        refusal = self._origin_refusal(origin, scope)
         if refusal is not None:
             await _send_simple(send, refusal.status, refusal.body(), b"application/json")
             return
@@ -557,7 +578,7 @@ class RpcServer:
                 origin = _header_text(value)
         client = scope.get("client")
         host = client[0] if client else None
-        refusal = self._origin_refusal(origin) or self.gate.admit_ws(host)
+        refusal = self._origin_refusal(origin, scope) or self.gate.admit_ws(host)
         if refusal is not None:
             await self._ws_refuse(scope, send, refusal)
             return

@@ -258,10 +258,11 @@ def test_unknown_methods_root_path_and_hosts(node: NodeProcess) -> None:
         if params is not None:
             body["params"] = params
         assert node._http.post(node.url, json=body).json()["error"]["code"] == METHOD_NOT_FOUND, params
-    # POST / is JSON-RPC too (geth, CometBFT clients); GET / serves nothing
+    # POST / is JSON-RPC too (geth, CometBFT clients); GET / is the web explorer ([web] enabled by default)
     head = node._http.post(base + "/", json={"jsonrpc": "2.0", "id": 1, "method": "chain_getHead", "params": []})
     assert head.json()["result"]["height"] >= 1
-    assert node._http.get(base + "/").status_code == 404
+    page = node._http.get(base + "/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     # the Host allow-list: localhost names and IPs pass, another name is refused with a one-line reason
     ok = node._http.post(base + "/", json={"jsonrpc": "2.0", "id": 1, "method": "system_health"},
                          headers={"host": f"localhost:{node.rpc_port}"})
