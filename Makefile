@@ -57,12 +57,12 @@ TEST_JOBS ?= auto  # pytest-xdist workers: one per core
 run: $(STAMP)
 	exec $(VENV)/bin/aitbc-peer run --dev $(ARGS)
 
-# System tools the suite drives for real: Debian's chromium (web pages, via Playwright) and prometheus
-# (promtool rule tests, a live Prometheus scraping a testnet). Installed with apt-get when missing and
-# running as root; otherwise those tests skip and say what to install.
-SYSDEPS := chromium prometheus
+# System tools the suite drives for real: Debian's chromium (web pages, via Playwright), prometheus
+# (promtool rule tests, a live Prometheus scraping a testnet) and zsh (the zsh completion script).
+# Installed with apt-get when missing and running as root; otherwise those tests skip and say what to install.
 sysdeps:
 	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v zsh >/dev/null || missing="$$missing zsh"; \
 	command -v promtool >/dev/null && command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

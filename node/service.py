@@ -35,7 +35,7 @@ from state.types import Commit, Transaction
 from .blobs import BlobLimits, BlobStore, run_blob_gc
 from .config import Config
 from .home import Home, load_node_keys, remove_rpc_url, write_rpc_url
-from .metrics import NodeMetrics
+from .metrics import MINER_SLASH_REASONS, SETTLE_EVENTS, NodeMetrics
 
 log = logging.getLogger("aitbc.node")
 
@@ -97,6 +97,9 @@ class Node:
         self.node_key, self.validator_key = load_node_keys(home)
         self.peer_id = peer_id_from_ed25519(self.node_key.public_key)
         self.metrics = NodeMetrics()
+        self.metrics.attach_node(self)  # scrape-time figures: round, stall, sync distance, mempool capacity
+        self._job_submit_ms: dict[bytes, int] = {}  # job id -> submission block time (settlement metric)
+        self._metrics_valset: bytes | None = None  # hash of the validator set the metrics have labels for
         self.validators = ValidatorSet(
             [Validator(v.public_key, v.power, v.name) for v in self.genesis.validators]
         )
@@ -156,6 +159,7 @@ class Node:
         head = self.chain.head
         self.metrics.head_height.set(head.height)
         self.metrics.finalized_height.set(head.height)
+        self.metrics.head_time.set(head.time / 1000)
         self._last_block_time = head.time
         log.info(
             "chain %s at height %d (%s), genesis %s",
@@ -181,11 +185,14 @@ class Node:
         if self.chain is None or self.mempool is None:
             raise InvariantError("node not opened")
         try:
-            registry, self.hub = build_rpc(self)
-            install_node_extras(registry, self.hub, self)  # admin_* methods, topic indexes, subscription caps
             from rpc.simulate_methods import register_simulate_methods
 
-            register_simulate_methods(registry, self)  # tx_simulate: dry-run a signed tx on the head state
+            from .rpc_adapter import NodeRpcAdapter
+
+            api = NodeRpcAdapter(self)  # what rpc/ sees of this node (rpc/node_api.py)
+            registry, self.hub = build_rpc(api)
+            install_node_extras(registry, self.hub, api)  # admin_* methods, topic indexes, subscription caps
+            register_simulate_methods(registry, api)  # tx_simulate: dry-run a signed tx on the head state
             async with trio.open_nursery() as nursery:
                 transport: ConsensusTransport = NullTransport()
                 if self.cfg.p2p.enabled:
@@ -210,11 +217,17 @@ class Node:
                         limits=RpcLimits.from_config(self.cfg.rpc, fd_budget=self.fd_budget),
                     )
                     server.health = self.health  # GET /health: 200 ok, 503 stalled/syncing
-                    if self.cfg.openai.enabled:  # the OpenAI-compatible endpoint (rpc/openai.py)
-                        from rpc.openai import OpenAIService, unlock_key
+                    if self.cfg.web.enabled:  # the explorer and market web app at / (rpc/web)
+                        from rpc.web import attach as attach_web
 
-                        key = await trio.to_thread.run_sync(unlock_key, self, self.cfg.openai.key)
-                        self.openai = OpenAIService(self, self.cfg.openai, key)
+                        attach_web(server)
+                    if self.cfg.openai.enabled:  # the OpenAI-compatible endpoint (rpc/openai.py)
+                        from rpc.openai import OpenAIService
+
+                        from .rpc_adapter import unlock_key
+
+                        key = await trio.to_thread.run_sync(unlock_key, self.home, self.cfg.openai.key)
+                        self.openai = OpenAIService(api, self.cfg.openai, key)
                         self.openai.attach(server)
                     try:
                         self.rpc_port = await nursery.start(server.serve)
@@ -226,6 +239,8 @@ class Node:
                         ) from None
                     log.info("JSON-RPC on http://%s:%d/rpc (WebSocket /ws, metrics /metrics)",
                              self.cfg.rpc.host, self.rpc_port)
+                    if self.cfg.web.enabled:
+                        log.info("web explorer on http://%s:%d/", self.cfg.rpc.host, self.rpc_port)
                     try:  # for client commands on this home (`aitbc-peer status --home H`)
                         write_rpc_url(self.home, self.cfg.rpc.host, self.rpc_port)
                     except OSError as exc:
@@ -241,6 +256,7 @@ class Node:
                     from .miner import load_miner
 
                     self.miner = load_miner(self)
+                    self.metrics.miner_started()
                     await nursery.start(self.miner.run)
                 nursery.start_soon(run_blob_gc, self)  # expire unreferenced blobs (node/blobs.py)
                 if self.models is not None:
@@ -341,6 +357,7 @@ class Node:
         self.mempool.update(block.txs, _CommittedAccounts(self.chain), touched=skipped_senders)
         m.head_height.set(h.height)
         m.finalized_height.set(h.height)
+        m.head_time.set(h.time / 1000)
         m.block_txs.observe(len(block.txs))
         m.block_build.observe(pending.build_seconds)
         m.block_commit.observe(pending.commit_seconds)
@@ -360,9 +377,15 @@ class Node:
                 h.height, block.hash.hex()[:12], len(block.txs), commit.round, interval)
         self._last_block_time = h.time
         m.rounds_per_height.observe(commit.round + 1)
-        if commit.round > 0 and self.engine is not None:
-            from state.address import encode_address
+        from state.address import encode_address
 
+        if self.engine is not None:
+            vs = self.engine.schedule.validators(h.height + 1)
+            if vs.hash != self._metrics_valset:  # series at zero for every validator of a new set
+                self._metrics_valset = vs.hash
+                m.known_validators([encode_address(v.public_key) for v in vs.validators])
+        m.blocks_proposed.labels(encode_address(h.proposer)).inc()
+        if commit.round > 0 and self.engine is not None:
             for r in range(commit.round):  # proposers of the rounds that did not decide
                 m.missed_proposals.labels(encode_address(self.engine.schedule.proposer(h.height, r).public_key)).inc()
         if self._last_proposer is not None and self._last_proposer != h.proposer:
@@ -393,14 +416,32 @@ class Node:
         from state import market_views, staking_views
 
         m = self.metrics
+        chain = self.chain
+        if chain is None:
+            raise InvariantError("node not opened")
+        from state.address import encode_address
+
+        block_ms = pending.block.header.time
+        my_miner = encode_address(self.miner.pk) if self.miner is not None else None
         for event, fields in pending.outcome.events:
             if event == "slash":
                 m.staking_slashes.labels(str(fields.get("reason", ""))).inc()
             elif "job_id" in fields or event.startswith("miner_"):
                 m.market_events.labels(event).inc()
-        chain = self.chain
-        if chain is None:
-            raise InvariantError("node not opened")
+            if event == "miner_slashed":
+                m.market_slashes.labels(str(fields.get("reason", ""))).inc()
+            elif event == "job_submitted":
+                if len(self._job_submit_ms) < 100_000:  # bounded; beyond it settlement reads the block
+                    try:
+                        self._job_submit_ms[bytes.fromhex(str(fields.get("job_id")).removeprefix("0x"))] = block_ms
+                    except ValueError:
+                        pass
+            elif event in SETTLE_EVENTS:
+                self._observe_settlement(fields, SETTLE_EVENTS[event], block_ms)
+                if my_miner is not None and fields.get("miner") == my_miner and event != "job_expired":
+                    outcome = "paid" if event == "payment_released" else str(fields.get("reason", ""))
+                    if outcome in ("paid", *MINER_SLASH_REASONS):
+                        m.miner_jobs_settled.labels(outcome).inc()
         st = market_views.load_stats(chain.get_object)
         for state_name in ("QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELED", "EXPIRED"):
             m.market_jobs.labels(state_name).set(st.by_state.get(state_name, 0))
@@ -412,8 +453,26 @@ class Node:
             m.staking_bonded.set(int(sv["bonded"]))
             m.staking_active.set(sv["active_validators"])
             m.staking_jailed.set(sv["jailed"])
-            for addr, missed in sv["missed_blocks"].items():
-                m.staking_missed.labels(addr).set(missed)
+            m.set_staking_validators(sv["missed_blocks"], sv["jailed_validators"])
+            p = self.genesis.params.staking
+            m.staking_jail_threshold.set(p.signed_blocks_window * (10_000 - p.min_signed_bps) // 10_000)
+
+    def _observe_settlement(self, fields: dict, outcome: str, block_ms: int) -> None:
+        """``market_job_settlement_seconds``: from the job's submission block to this block."""
+        from state import market_views
+
+        try:
+            job_id = bytes.fromhex(str(fields["job_id"]).removeprefix("0x"))
+        except (KeyError, ValueError):
+            return
+        submitted = self._job_submit_ms.pop(job_id, None)
+        chain = self.chain
+        if submitted is None and chain is not None:  # submitted before this process started
+            job = market_views.load_job(chain.get_object, job_id)
+            block = chain.block_at(job.submitted_height) if job is not None else None
+            submitted = block.header.time if block is not None else None
+        if submitted is not None:
+            self.metrics.market_settlement.labels(outcome).observe(max(0.0, (block_ms - submitted) / 1000))
 
     def expected_block_interval_s(self) -> float:
         """Seconds between blocks on a live chain: the block interval, or the empty-block heartbeat when
@@ -548,6 +607,7 @@ class Node:
         if accepted:
             m.tx_accepted.inc(accepted)
             m.mempool_size.set(len(self.mempool))
+            m.mempool_bytes.set(self.mempool.size_bytes)
             if self.engine is not None:
                 self.engine.notify_tx()
         return results
