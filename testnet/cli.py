@@ -135,7 +135,8 @@ def cmd_restart(args: argparse.Namespace) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     net = Network(Path(args.dir))
     t0 = time.time()
-    rep = run_load(net, tps=args.tps, seconds=args.seconds)
+    rep = run_load(net, tps=args.tps, seconds=args.seconds,
+                   progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_report(rep))
     print(f"(ran {time.time() - t0:.1f} s)", file=sys.stderr)
     return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -59,8 +60,10 @@ class LoadReport:
 
 
 def run_load(net: Network, *, tps: float, seconds: float, tick: float = 0.1, settle: float = 30.0,
-             node_indices: list[int] | None = None, to: bytes | None = None) -> LoadReport:
-    """Submit ``tps`` transfers per second for ``seconds`` and follow them until included."""
+             node_indices: list[int] | None = None, to: bytes | None = None,
+             progress: Callable[[str], None] | None = None) -> LoadReport:
+    """Submit ``tps`` transfers per second for ``seconds`` and follow them until included; ``progress``
+    gets a line about once a second (submitted, committed, pending, rejected)."""
     nodes = [net.nodes[i] for i in (node_indices or range(len(net.nodes)))]
     client = httpx.Client(timeout=30)
 
@@ -101,6 +104,17 @@ def run_load(net: Network, *, tps: float, seconds: float, tick: float = 0.1, set
                     rep.latencies.append(max(0.0, b["time"] / 1000 - t))
                     rep.last_commit = max(rep.last_commit, b["time"] / 1000)
 
+    last_report = time.monotonic()
+
+    def report(final: bool = False) -> None:
+        nonlocal last_report
+        if progress is None or (not final and time.monotonic() - last_report < 1.0):
+            return
+        last_report = time.monotonic()
+        rejected = sum(rep.rejected.values())
+        line = f"load: submitted {rep.submitted}/{total}, committed {rep.committed}, pending {len(pending)}"
+        progress(line + (f", rejected {rejected}" if rejected else ""))
+
     per_tick = max(1, round(tps * tick))
     rep.first_submit = time.time()
     next_tick = time.monotonic()
@@ -118,6 +132,7 @@ def run_load(net: Network, *, tps: float, seconds: float, tick: float = 0.1, set
                 rep.accepted += 1
                 pending["0x" + t.hash.hex()] = now
         poll()
+        report()
         next_tick += tick
         delay = next_tick - time.monotonic()
         if delay > 0:
@@ -125,7 +140,9 @@ def run_load(net: Network, *, tps: float, seconds: float, tick: float = 0.1, set
     deadline = time.monotonic() + settle
     while pending and time.monotonic() < deadline:
         poll()
+        report()
         time.sleep(0.1)
+    report(final=True)
     client.close()
     return rep
 

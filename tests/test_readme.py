@@ -403,6 +403,7 @@ def _testnet_status(run: Run) -> None:
 def _testnet_load(run: Run) -> None:
     rep = json.loads(run.out)
     assert rep["submitted"] > 0 and rep["committed"] > 0, rep
+    assert re.search(r"^load: submitted \d+/\d+, committed \d+, pending \d+", run.err, re.M), "no progress on stderr"
 
 
 @contextmanager

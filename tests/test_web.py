@@ -469,6 +469,23 @@ def test_job_page_follows_a_job_live(web: Page, env: Env) -> None:
     assert web.field("miner") == job["miner"] and page.evaluate("window.__noReload") is True
 
 
+def test_sealed_job_page_shows_commitments_and_only_the_winning_price(web: Page, env: Env) -> None:
+    """A sealed-bid job (awarded by the client's CLI): its page lists the sealed bids as commitments,
+    the winner and the winning tick, and shows no losing price (there is none to show)."""
+    r = run_cli("job", "submit", "--from", "dev", "--kind", "matmul-u32", "--params", '{"m":4,"n":4,"k":4}',
+                "--max-price", "0.001", "--max-units", "1", "--bid-window", "3", "--sealed", "--sealed-bits", "8",
+                "--sealed-deposit", "0.1", "--wait", "--json", "--home", str(env.node.home),
+                env=clean_env(AITBC_RPC_URL=env.node.url), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    job = json.loads(r.stdout)
+    assert job["state"] == "COMPLETED" and job["sealed"]["winner"] == job["miner"]
+    web.open(f"job/{job['job_id']}", "job")
+    assert web.field("sealed.winner") == job["miner"]
+    text = web.page.inner_text("main")
+    assert "Sealed auction (1 sealed bids)" in text
+    assert job["sealed"]["bids"][0]["commitment"][:10] in text
+
+
 def test_phone_viewport_has_no_horizontal_overflow(browser: Any, env: Env) -> None:
     p = Page(browser, env, viewport=PHONE)
     try:
