@@ -252,6 +252,8 @@ def test_overview_shows_chain_figures_and_live_blocks(web: Page, env: Env) -> No
     assert block["hash"][:10] in row.inner_text()
     assert page.evaluate("window.__noReload") is True
     assert int(web.field("head-height")) >= newest
+    heights = [int(h) for h in page.eval_on_selector_all("#recent-blocks tbody tr", "rs => rs.map(r => r.dataset.height)")]
+    assert heights == list(range(heights[0], heights[0] - len(heights), -1)), f"the live list skipped a height: {heights}"
     page.wait_for_function("() => document.getElementById('live').classList.contains('up')")
     web.shot("overview")
 

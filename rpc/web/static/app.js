@@ -143,12 +143,17 @@ async function overview(ctx) {
     if (ok(nt)) setField(cards, "peers", String(nt.peers));
     if (ok(mp)) setField(cards, "mempool", `${mp.size} txs`);
   }, 1000);
-  ctx.onHead((b) => {
-    if (recent.length && b.height <= recent[0].height) return;
-    recent.unshift(b);
+  ctx.onHead(async (b) => {
+    // blocks committed between the page's first read and the subscription (or while the socket
+    // reconnected) are fetched, so the list never skips a height
+    const fresh = await withGap(recent.length ? recent[0].height : b.height - 1, b);
+    for (const blk of fresh) {
+      if (recent.length && blk.height <= recent[0].height) continue;
+      recent.unshift(blk);
+      rows.insertBefore(blockRow(blk), rows.firstChild);
+    }
     recent.length = Math.min(recent.length, RECENT);
-    setField(cards, "head-height", String(b.height));
-    rows.insertBefore(blockRow(b), rows.firstChild);
+    setField(cards, "head-height", String(recent[0].height));
     while (rows.children.length > 10) rows.lastChild.remove();
     refreshRates();
     refreshHead();
@@ -171,6 +176,19 @@ async function overview(ctx) {
     h("div", { class: "grid2" }, section("Market", market), section("Supply", supplyDl)));
 }
 
+/** The new head ``b`` preceded by the blocks between ``known`` and it (at most 10, oldest first). */
+async function withGap(known, b) {
+  if (b.height <= known + 1) return [b];
+  const missing = [];
+  for (let x = Math.max(known + 1, b.height - 10); x < b.height; x++) missing.push(x);
+  try {
+    const got = (await batch(missing.map((height) => ["chain_getBlock", { height }]))).filter((x) => !(x instanceof Error));
+    return [...got, b];
+  } catch {
+    return [b]; // the node is busy or gone: show what arrived
+  }
+}
+
 // --------------------------------------------------------------------------------------------- blocks
 async function blocks(ctx, _params, query) {
   const head = await call("chain_getHead");
@@ -184,10 +202,12 @@ async function blocks(ctx, _params, query) {
   const tbody = t.querySelector("tbody");
   if (!query.get("before")) {
     let newest = list.length ? list[0].height : 0;
-    ctx.onHead((b) => {
-      if (b.height <= newest) return;
-      newest = b.height;
-      tbody.insertBefore(blockTableRow(b), tbody.firstChild);
+    ctx.onHead(async (b) => {
+      for (const blk of await withGap(newest, b)) {
+        if (blk.height <= newest) continue;
+        newest = blk.height;
+        tbody.insertBefore(blockTableRow(blk), tbody.firstChild);
+      }
       while (tbody.children.length > PAGE) tbody.lastChild.remove();
     });
   }
