@@ -4,7 +4,9 @@ A blob's id is the SHA-256 of its bytes (DESIGN §1). Files live at ``<dir>/<hh>
 goes to a temporary file that is fsynced and renamed, so a crash never leaves a partial blob under its
 id. Reads verify nothing (the p2p layer re-hashes before serving and after fetching).
 
-Three kinds of writes, with different rules (the origin is kept per blob in ``<dir>/index.json``):
+Three kinds of writes, with different rules (the origin is kept per blob in ``<dir>/index.json``, with
+each write since the last rewrite appended to ``<dir>/index.log``: one fsynced line per write instead of
+rewriting the whole index, which made uploading a model's thousands of chunks quadratic):
 
 * ``put`` — uploads through ``blob_put`` (:meth:`BlobStore.put_owned`): signed by a funded account
   (:func:`blob_sign_bytes`, checked by the RPC method), charged to that owner and bounded by a per-account
@@ -57,6 +59,8 @@ ORIGIN_PUT = "put"
 ORIGIN_LOCAL = "local"
 ORIGIN_CACHE = "cache"
 INDEX_FILE = "index.json"
+JOURNAL_FILE = "index.log"
+MIN_COMPACT_LINES = 1024  # the journal is folded into index.json past max(this, 2 × blobs) lines
 
 
 class BlobError(BlobRefused):
@@ -177,6 +181,7 @@ class BlobStore:
         self._lock = threading.Lock()
         self._meta: dict[bytes, BlobMeta] = {}
         self.total_bytes = 0
+        self._journal_lines = 0
         root.mkdir(parents=True, exist_ok=True)
         self._load()
 
@@ -196,7 +201,7 @@ class BlobStore:
             pass
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("blob index %s unreadable (%s): rebuilding it from the files", self.root / INDEX_FILE, exc)
-        changed = False
+        changed = self._replay(saved)
         for sub in self.root.iterdir():
             if not sub.is_dir() or len(sub.name) != 2:
                 continue
@@ -224,8 +229,41 @@ class BlobStore:
         if changed:
             self._save()
 
+    def _replay(self, saved: dict[bytes, BlobMeta]) -> bool:
+        """Apply the journal's lines to ``saved`` (a torn last line, from a crash, is ignored). Returns
+        whether there was a journal (then the index is rewritten)."""
+        try:
+            lines = (self.root / JOURNAL_FILE).read_text().splitlines()
+        except FileNotFoundError:
+            return False
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                h = bytes.fromhex(entry["h"])
+                if entry["m"] is None:
+                    saved.pop(h, None)
+                else:
+                    saved[h] = BlobMeta.from_json(entry["m"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.warning("blob journal %s: skipping an unreadable line", self.root / JOURNAL_FILE)
+        return True
+
+    def _record(self, blob_hash: bytes) -> None:
+        """Append the blob's current index entry (or its removal) to the journal (under the lock); fold the
+        journal into the index once it is long. Not fsynced: a process killed at any point keeps what it
+        wrote (the page cache survives), and a line lost with the machine's power only makes that blob
+        (itself fsynced) count as the node's own until ``retain_s`` — :meth:`_load` re-adds unindexed files."""
+        meta = self._meta.get(blob_hash)
+        line = json.dumps({"h": blob_hash.hex(), "m": meta.to_json() if meta is not None else None})
+        with open(self.root / JOURNAL_FILE, "a") as f:
+            f.write(line + "\n")
+        self._journal_lines += 1
+        if self._journal_lines > max(MIN_COMPACT_LINES, 2 * len(self._meta)):
+            self._save()
+
     def _save(self) -> None:
-        """Write the index (under the lock): a temporary file, fsynced, renamed."""
+        """Write the whole index (under the lock): a temporary file, fsynced, renamed; then drop the
+        journal it now contains."""
         path = self.root / INDEX_FILE
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         data = json.dumps({"version": 1, "blobs": {h.hex(): m.to_json() for h, m in self._meta.items()}})
@@ -234,6 +272,8 @@ class BlobStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        (self.root / JOURNAL_FILE).unlink(missing_ok=True)
+        self._journal_lines = 0
 
     def _write_file(self, blob_hash: bytes, data: bytes) -> None:
         path = self._path(blob_hash)
@@ -262,7 +302,7 @@ class BlobStore:
                     # it must not expire with the upload).
                     meta.origin = ORIGIN_LOCAL
                     meta.stored_at = now
-                    self._save()
+                    self._record(blob_hash)
                 return blob_hash
             lim = self.limits
             if cache and (
@@ -276,7 +316,7 @@ class BlobStore:
                 size=len(data), origin=ORIGIN_CACHE if cache else ORIGIN_LOCAL, stored_at=now
             )
             self.total_bytes += len(data)
-            self._save()
+            self._record(blob_hash)
         return blob_hash
 
     def put_owned(self, data: bytes, owner: bytes, *, charge: bool = True) -> bytes:
@@ -324,7 +364,7 @@ class BlobStore:
                 meta.owners[owner] = now
             else:
                 meta.stored_at = now
-            self._save()
+            self._record(blob_hash)
         return blob_hash
 
     def _forget(self, blob_hash: bytes) -> None:
