@@ -150,10 +150,11 @@ def generate_with(
     stop_ids: frozenset[int] | set[int] | tuple[int, ...],
     mm: MatMul,
     record: bool = True,
+    on_token: Callable[[int], None] | None = None,
 ) -> tuple[list[int], Trace]:
     """:func:`state.llm.generate.generate` with the matmul ``mm`` (same arguments, same result): the one
     forward pass of ``state/llm/generate.py``, only its products on the device."""
-    return generate(model, prompt_ids, max_new_tokens, sampling, stop_ids, record=record, mm=mm)
+    return generate(model, prompt_ids, max_new_tokens, sampling, stop_ids, record=record, mm=mm, on_token=on_token)
 
 
 # -- seeded random models (self-test, tests, bench) -----------------------------------------------------------
@@ -344,13 +345,14 @@ class PyCudaLlm:
         sampling: Sampling | None = None,
         stop_ids: frozenset[int] | set[int] | tuple[int, ...] = (),
         record: bool = True,
+        on_token: Callable[[int], None] | None = None,
     ) -> tuple[list[int], Trace]:
         """:func:`state.llm.generate.generate` with the matmuls on the GPU (runs on the GPU thread)."""
 
         def job() -> tuple[list[int], Trace]:
             dm = self._device_model(model)
             return generate_with(model, prompt_ids, max_new_tokens, sampling, stop_ids,
-                                 lambda x, names: self._mm(model, dm, x, names), record)
+                                 lambda x, names: self._mm(model, dm, x, names), record, on_token)
 
         return self._run(job)
 

@@ -301,3 +301,26 @@ def test_group_dot_is_exact_at_the_bounds():
         for t in (1, 4):
             assert np.array_equal(group_dot(a[:t], m), exact[:t])
         assert np.array_equal(fx.exact_dot(a, w), exact)
+
+
+def test_on_token_sees_each_token_and_can_stop_the_generation(tiny):
+    """A miner's deadline is checked between tokens: ``on_token`` sees every token before the next
+    forward pass, and what it raises stops the generation there."""
+    _, _, _, model = tiny
+    full, _ = generate(model, [1, 2, 3], 6)
+    seen: list[int] = []
+    generate(model, [1, 2, 3], 6, on_token=seen.append)
+    assert seen == full[:-1]  # the last token needs no further pass
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(tok: int) -> None:
+        seen.append(tok)
+        if len(seen) == 2:
+            raise Stop
+
+    seen.clear()
+    with pytest.raises(Stop):
+        generate(model, [1, 2, 3], 6, on_token=stop_after_two)
+    assert seen == full[:2]

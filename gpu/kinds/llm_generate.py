@@ -175,8 +175,8 @@ class LlmGenerate(LlmGenerateRules, JobKind):
     def run(self, params: dict, deadline: Deadline | None = None, *, keep_trace: bool = False,
             engine: Any = None) -> RunOutput:
         """Run the job (blocking): tokens, rows and step digests (and with ``keep_trace`` every step
-        output, for building step proofs). The generation itself cannot be interrupted: the deadline is
-        checked before and after it. ``engine`` (the PyCUDA backend's self-tested
+        output, for building step proofs). The deadline is checked between tokens (a job past its time
+        limit or cancelled stops within one forward pass). ``engine`` (the PyCUDA backend's self-tested
         :class:`gpu.llm_cuda.PyCudaLlm`) runs the generation with its matmuls on the GPU; same result."""
         self.validate_params(params)
         check_deadline(deadline)
@@ -186,7 +186,8 @@ class LlmGenerate(LlmGenerateRules, JobKind):
         n_new = params["max_new_tokens"]
         try:
             gen = generate if engine is None else engine.generate
-            tokens, trace = gen(model, prompt, n_new, sampling_of(params), frozenset(params.get("stop", ())))
+            tokens, trace = gen(model, prompt, n_new, sampling_of(params), frozenset(params.get("stop", ())),
+                                on_token=lambda _tok: check_deadline(deadline))
         except LlmError as exc:
             raise JobExecutionError("bad_job", f"the model refused the job: {exc}") from None
         digests = [lt.position_digests(trace, t) for t in range(trace.n_positions)]

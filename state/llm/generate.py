@@ -430,10 +430,13 @@ def generate(
     stop_ids: frozenset[int] | set[int] | tuple[int, ...] = (),
     record: bool = True,
     mm: MatMul | None = None,
+    on_token: Callable[[int], None] | None = None,
 ) -> tuple[list[int], Trace]:
     """Generate up to ``max_new_tokens`` tokens after ``prompt_ids`` (stopping after a token of
     ``stop_ids``); returns ``(new tokens, trace)``. With ``record=False`` the trace stays empty. ``mm``
-    replaces the NumPy matrix products (same bits required: see :data:`MatMul`)."""
+    replaces the NumPy matrix products (same bits required: see :data:`MatMul`). ``on_token`` is called
+    with each new token before the next forward pass; whatever it raises stops the generation (a
+    miner's deadline)."""
     cfg = model.cfg
     mm = mm or numpy_matmul(model)
     sampling = sampling or Sampling()
@@ -453,6 +456,8 @@ def generate(
         out.append(tok)
         if tok in stops or len(out) >= max_new_tokens:
             break
+        if on_token is not None:
+            on_token(tok)
         t += 1
         h = _forward(model, np.array([tok], dtype=np.int64), np.array([t], dtype=np.int64), cache, rec, mm)
     trace.n_positions = t + 1
