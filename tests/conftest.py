@@ -37,17 +37,26 @@ def node_factory(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
             p.close()
 
 
-@pytest.fixture(scope="module")
-def dev_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    """One started dev node (200 ms blocks) shared by a test module."""
-    home = init_home(tmp_path_factory.mktemp("devnode") / "home")
-    node = NodeProcess(home)
+def _started(home, extra_args: list[str] | None = None) -> Iterator[NodeProcess]:
+    node = NodeProcess(home, extra_args=extra_args)
     try:
         node.start()
         node.wait_ready()
         yield node
     finally:
         node.close()
+
+
+@pytest.fixture(scope="module")
+def dev_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """One started dev node (200 ms blocks) shared by a test module."""
+    yield from _started(init_home(tmp_path_factory.mktemp("devnode") / "home"))
+
+
+@pytest.fixture(scope="module")
+def dev_miner_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """One started dev node that also runs the miner role (``--miner``), shared by a test module."""
+    yield from _started(init_home(tmp_path_factory.mktemp("devminer") / "home"), ["--miner"])
 
 
 @pytest.fixture

@@ -12,17 +12,8 @@ from nodeproc import NodeProcess, clean_env, run_cli, wait_for
 
 
 @pytest.fixture(scope="module")
-def miner_node(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("sealed") / "home"
-    r = run_cli("init", "--dev", "--home", str(home), "--block-interval", "200")
-    assert r.returncode == 0, r.stderr
-    node = NodeProcess(home, extra_args=["--miner"])
-    try:
-        node.start()
-        node.wait_ready()
-        yield node
-    finally:
-        node.close()
+def miner_node(dev_miner_node: NodeProcess) -> NodeProcess:
+    return dev_miner_node
 
 
 def test_sealed_job_is_awarded_by_the_client_and_completes(miner_node: NodeProcess) -> None:

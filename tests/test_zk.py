@@ -28,16 +28,7 @@ OTHER_CONTEXTS = (
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def counter_rand(seed: bytes):
-    """Deterministic nonces for golden vectors only."""
-    n = 0
-
-    def draw() -> bytes:
-        nonlocal n
-        n += 1
-        return group.hash_to_scalar(seed + n.to_bytes(8, "big"))
-
-    return draw
+counter_rand = group.counter_scalars  # deterministic nonces for golden vectors only
 
 
 # ---------------------------------------------------------------------------------------- group

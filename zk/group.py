@@ -9,6 +9,7 @@ written here: all of it is libsodium's.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import rbcl
 
@@ -62,6 +63,19 @@ def hash_to_scalar(data: bytes) -> bytes:
 
 def random_scalar() -> bytes:
     return rbcl.crypto_core_ristretto255_scalar_random()
+
+
+def counter_scalars(seed: bytes) -> Callable[[], bytes]:
+    """Deterministic "random" scalars ``H(seed ‖ 1), H(seed ‖ 2), …`` — for golden vectors and fuzz
+    corpora only: a real proof draws its nonces with :func:`random_scalar`."""
+    n = 0
+
+    def draw() -> bytes:
+        nonlocal n
+        n += 1
+        return hash_to_scalar(seed + n.to_bytes(8, "big"))
+
+    return draw
 
 
 def add(p: bytes, q: bytes) -> bytes:

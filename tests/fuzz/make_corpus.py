@@ -274,11 +274,7 @@ def _sealed_bodies(job_id: bytes) -> tuple[dict, dict]:
     from state.market import sealed
     from zk import auction, group
 
-    n = [0]
-
-    def rand() -> bytes:
-        n[0] += 1
-        return group.hash_to_scalar(b"corpus-sealed" + n[0].to_bytes(8, "big"))
+    rand = group.counter_scalars(b"corpus-sealed")
 
     secret = rand()
     key = group.mul_base(secret)

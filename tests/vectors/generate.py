@@ -447,11 +447,7 @@ def zk_vectors() -> dict:
     from state.market import sealed
     from zk import auction, group
 
-    n = [0]
-
-    def rand() -> bytes:
-        n[0] += 1
-        return group.hash_to_scalar(b"golden-zk" + n[0].to_bytes(8, "big"))
+    rand = group.counter_scalars(b"golden-zk")
 
     secret = rand()
     client_key = group.mul_base(secret)
