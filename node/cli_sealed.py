@@ -38,12 +38,15 @@ def new_spec(args: argparse.Namespace, parse_ait: Any) -> dict:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secret.hex() + "\n")
-    return {
+    spec = {
         "bits": args.sealed_bits,
         "key": key,
         "deposit": parse_ait(args.sealed_deposit, "--sealed-deposit"),
         "settle_window": args.settle_window,
     }
+    if args.second_price:
+        spec["second_price"] = True
+    return spec
 
 
 def _secret(args: argparse.Namespace, key_hex: str) -> bytes:
@@ -94,7 +97,8 @@ def award(rpc: Any, args: argparse.Namespace, job_id: str, *, timeout: float) ->
         if m is None or m.get("status") != "active":  # the chain checks "cannot win" itself
             exclude.add(i)
     try:
-        aw = auction.make_award(chain_id, jid, key.public_key, secret, sa["bits"], bids, frozenset(exclude))
+        aw = auction.make_award(chain_id, jid, key.public_key, secret, sa["bits"], bids, frozenset(exclude),
+                                second_price=bool(sa.get("second_price")))
     except ProofError as exc:
         progress(f"job {job_id}: no sealed bid can be awarded ({exc}); it expires after its award window")
         return None
@@ -112,3 +116,5 @@ def add_sealed_options(j: argparse.ArgumentParser) -> None:
                    help="price resolution: bids are ticks of max-price / (2^bits - 1) (4..24)")
     j.add_argument("--sealed-deposit", default="1", help="AIT each sealed bidder locks until the award")
     j.add_argument("--settle-window", type=int, default=20, help="blocks you have to award after bidding closes")
+    j.add_argument("--second-price", action="store_true",
+                   help="with --sealed: the lowest bid wins at the runner-up's price (Vickrey; max-price if alone)")

@@ -294,8 +294,10 @@ class MinerService:
         from state.market import sealed
         from zk import auction
 
-        if any(b[0] == self.pk for b in sa.bids):
-            return
+        if any(b[0] == self.pk for b in sa.bids) or len(sa.bids) >= min(
+            sealed.MAX_SEALED_BIDS, self.node.genesis.params.market.max_bids_per_job
+        ):
+            return  # already in, or full: the chain would refuse it and keep the fee
         if self.chain.account(self.pk).balance < sa.deposit + self.node.genesis.params.min_fee:
             log.warning("sealed bid on job %s skipped: the deposit %d exceeds the balance", job.job_id.hex()[:16],
                         sa.deposit)

@@ -250,6 +250,7 @@ JOB = obj({
         "bits": UINT, "key": HEX, "deposit": AMOUNT, "settle_window": UINT, "settle_height": UINT,
         "bids": arr(obj({"miner": ADDRESS, "commitment": HEX, "sealed": HEX, "height": UINT})),
         "winner": nullable(ADDRESS), "winning_tick": nullable(UINT), "faulty": arr(ADDRESS),
+        "second_price": BOOL, "second_tick": nullable(UINT),
     })),
 })  # fmt: skip
 MINER = obj({

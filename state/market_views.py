@@ -192,6 +192,8 @@ def sealed_json(sa: Any) -> dict:
         "winner": encode_address(sa.winner) if sa.winner else None,
         "winning_tick": sa.tick if sa.winner else None,
         "faulty": [encode_address(pk) for pk in sa.faulty],
+        "second_price": sa.second_price,
+        "second_tick": sa.second_tick,
     }
 
 

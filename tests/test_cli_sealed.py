@@ -53,3 +53,19 @@ def test_award_without_the_sealing_key_says_why(miner_node: NodeProcess, tmp_pat
     r = run_cli("job", "award", job_id, "--from", "dev", "--home", str(node.home), env=env, timeout=60)
     assert r.returncode != 0 and "no sealing key" in r.stderr and "Traceback" not in r.stderr
     run_cli("job", "cancel", job_id, "--from", "dev", "--home", str(node.home), env=env, timeout=60)
+
+
+def test_second_price_job_through_the_cli(miner_node: NodeProcess) -> None:
+    """`--sealed --second-price`: with this node's miner the only bidder, it is paid the job's max price."""
+    node = miner_node
+    env = clean_env(AITBC_RPC_URL=node.url)
+    wait_for(lambda: "active" in run_cli("miner", "status", "--home", str(node.home), env=env).stdout, 60,
+             "the miner registered")
+    r = run_cli("job", "submit", "--from", "dev", "--kind", "hash-chain", "--params",
+                '{"chains": 8, "iterations": 16}', "--max-price", "0.01", "--max-units", "2",
+                "--bid-window", "3", "--sealed", "--second-price", "--wait", "--json",
+                "--home", str(node.home), env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr + node.log_tail()
+    job = json.loads(r.stdout)
+    assert job["state"] == "COMPLETED" and job["sealed"]["second_price"] is True
+    assert job["sealed"]["second_tick"] is None and int(job["price"]) == 10_000  # 0.01 AIT, no runner-up

@@ -161,3 +161,43 @@ def test_sealed_spec_is_checked_statically() -> None:
         body = mkt.job_submit_body("matmul-u32", 1, {"m": 4, "n": 3, "k": 5, "seed": bytes(32)}, max_price=10,
                                    max_units=60, bid_window=2, deadline=5, sealed=bad)
         assert m.invalid(CLIENT, mkt.TX_JOB_SUBMIT, body).reason == "invalid_body"
+
+
+def test_second_price_job_pays_the_runner_up_price() -> None:
+    m = Market()
+    for k in (MINER1, MINER2, MINER3):
+        m.register(k)
+    secret = group.random_scalar()
+    spec = {"bits": BITS, "key": group.mul_base(secret), "deposit": DEPOSIT, "settle_window": 10,
+            "second_price": True}
+    job_id = m.submit(max_price=100, max_units=60, bid_window=8, sealed=spec)
+    bids = [_bid(m, job_id, k, t, spec) for k, t in ((MINER1, 3000), (MINER2, 1234), (MINER3, 2222))]
+    m.advance(m.job(job_id).bid_close_height)
+    first = auction.make_award(CHAIN, job_id, CLIENT.public_key, secret, BITS, bids)  # no runner-up opened
+    assert m.fail(CLIENT, sealed.TX_SEALED_AWARD, sealed.sealed_award_body(job_id, first)) == "zk_malformed"
+    award = auction.make_award(CHAIN, job_id, CLIENT.public_key, secret, BITS, bids, second_price=True)
+    m.ok(CLIENT, sealed.TX_SEALED_AWARD, sealed.sealed_award_body(job_id, award))
+    job = m.job(job_id)
+    assert (job.miner, job.price) == (MINER2.public_key, auction.tick_price(2222, 100, BITS))
+    record = sealed.SealedAuction.decode(m.s.objects[sealed.sealed_key(job_id)])
+    assert (record.tick, record.second_tick) == (1234, 2222)
+    values = _event_values(m)
+    assert "3000" not in values and str(auction.tick_price(3000, 100, BITS)) not in values  # the third stays sealed
+
+
+def test_second_price_with_a_lone_bidder_pays_max_price_and_first_price_refuses_a_runner_up() -> None:
+    m, secret, spec, job_id = _setup(settle_window=10)
+    bids = [_bid(m, job_id, MINER1, 40, spec), _bid(m, job_id, MINER2, 90, spec)]
+    m.advance(m.job(job_id).bid_close_height)
+    vickrey = auction.make_award(CHAIN, job_id, CLIENT.public_key, secret, BITS, bids, second_price=True)
+    assert m.fail(CLIENT, sealed.TX_SEALED_AWARD, sealed.sealed_award_body(job_id, vickrey)) == "zk_malformed"
+    m2 = Market()
+    m2.register(MINER1)
+    secret2 = group.random_scalar()
+    spec2 = {**spec, "key": group.mul_base(secret2), "second_price": True}
+    job2 = m2.submit(max_price=100, max_units=60, bid_window=8, sealed=spec2)
+    lone = [_bid(m2, job2, MINER1, 40, spec2)]
+    m2.advance(m2.job(job2).bid_close_height)
+    m2.ok(CLIENT, sealed.TX_SEALED_AWARD, sealed.sealed_award_body(
+        job2, auction.make_award(CHAIN, job2, CLIENT.public_key, secret2, BITS, lone, second_price=True)))
+    assert m2.job(job2).price == 100  # the client's ceiling

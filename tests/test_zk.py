@@ -246,3 +246,23 @@ def test_tick_prices_are_monotone_and_capped(max_price: int, bits: int, data: st
     tick = auction.price_tick(price, max_price, bits)
     assert auction.tick_price(tick, max_price, bits) <= price
     assert tick == top or auction.tick_price(tick + 1, max_price, bits) > price
+
+
+def test_second_price_award_opens_the_runner_up_and_proves_the_order() -> None:
+    k, key, bids = _auction([90, 40, 40, 200, 55])
+    award = auction.make_award(CHAIN, JOB, CLIENT, k, 8, bids, second_price=True)
+    out = auction.verify_award(CHAIN, JOB, CLIENT, key, 8, bids, award)
+    assert (out.winner, out.tick, out.second_tick) == (1, 40, 40)  # the tie: bid 2 is the runner-up
+    assert award.second is not None and award.second[0] == 2
+    # naming a higher runner-up (bid 4, tick 55) instead: its entry vs the winner holds, but bid 2 (40)
+    # cannot be shown >= 55
+    o4 = seal.unseal(auction.bid_context(CHAIN, JOB, bids[4].bidder), k, bids[4].commitment, bids[4].sealed)
+    assert o4 is not None
+    forged = auction.Award(1, award.opening, (award.entries[0], None, award.entries[2], award.entries[3],
+                                              award.entries[2]), (4, o4))
+    with pytest.raises(ProofError):
+        auction.verify_award(CHAIN, JOB, CLIENT, key, 8, bids, forged)
+    # a lone bidder: no runner-up to open
+    k1, key1, one = _auction([7])
+    solo = auction.make_award(CHAIN, JOB, CLIENT, k1, 8, one, second_price=True)
+    assert solo.second is None and auction.verify_award(CHAIN, JOB, CLIENT, key1, 8, one, solo).second_tick is None

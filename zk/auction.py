@@ -89,9 +89,10 @@ def award_context(chain_id: str, job_id: bytes, client: bytes) -> Context:
     return Context(chain_id, job_id, client)
 
 
-def _difference(bids: list[SealedBid], j: int, winner: int) -> bytes:
-    d = group.sub(bids[j].commitment, bids[winner].commitment)
-    return group.sub(d, group.H) if j < winner else d
+def _difference(bids: list[SealedBid], j: int, ref: int) -> bytes:
+    """``C_j − C_ref`` (minus ``H`` when bid ``j`` came first: ties go to the earliest bid)."""
+    d = group.sub(bids[j].commitment, bids[ref].commitment)
+    return group.sub(d, group.H) if j < ref else d
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,20 +111,25 @@ SKIP = "skip"
 @dataclass(frozen=True, slots=True)
 class Award:
     """The client's settlement: the winner, its opening, and per other bid a comparison proof, a fault,
-    or :data:`SKIP` (``None`` at the winner's index)."""
+    or :data:`SKIP` (``None`` at the winner's index).
+
+    Second-price auctions also open the runner-up (``second``: its index and opening): its entry then
+    compares it with the winner, and every other bid's entry compares that bid with the runner-up."""
 
     winner: int
     opening: Opening
     entries: tuple[bytes | Fault | str | None, ...]
+    second: tuple[int, Opening] | None = None
 
 
 def make_award(
     chain_id: str, job_id: bytes, client: bytes, secret: bytes, bits: int, bids: list[SealedBid],
     exclude: frozenset[int] = frozenset(), *, rand: Callable[[], bytes] = group.random_scalar,
+    second_price: bool = False,
 ) -> Award:
     """The client's side: open every bid with its secret, pick the lowest tick (earliest on ties) among
-    those that open and are not in ``exclude``, and prove it. Raises :class:`ProofError`
-    (``zk_no_valid_bid``) if none qualifies."""
+    those that open and are not in ``exclude``, and prove it (``second_price``: also open the runner-up,
+    when there is one). Raises :class:`ProofError` (``zk_no_valid_bid``) if none qualifies."""
     openings: list[Opening | None] = []
     for b in bids:
         openings.append(seal.unseal(bid_context(chain_id, job_id, b.bidder), secret, b.commitment, b.sealed))
@@ -134,10 +140,13 @@ def make_award(
     w = openings[winner]
     if w is None:  # filtered above
         raise ProofError("winner has no opening", "zk_no_valid_bid")
+    rest = [i for i in valid if i != winner]
+    second = min(rest, key=lambda i: (openings[i].value, i)) if second_price and rest else None  # type: ignore[union-attr]
     actx = award_context(chain_id, job_id, client)
     entries: list[bytes | Fault | str | None] = []
     for j, b in enumerate(bids):
         o = openings[j]
+        ref, r = (winner, w) if second is None or j == second else (second, openings[second])
         if j == winner:
             entries.append(None)
         elif j in exclude:
@@ -145,12 +154,12 @@ def make_award(
         elif o is None or not 0 <= o.value < 2**bits:
             shared, proof = dleq.prove(bid_context(chain_id, job_id, b.bidder), secret, b.sealed[1:33], rand=rand)
             entries.append(Fault(shared, proof))
-        else:
-            diff = o.value - w.value - (1 if j < winner else 0)
-            blinding = group.s_sub(o.blinding, w.blinding)
-            _, proof = range_proof.prove(actx, Opening(diff, blinding), bits, rand=rand)
+        elif r is not None:
+            diff = o.value - r.value - (1 if j < ref else 0)
+            _, proof = range_proof.prove(actx, Opening(diff, group.s_sub(o.blinding, r.blinding)), bits, rand=rand)
             entries.append(proof)
-    return Award(winner, w, tuple(entries))
+    s = openings[second] if second is not None else None
+    return Award(winner, w, tuple(entries), (second, s) if second is not None and s is not None else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +168,7 @@ class Outcome:
     tick: int
     faulty: tuple[int, ...]
     skipped: tuple[int, ...] = ()
+    second_tick: int | None = None  # the runner-up's tick (second-price awards that open one)
 
 
 def verify_award(
@@ -166,7 +176,8 @@ def verify_award(
 ) -> Outcome:
     """What every node checks when the award is executed: the winner's opening opens its commitment, and
     every other bid either holds a higher tick (a higher-or-equal one if it came later), is faulty, or is
-    :data:`SKIP` (the caller checks those)."""
+    :data:`SKIP` (the caller checks those). With ``award.second`` (second price), the runner-up's opening
+    must open its bid, its entry compares it with the winner, and every other proof compares with it."""
     check_bits(bits)
     if len(award.entries) != len(bids):
         raise ProofError(f"award has {len(award.entries)} entries for {len(bids)} bids", "zk_malformed")
@@ -178,6 +189,18 @@ def verify_award(
         raise ProofError(f"winner tick {o.value} outside [0, 2^{bits})", "zk_out_of_range")
     if not opens(bids[award.winner].commitment, o):
         raise ProofError("the winner's opening does not open its commitment", "zk_invalid")
+    second = None
+    if award.second is not None:
+        second, so = award.second
+        if not 0 <= second < len(bids) or second == award.winner:
+            raise ProofError(f"runner-up index {second} out of range", "zk_malformed")
+        group.scalar(so.blinding, "runner-up blinding")
+        if not 0 <= so.value < 2**bits:
+            raise ProofError(f"runner-up tick {so.value} outside [0, 2^{bits})", "zk_out_of_range")
+        if not opens(bids[second].commitment, so):
+            raise ProofError("the runner-up's opening does not open its commitment", "zk_invalid")
+        if not isinstance(award.entries[second], bytes):
+            raise ProofError("the runner-up's entry must compare it with the winner", "zk_malformed")
     actx = award_context(chain_id, job_id, client)
     faulty, skipped = [], []
     for j, entry in enumerate(award.entries):
@@ -194,7 +217,9 @@ def verify_award(
                 raise ProofError(f"bid {j} opens correctly: it is not at fault", "zk_invalid")
             faulty.append(j)
         elif isinstance(entry, bytes):
-            range_proof.verify(actx, _difference(bids, j, award.winner), entry, bits=bits)
+            ref = award.winner if second is None or j == second else second
+            range_proof.verify(actx, _difference(bids, j, ref), entry, bits=bits)
         else:
             raise ProofError(f"entry {j} is neither a comparison proof nor a fault", "zk_malformed")
-    return Outcome(award.winner, o.value, tuple(faulty), tuple(skipped))
+    second_tick = award.second[1].value if award.second is not None else None
+    return Outcome(award.winner, o.value, tuple(faulty), tuple(skipped), second_tick)

@@ -59,6 +59,8 @@ class SealedAuction(_Record):
     winner: bytes | None = None
     tick: int = 0
     faulty: list = field(default_factory=list)  # bidders whose deposit went to the client
+    second_price: bool = False  # the winner is paid the runner-up's price (Vickrey), max_price without one
+    second_tick: int | None = None  # the runner-up's tick, opened by a second-price award
 
 
 # -------------------------------------------------------------------------------------------- static
@@ -68,8 +70,11 @@ def _bad(msg: str) -> TxError:
 
 def check_sealed_spec(spec: object) -> None:
     """The ``sealed`` map of a ``job_submit`` body (called by ``bodies.check_job_submit``)."""
-    if type(spec) is not dict or spec.keys() != {"bits", "key", "deposit", "settle_window"}:
-        raise _bad("job_submit.sealed must be exactly {bits, key, deposit, settle_window}")
+    required = {"bits", "key", "deposit", "settle_window"}
+    if type(spec) is not dict or not required <= spec.keys() <= required | {"second_price"}:
+        raise _bad("job_submit.sealed must be {bits, key, deposit, settle_window[, second_price]}")
+    if "second_price" in spec and type(spec["second_price"]) is not bool:
+        raise _bad("job_submit.sealed.second_price must be a boolean")
     bits, key, deposit, window = spec["bits"], spec["key"], spec["deposit"], spec["settle_window"]
     if type(bits) is not int or not auction.MIN_BITS <= bits <= auction.MAX_BITS:
         raise _bad(f"job_submit.sealed.bits must be an integer in [{auction.MIN_BITS}, {auction.MAX_BITS}]")
@@ -102,8 +107,14 @@ def check_sealed_bid(body: dict) -> None:
 
 
 def check_sealed_award(body: dict) -> None:
-    if type(body) is not dict or body.keys() != {"job_id", "winner", "tick", "blinding", "entries"}:
-        raise _bad("sealed_award body must be exactly {job_id, winner, tick, blinding, entries}")
+    required = {"job_id", "winner", "tick", "blinding", "entries"}
+    if type(body) is not dict or not required <= body.keys() <= required | {"second"}:
+        raise _bad("sealed_award body must be {job_id, winner, tick, blinding, entries[, second]}")
+    if "second" in body:
+        s = body["second"]
+        if type(s) is not list or len(s) != 3 or not all(type(x) is int and 0 <= x < 2**32 for x in s[:2]) \
+                or type(s[2]) is not bytes or len(s[2]) != 32:
+            raise _bad("sealed_award.second must be [index u32, tick u32, blinding32]")
     _bytes(body, "job_id", "sealed_award", 32, 32)
     _bytes(body, "blinding", "sealed_award", 32, 32)
     for k in ("winner", "tick"):
@@ -127,8 +138,12 @@ def sealed_award_body(job_id: bytes, award: auction.Award) -> dict:
     entries: list = []
     for e in award.entries:
         entries.append([e.shared, e.proof] if isinstance(e, auction.Fault) else e)
-    return {"job_id": job_id, "winner": award.winner, "tick": award.opening.value,
+    body = {"job_id": job_id, "winner": award.winner, "tick": award.opening.value,
             "blinding": award.opening.blinding, "entries": entries}
+    if award.second is not None:
+        idx, o = award.second
+        body["second"] = [idx, o.value, o.blinding]
+    return body
 
 
 def sealed_bid_body(job_id: bytes, bid: auction.SealedBid) -> dict:
@@ -147,7 +162,8 @@ def put(ex: Execution, job_id: bytes, sa: SealedAuction) -> None:
 
 def open_auction(mk: Market, job: Job, spec: dict) -> None:
     """``job_submit`` with a ``sealed`` spec (the spec passed its static check)."""
-    put(mk.ex, job.job_id, SealedAuction(spec["bits"], spec["key"], spec["deposit"], spec["settle_window"]))
+    put(mk.ex, job.job_id, SealedAuction(spec["bits"], spec["key"], spec["deposit"], spec["settle_window"],
+                                         second_price=spec.get("second_price", False)))
 
 
 def _zk_failure(exc: ProofError) -> ExecFailure:
@@ -254,7 +270,11 @@ def _award_of(body: dict) -> auction.Award:
     entries: list = []
     for e in body["entries"]:
         entries.append(auction.Fault(e[0], e[1]) if type(e) is list else e)
-    return auction.Award(body["winner"], Opening(body["tick"], body["blinding"]), tuple(entries))
+    second = None
+    if "second" in body:
+        idx, tick, blinding = body["second"]
+        second = (idx, Opening(tick, blinding))
+    return auction.Award(body["winner"], Opening(body["tick"], body["blinding"]), tuple(entries), second)
 
 
 @market_tx
@@ -290,10 +310,19 @@ def apply_sealed_award(mk: Market, tx: Transaction) -> None:
         out = auction.verify_award(mk.ex.env.chain_id, job.job_id, job.client, sa.key, sa.bits, zbids, award)
     except ProofError as exc:
         raise _zk_failure(exc) from None
+    if award.second is not None and not sa.second_price:
+        raise ExecFailure("zk_malformed", "a first-price auction opens no runner-up")
+    if sa.second_price and award.second is None and any(type(e) is bytes for e in award.entries):
+        raise ExecFailure("zk_malformed", "a second-price award with other valid bids must open the runner-up")
     faulty = {bidders[j] for j in out.faulty}
     forfeited = _return_deposits(mk, sa, job.client, faulty)
-    price = auction.tick_price(out.tick, job.max_price, sa.bits)
-    sa.winner, sa.tick, sa.faulty = winner_pk, out.tick, sorted(faulty)
+    if not sa.second_price:
+        price = auction.tick_price(out.tick, job.max_price, sa.bits)
+    elif out.second_tick is not None:  # Vickrey: the runner-up's price
+        price = auction.tick_price(out.second_tick, job.max_price, sa.bits)
+    else:  # no other valid bid: the client's ceiling
+        price = job.max_price
+    sa.winner, sa.tick, sa.faulty, sa.second_tick = winner_pk, out.tick, sorted(faulty), out.second_tick
     put(mk.ex, job.job_id, sa)
     mk.ex.emit("sealed_awarded", job_id=_hex(job.job_id), miner=_addr(winner_pk), price=str(price),
                tick=out.tick, bids=len(bidders), faulty=len(faulty), forfeited=str(forfeited))
