@@ -94,14 +94,16 @@ def test_griefing_bidder_loses_its_deposit_to_the_client_and_the_auction_complet
 
 
 def test_client_that_never_awards_lets_the_job_expire_and_deposits_return() -> None:
-    m, _, spec, job_id = _setup(settle_window=2)
+    m, secret, spec, job_id = _setup(settle_window=2)
     before = m.bal(MINER1)
-    _bid(m, job_id, MINER1, 5, spec)
+    bids = [_bid(m, job_id, MINER1, 5, spec)]
     close = m.job(job_id).bid_close_height
     m.advance(close + 2)
     job = m.job(job_id)
     assert (job.state, job.payment, job.escrow) == (mkt.EXPIRED, mkt.REFUNDED, 0)
     assert m.bal(MINER1) == before - FEE and m.stats().sealed_deposits == 0
+    late = auction.make_award(CHAIN, job_id, CLIENT.public_key, secret, BITS, bids)
+    assert m.fail(CLIENT, sealed.TX_SEALED_AWARD, sealed.sealed_award_body(job_id, late)) == "award_window_closed"
 
 
 def test_cancel_returns_deposits() -> None:

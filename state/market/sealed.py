@@ -26,7 +26,7 @@ from ..machine import ExecFailure, Execution, TxError, TxKind
 from ..types import Transaction
 from .bodies import TX_SEALED_AWARD, TX_SEALED_BID  # noqa: E402
 from .ledger import Market, address, hex_id, market_tx
-from .records import CANCELED, DUE_SEALED_SETTLE, QUEUED, SEALED_PREFIX, Job, _Record, open_key
+from .records import CANCELED, DUE_SEALED_SETTLE, EXPIRED, QUEUED, SEALED_PREFIX, Job, _Record, open_key
 
 MAX_SEALED_BIDS = 16  # an award proves every bid: 15 comparisons of 24 bits stay within max_challenge_work
 MAX_SETTLE_WINDOW = 1_000
@@ -288,8 +288,8 @@ def apply_sealed_award(mk: Market, tx: Transaction) -> None:
     if tx.sender != job.client:
         raise ExecFailure("not_job_client", "only the job's client may award a sealed-bid job")
     if job.state != QUEUED:
-        raise ExecFailure("already_awarded" if job.state != CANCELED else "job_canceled",
-                          f"the job is {job.state}")
+        reason = {CANCELED: "job_canceled", EXPIRED: "award_window_closed"}.get(job.state, "already_awarded")
+        raise ExecFailure(reason, f"the job is {job.state}")
     if mk.h <= job.bid_close_height:
         raise ExecFailure("bid_window_open", f"bids are open until height {job.bid_close_height}")
     bidders = [b[0] for b in sa.bids]
