@@ -23,7 +23,7 @@ def test_sealed_job_is_awarded_by_the_client_and_completes(miner_node: NodeProce
              "the miner registered")
     r = run_cli("job", "submit", "--from", "dev", "--kind", "hash-chain", "--params",
                 '{"chains": 8, "iterations": 16}', "--max-price", "0.01", "--max-units", "2",
-                "--bid-window", "3", "--sealed", "--sealed-bits", "12", "--sealed-deposit", "0.5",
+                "--bid-window", "6", "--sealed", "--sealed-bits", "12", "--sealed-deposit", "0.5",
                 "--settle-window", "20", "--wait", "--json", "--home", str(node.home), env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr + node.log_tail()
     job = json.loads(r.stdout)
@@ -63,7 +63,7 @@ def test_second_price_job_through_the_cli(miner_node: NodeProcess) -> None:
              "the miner registered")
     r = run_cli("job", "submit", "--from", "dev", "--kind", "hash-chain", "--params",
                 '{"chains": 8, "iterations": 16}', "--max-price", "0.01", "--max-units", "2",
-                "--bid-window", "3", "--sealed", "--second-price", "--wait", "--json",
+                "--bid-window", "6", "--sealed", "--second-price", "--wait", "--json",
                 "--home", str(node.home), env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr + node.log_tail()
     job = json.loads(r.stdout)

@@ -39,7 +39,7 @@ def test_sealed_bid_auction_with_three_miners(make_net) -> None:
     kind = get_kind("matmul-u32")
     units = kind.work_units(PARAMS)
     body = market.job_submit_body("matmul-u32", kind.version, PARAMS, max_price=MAX_PRICE, max_units=units,
-                                  bid_window=12, deadline=40, sealed=spec)
+                                  bid_window=40, deadline=40, sealed=spec)
     st = c.send("job_submit", body)
     assert st["status"] == "committed", st
     job_id = st["hash"]

@@ -475,7 +475,7 @@ def test_sealed_job_page_shows_commitments_and_only_the_winning_price(web: Page,
     """A sealed-bid job (awarded by the client's CLI): its page lists the sealed bids as commitments,
     the winner and the winning tick, and shows no losing price (there is none to show)."""
     r = run_cli("job", "submit", "--from", "dev", "--kind", "matmul-u32", "--params", '{"m":4,"n":4,"k":4}',
-                "--max-price", "0.001", "--max-units", "1", "--bid-window", "3", "--sealed", "--sealed-bits", "8",
+                "--max-price", "0.001", "--max-units", "1", "--bid-window", "6", "--sealed", "--sealed-bits", "8",
                 "--sealed-deposit", "0.1", "--wait", "--json", "--home", str(env.node.home),
                 env=clean_env(AITBC_RPC_URL=env.node.url), timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
