@@ -58,6 +58,23 @@ def test_codec_bounds_size_before_decoding() -> None:
         codec.decode(codec.encode(b"x" * 2000), max_bytes=1000)
 
 
+def test_codec_refuses_item_floods_before_building_objects() -> None:
+    """16 MiB of one-byte empty maps would be ~1 GB of Python dicts: large inputs are walked first (heads
+    only, string payloads skipped) and refused beyond MAX_ITEMS before cbor2 builds anything (the
+    reason ``too_many_items`` comes only from that walk)."""
+    n = (16 << 20) - 16
+    for head in (b"\xa0", b"\x80", b"\xf9\x00\x00"):  # empty maps, empty arrays, half floats
+        count = n // len(head)
+        with pytest.raises(DecodeError) as e:
+            codec.decode(b"\x9a" + count.to_bytes(4, "big") + head * count, max_bytes=32 << 20)
+        assert e.value.reason == "too_many_items", head
+    # a large valid object (8 MiB of transaction-sized byte strings) is untouched, and the count is exact
+    big = [b"t" * 200 for _ in range(40_000)]
+    assert codec.decode(codec.encode(big), max_bytes=32 << 20) == big
+    assert codec.count_items(codec.encode([1, [2, 3], {"a": b"xx"}, -5, None]), 100) == 10
+    assert codec.count_items(codec.encode(list(range(50))), 10) == 11  # stops past the limit
+
+
 def test_signatures_are_domain_separated() -> None:
     k = SigningKey.generate()
     sig = k.sign(KIND_TX, CHAIN, b"payload")

@@ -109,9 +109,10 @@ AMPLIFICATION = 128  # bytes of Python objects per input byte, worst case seen: 
 )
 def test_decode_memory_is_linear(item: bytes) -> None:
     """Decoding allocates at most AMPLIFICATION bytes per input byte (64 KiB of the worst items), and a
-    length claim far beyond the input allocates nothing. Hostile input is bounded by the callers'
-    max_bytes, so this is the whole memory cost of a hostile message (e.g. a 9.6 MB block-topic
-    message costs ~0.7 GB and ~10 s of CPU before it is refused: see the fuzz README)."""
+    length claim far beyond the input allocates nothing. Inputs above ``codec.SCAN_ABOVE_BYTES`` are
+    walked first and refused beyond ``codec.MAX_ITEMS`` items before any object is built, so a hostile
+    16 MiB block-topic message of tiny items costs ~0.4 s of CPU and no memory
+    (tests/test_primitives.py::test_codec_refuses_item_floods_before_building_objects)."""
     import tracemalloc
 
     n = (64 << 10) // len(item)
