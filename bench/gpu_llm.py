@@ -67,6 +67,29 @@ def _float_weights(model: IntModel) -> dict[str, np.ndarray]:
     return out
 
 
+def _time_greedy(forward: Any, prompt: list[int], n_new: int, sync: Any) -> dict:
+    """Greedy decoding with a library's ``forward(tokens, first_position)`` (logits of the last position):
+    a warm-up, then prefill (the first token) and the whole run timed apart, the device synchronised."""
+
+    def run(n: int) -> list[int]:
+        toks = [int(forward(prompt, 0).argmax())]
+        while len(toks) < n:
+            toks.append(int(forward([toks[-1]], len(prompt) + len(toks) - 1).argmax()))
+        return toks
+
+    run(2)  # warm-up
+    sync()
+    t0 = time.perf_counter()
+    run(1)
+    sync()
+    t1 = time.perf_counter()
+    run(n_new)
+    sync()
+    t2 = time.perf_counter()
+    prefill = t1 - t0
+    return {"prefill_s": prefill, "decode_tok_s": (n_new - 1) / max(t2 - t1 - prefill, 1e-9), "total_s": t2 - t1}
+
+
 def _torch_run(model: IntModel, prompt: list[int], n_new: int, dtype: str) -> dict:
     """Eager PyTorch Llama (the dequantized weights on the GPU, KV cache, greedy)."""
     import torch
@@ -117,24 +140,8 @@ def _torch_run(model: IntModel, prompt: list[int], n_new: int, dtype: str) -> di
             h = h + (torch.nn.functional.silu(x2 @ w[p + "ffn_gate"].T) * (x2 @ w[p + "ffn_up"].T)) @ w[p + "ffn_down"].T
         return norm(h[-1:], w["output_norm"]) @ w["output"].T
 
-    def run(n: int) -> list[int]:
-        toks = [int(forward(prompt, 0).argmax())]
-        while len(toks) < n:
-            toks.append(int(forward([toks[-1]], len(prompt) + len(toks) - 1).argmax()))
-        return toks
-
     with torch.inference_mode():
-        run(2)  # warm-up
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        run(1)
-        torch.cuda.synchronize()
-        t1 = time.perf_counter()
-        run(n_new)
-        torch.cuda.synchronize()
-        t2 = time.perf_counter()
-    prefill = t1 - t0
-    return {"prefill_s": prefill, "decode_tok_s": (n_new - 1) / max(t2 - t1 - prefill, 1e-9), "total_s": t2 - t1}
+        return _time_greedy(forward, prompt, n_new, torch.cuda.synchronize)
 
 
 def _cupy_run(model: IntModel, prompt: list[int], n_new: int, dtype: str) -> dict:
@@ -188,24 +195,7 @@ def _cupy_run(model: IntModel, prompt: list[int], n_new: int, dtype: str) -> dic
             h = h + ((g / (1 + cp.exp(-g))) * (x2 @ w[p + "ffn_up"].T)) @ w[p + "ffn_down"].T
         return norm(h[-1:], w["output_norm"]) @ w["output"].T
 
-    def run(n: int) -> list[int]:
-        toks = [int(forward(prompt, 0).argmax())]
-        while len(toks) < n:
-            toks.append(int(forward([toks[-1]], len(prompt) + len(toks) - 1).argmax()))
-        return toks
-
-    sync = cp.cuda.Device().synchronize
-    run(2)
-    sync()
-    t0 = time.perf_counter()
-    run(1)
-    sync()
-    t1 = time.perf_counter()
-    run(n_new)
-    sync()
-    t2 = time.perf_counter()
-    prefill = t1 - t0
-    return {"prefill_s": prefill, "decode_tok_s": (n_new - 1) / max(t2 - t1 - prefill, 1e-9), "total_s": t2 - t1}
+    return _time_greedy(forward, prompt, n_new, cp.cuda.Device().synchronize)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,7 +122,6 @@ class MinerService:
         self._llm_disputes: dict[bytes, LlmDispute] = {}  # verifier: jobs this node challenged, by id
         self._submit_lock = trio.Lock()
         self._bid: set[bytes] = set()
-        self._sealed: Any = None  # state.market_views.load_sealed, imported on first use
         self._running: set[bytes] = set()
         self._checked: set[bytes] = set()
         self._answered: set[tuple[bytes, int]] = set()  # (job, deadline) of availability answers sent
@@ -275,11 +274,9 @@ class MinerService:
             return
         if req.get("min_memory") and req["min_memory"] > self.executor.backend.memory_bytes:
             return
-        if self._sealed is None:
-            from state.market_views import load_sealed
+        from state.market_views import load_sealed
 
-            self._sealed = load_sealed
-        sa = self._sealed(self.chain.get_object, job.job_id)
+        sa = load_sealed(self.chain.get_object, job.job_id)
         if sa is not None:
             await self._sealed_bid(job, sa, price)
             return

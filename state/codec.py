@@ -38,12 +38,13 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, canonical: bool =
         raise DecodeError(f"encoding too large: {len(data)} bytes > limit {max_bytes}", "too_large")
     if len(data) == 0:
         raise DecodeError("empty input")
+    data = bytes(data)
     if len(data) > SCAN_ABOVE_BYTES:
-        items = count_items(bytes(data), MAX_ITEMS)
+        items = count_items(data, MAX_ITEMS)
         if items > MAX_ITEMS:
             raise DecodeError(f"more than {MAX_ITEMS} CBOR items in {len(data)} bytes", "too_many_items")
     try:
-        obj = cbor2.loads(bytes(data), max_depth=32, allow_indefinite=False, allow_duplicate_keys=False)
+        obj = cbor2.loads(data, max_depth=32, allow_indefinite=False, allow_duplicate_keys=False)
     except Exception as exc:  # cbor2 raises several exception types for malformed input
         raise DecodeError(f"malformed CBOR: {exc}") from None
     if canonical:
@@ -51,7 +52,7 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, canonical: bool =
             again = cbor2.dumps(obj, canonical=True)
         except Exception as exc:
             raise DecodeError(f"unencodable CBOR value: {exc}") from None
-        if again != bytes(data):
+        if again != data:
             raise DecodeError("non-canonical CBOR encoding", "non_canonical")
     return obj
 

@@ -13,18 +13,27 @@ from nodeproc import NodeProcess, clean_env, run_cli, wait_for
 
 @pytest.fixture(scope="module")
 def miner_node(dev_miner_node: NodeProcess) -> NodeProcess:
-    return dev_miner_node
+    """The module's dev node, once its miner role has registered (it bids on the jobs below)."""
+    node = dev_miner_node
+    env = clean_env(AITBC_RPC_URL=node.url)
+    wait_for(lambda: "active" in run_cli("miner", "status", "--home", str(node.home), env=env).stdout, 60,
+             "the miner registered")
+    return node
+
+
+def submit_sealed(node: NodeProcess, *extra: str, timeout: float = 120):
+    """`job submit --sealed` of a small hash-chain job from the dev key, with ``extra`` options."""
+    return run_cli("job", "submit", "--from", "dev", "--kind", "hash-chain", "--params",
+                   '{"chains": 8, "iterations": 16}', "--max-price", "0.01", "--max-units", "2", "--sealed",
+                   *extra, "--json", "--home", str(node.home), env=clean_env(AITBC_RPC_URL=node.url),
+                   timeout=timeout)
 
 
 def test_sealed_job_is_awarded_by_the_client_and_completes(miner_node: NodeProcess) -> None:
     node = miner_node
     env = clean_env(AITBC_RPC_URL=node.url)
-    wait_for(lambda: "active" in run_cli("miner", "status", "--home", str(node.home), env=env).stdout, 60,
-             "the miner registered")
-    r = run_cli("job", "submit", "--from", "dev", "--kind", "hash-chain", "--params",
-                '{"chains": 8, "iterations": 16}', "--max-price", "0.01", "--max-units", "2",
-                "--bid-window", "6", "--sealed", "--sealed-bits", "12", "--sealed-deposit", "0.5",
-                "--settle-window", "20", "--wait", "--json", "--home", str(node.home), env=env, timeout=120)
+    r = submit_sealed(node, "--bid-window", "6", "--sealed-bits", "12", "--sealed-deposit", "0.5",
+                      "--settle-window", "20", "--wait")
     assert r.returncode == 0, r.stdout + r.stderr + node.log_tail()
     job = json.loads(r.stdout)
     assert job["state"] == "COMPLETED" and job["payment"] == "released"
@@ -43,9 +52,7 @@ def test_sealed_job_is_awarded_by_the_client_and_completes(miner_node: NodeProce
 def test_award_without_the_sealing_key_says_why(miner_node: NodeProcess, tmp_path) -> None:
     node = miner_node
     env = clean_env(AITBC_RPC_URL=node.url)
-    r = run_cli("job", "submit", "--from", "dev", "--kind", "hash-chain", "--params",
-                '{"chains": 8, "iterations": 16}', "--max-price", "0.01", "--max-units", "2",
-                "--bid-window", "50", "--sealed", "--json", "--home", str(node.home), env=env, timeout=60)
+    r = submit_sealed(node, "--bid-window", "50", timeout=60)
     assert r.returncode == 0, r.stderr
     job_id = json.loads(r.stdout)["job_id"]
     for k in (node.home / "keys" / "sealed").glob("*.key"):
@@ -57,15 +64,8 @@ def test_award_without_the_sealing_key_says_why(miner_node: NodeProcess, tmp_pat
 
 def test_second_price_job_through_the_cli(miner_node: NodeProcess) -> None:
     """`--sealed --second-price`: with this node's miner the only bidder, it is paid the job's max price."""
-    node = miner_node
-    env = clean_env(AITBC_RPC_URL=node.url)
-    wait_for(lambda: "active" in run_cli("miner", "status", "--home", str(node.home), env=env).stdout, 60,
-             "the miner registered")
-    r = run_cli("job", "submit", "--from", "dev", "--kind", "hash-chain", "--params",
-                '{"chains": 8, "iterations": 16}', "--max-price", "0.01", "--max-units", "2",
-                "--bid-window", "6", "--sealed", "--second-price", "--wait", "--json",
-                "--home", str(node.home), env=env, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr + node.log_tail()
+    r = submit_sealed(miner_node, "--bid-window", "6", "--second-price", "--wait")
+    assert r.returncode == 0, r.stdout + r.stderr + miner_node.log_tail()
     job = json.loads(r.stdout)
     assert job["state"] == "COMPLETED" and job["sealed"]["second_price"] is True
     assert job["sealed"]["second_tick"] is None and int(job["price"]) == 10_000  # 0.01 AIT, no runner-up

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from test_llm_steps import TINY as STEPS_TINY
 from test_market_state import CHAIN, CLIENT, FEE, MARKET, MINER1, MINER2, PARAMS, VERIFIER, Market
 
 import state.market as mkt
@@ -26,7 +27,6 @@ from state.kinds import llm_generate as lg
 from state.kinds import llm_trace as lt
 from state.kinds.base import JobParamError, KindContext
 from state.kinds.encoding import array_hash, encode_array, result_leaves, result_root
-from state.llm.config import LlamaConfig
 from state.llm.generate import IntModel, Trace, generate, output_bytes, step_order, trace_leaf
 from state.llm.modelfile import split_chunks
 from state.llm.steps import Op, Sampling, StepId, dependencies, run_step
@@ -37,22 +37,7 @@ from state.mempool import Mempool, MempoolConfig, MempoolError
 from state.merkle import merkle_proof
 from state.types import MAX_TX_BYTES, MAX_WITNESS_TX_BYTES, Transaction
 
-TINY = LlamaConfig(
-    vocab=1500,  # the embedding spans two model-file chunks
-    dim=48,
-    n_layers=2,
-    n_heads=4,
-    n_kv_heads=2,
-    head_dim=12,
-    ffn_dim=80,
-    max_ctx=64,
-    rope_base=10000,
-    norm_eps_num=1,
-    norm_eps_den=100000,
-    tied_embeddings=True,
-    bos_id=1,
-    eos_id=2,
-)
+TINY = replace(STEPS_TINY, vocab=1500)  # the embedding spans two model-file chunks
 PROMPT = [5, 17, 3]
 NEW = 4
 SEED = bytes(range(32))

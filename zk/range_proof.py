@@ -127,10 +127,10 @@ def prove(
         b = bvals[i]
         cb = group.s_sub(c, fake_c[i])
         sb = group.s_add(ks[i], group.s_mul(cb, rs[i]))
-        if b == 0:
-            c0s.append(cb), s0s.append(sb), s1s.append(fake_s[i])
-        else:
-            c0s.append(fake_c[i]), s0s.append(fake_s[i]), s1s.append(sb)
+        c0, s0, s1 = (cb, sb, fake_s[i]) if b == 0 else (fake_c[i], fake_s[i], sb)
+        c0s.append(c0)
+        s0s.append(s0)
+        s1s.append(s1)
     proof = RangeProof(bits, c, tuple(cs), tuple(c0s), tuple(s0s), tuple(s1s))
     return commitment, proof.encode()
 

@@ -24,11 +24,11 @@ from zk.pedersen import Opening
 from ..errors import InvariantError
 from ..machine import ExecFailure, Execution, TxError, TxKind
 from ..types import Transaction
-from .bodies import TX_SEALED_AWARD, TX_SEALED_BID  # noqa: E402
+from .bodies import TX_SEALED_AWARD, TX_SEALED_BID
 from .ledger import Market, address, hex_id, market_tx
 from .records import CANCELED, DUE_SEALED_SETTLE, EXPIRED, QUEUED, SEALED_PREFIX, Job, _Record, open_key
 
-MAX_SEALED_BIDS = 16  # an award proves every bid: 15 comparisons of 24 bits stay within max_challenge_work
+MAX_SEALED_BIDS = 16  # an award proves every bid: 15 comparisons of 24 bits (108,000 DWU) fit in a block
 MAX_SETTLE_WINDOW = 1_000
 #: Dispute work units per bit of a range proof verified (bench/zk: a block of sealed bids costs ~0.3 ms
 #: per bit and ~0.24 ms per bid besides, at about 1 µs per DWU).
