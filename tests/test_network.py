@@ -120,6 +120,15 @@ def test_node_with_another_genesis_is_refused(make_net, tmp_path: Path) -> None:
         else:
             raise AssertionError("no genesis mismatch was logged")
         foreign = other.nodes[0].peer_id
+
+        def listed() -> bool:
+            return any(foreign in {p["peer_id"] for p in net.rpc(n, "net_peers")} for n in net.nodes)
+
+        # The first refusal is logged while another node may still be mid-handshake with the foreign
+        # node (listed until its own status exchange refuses it): wait, bounded, for every node.
+        deadline = time.monotonic() + 30
+        while listed() and time.monotonic() < deadline:
+            time.sleep(0.2)
         for n in net.nodes:
             assert foreign not in {p["peer_id"] for p in net.rpc(n, "net_peers")}
         assert_no_fork(net)
