@@ -24,13 +24,32 @@ import trio
 from libp2p.abc import IMuxedConn
 from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.network.swarm import Swarm
+from libp2p.transport.tcp.tcp import TCPListener, _multiaddr_from_socket
 
 log = logging.getLogger("aitbc.p2p")
 
 
+class _ClosingSafeTCPListener(TCPListener):
+    """py-libp2p's TCP listener, whose address list skips listener sockets already closed. Upstream
+    ``get_addrs`` asks every socket for its name, and ``close`` closes them before dropping them, so an
+    identify request answered while the host stops (``host.get_addrs``) raised EBADF and took the whole
+    libp2p service down with it."""
+
+    def get_addrs(self) -> tuple[Any, ...]:
+        return tuple(_multiaddr_from_socket(ls.socket) for ls in self.listeners if ls.socket.fileno() != -1)
+
+
 class SlotReleasingSwarm(Swarm):
     """A :class:`libp2p.network.swarm.Swarm` whose inbound connection handler (and so its inbound slot)
-    ends when its connection closes, not when the swarm stops."""
+    ends when its connection closes, not when the swarm stops; its TCP listeners survive being asked for
+    their addresses while they close (:class:`_ClosingSafeTCPListener`)."""
+
+    async def listen(self, *multiaddrs: Any) -> bool:
+        ok = await super().listen(*multiaddrs)
+        for listener in self.listeners.values():
+            if type(listener) is TCPListener:
+                listener.__class__ = _ClosingSafeTCPListener
+        return ok
 
     async def _do_handle_inbound_connection(
         self, read_write_closer: Any, maddr: Any, failure_event: Any

@@ -616,3 +616,29 @@ async def test_two_os_processes_gossip_and_request(tmp_path: Path) -> None:
             stderr.close()
         await wait_until(lambda: not p.connected(child["peer_id"]), what="child gone")
         n.cancel_scope.cancel()
+
+
+async def test_listener_addresses_survive_the_listener_closing() -> None:
+    """py-libp2p's TCP listener asked every socket for its name, closed or not: an identify answered while
+    the host stopped raised EBADF and took the service down. The swarm's listeners skip closed sockets."""
+    from libp2p.transport.tcp.tcp import TCPListener
+
+    from p2p.swarm import _ClosingSafeTCPListener
+
+    svc, _ = make_service(41)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(svc.run)
+        listeners = list(svc._host.get_network().listeners.values())
+        assert listeners and all(type(x) is _ClosingSafeTCPListener for x in listeners)
+        nursery.cancel_scope.cancel()
+
+    # the address list of a listener whose socket was closed (close() closes them before dropping them)
+    socks = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    listener = _ClosingSafeTCPListener.__new__(_ClosingSafeTCPListener)
+    listener.listeners = socks
+    assert len(listener.get_addrs()) == 1
+    for sock in socks:
+        await sock.aclose()
+    assert listener.get_addrs() == ()  # upstream TCPListener.get_addrs: OSError EBADF
+    with pytest.raises(OSError):
+        TCPListener.get_addrs(listener)
