@@ -20,7 +20,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
 PYPROJECT = ROOT / "pyproject.toml"
-CONSENSUS_CRITICAL = ("cbor2", "pynacl", "numpy", "plyvel", "libp2p", "rbcl")
+CONSENSUS_CRITICAL = ("cbor2", "pynacl", "numpy", "plyvel", "libp2p", "rbcl", "mclbn256")
 PIN = re.compile(
     r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)==(?P<version>[A-Za-z0-9][A-Za-z0-9.+!_-]*)$"
 )
