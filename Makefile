@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: run test lint bench setup lock clean sysdeps
+.PHONY: run test lint bench setup lock clean sysdeps zk-tools
 
 setup: $(STAMP)
 
@@ -71,7 +71,16 @@ sysdeps:
 	  else echo "warning: missing$$missing (apt-get install$$missing); their tests will skip" >&2; fi; \
 	fi
 
-test: $(STAMP) sysdeps
+# The optional prover of zk/ (snarkjs, exactly as in zk/circuits/package-lock.json): the node never needs it,
+# the tests that make real proofs do (they skip and say what to install when Node.js is missing).
+ZK_TOOLS := zk/circuits/node_modules/.package-lock.json
+$(ZK_TOOLS): zk/circuits/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix zk/circuits --no-audit --no-fund --loglevel=error; \
+	else echo "warning: npm missing (Node.js >= 18); the zk proving tests will skip" >&2; fi
+
+zk-tools: $(ZK_TOOLS)
+
+test: $(STAMP) sysdeps zk-tools
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) $(PYTEST_ARGS)
 
