@@ -440,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_market_commands(sub, home_arg, rpc_arg)
     add_model_commands(sub, home_arg, rpc_arg)
     add_staking_commands(sub, home_arg, rpc_arg)
+    from .cli_zk import add_zk_commands
+
+    add_zk_commands(sub, home_arg, rpc_arg)
     from .cli_completion import add_completion_command
 
     add_completion_command(sub)

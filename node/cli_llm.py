@@ -19,6 +19,7 @@ from typing import Any
 from state.errors import AitbcError
 
 from .cli_tx import load_signer, submit
+from .cli_zk import new_owner
 
 KIND = "llm-generate"
 
@@ -129,7 +130,7 @@ def submit_llm(rpc: Any, args: argparse.Namespace) -> int:
         KIND, args.version, params, max_price=max_price, max_units=max_units, bid_window=args.bid_window,
         deadline=args.deadline, verify_rate_bps=args.verify_rate_bps if verify else None,
         challenge_window=args.challenge_window if verify else None, min_memory=args.min_memory,
-        backend=args.backend,
+        backend=args.backend, attest=new_owner(args) if args.attestable else None,
     )
     st = submit(rpc, key, "job_submit", body, wait=True, timeout=args.timeout)
     job_id = st["hash"]

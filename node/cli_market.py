@@ -20,6 +20,7 @@ from state.errors import AitbcError
 from .cli_sealed import add_sealed_options, award, new_spec
 from .cli_tx import add_client_options, ait, format_ait, load_signer, print_kv, print_table, progress, submit
 from .cli_tx import print_json as _print
+from .cli_zk import new_owner
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELED", "EXPIRED"}
 
@@ -176,6 +177,7 @@ def cmd_job(args: argparse.Namespace) -> int:
                 min_memory=args.min_memory,
                 backend=args.backend,
                 sealed=new_spec(args, parse_ait) if args.sealed else None,
+                attest=new_owner(args) if args.attestable else None,
             )
             st = submit(rpc, key, "job_submit", body, wait=True, timeout=args.timeout)
             job_id = st["hash"]
@@ -432,6 +434,8 @@ def add_market_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
     j.add_argument("--wait", action="store_true", help="wait until the job is settled (progress on stderr)")
     j.add_argument("--json", action="store_true", help="print the job (market_getJob) as JSON")
     add_sealed_options(j)
+    j.add_argument("--attestable", action="store_true",
+                   help="make the paid receipt provable later without naming the job (`zk prove-receipt`)")
     from .cli_llm import add_llm_submit_options
 
     add_llm_submit_options(j)

@@ -324,6 +324,9 @@ def build_rpc(node: NodeApi) -> tuple[MethodRegistry, SubscriptionHub]:
 
     register_market_methods(reg, hub, node)
     register_staking_methods(reg, hub, node)
+    from .zk_methods import register_zk_methods
+
+    register_zk_methods(reg, node)
     document_node_methods(reg)  # result schemas and errors for rpc.discover (rpc/schemas.py)
 
     # WebSocket topics ---------------------------------------------------------------------------

@@ -252,6 +252,8 @@ JOB = obj({
         "winner": nullable(ADDRESS), "winning_tick": nullable(UINT), "faulty": arr(ADDRESS),
         "second_price": BOOL, "second_tick": nullable(UINT),
     })),
+    # attestable jobs (state/market/attest.py): the owner commitment and, once paid, the receipt tree leaf
+    "attest": nullable(obj({"owner": HEX, "leaf_index": nullable(UINT)})),
 })  # fmt: skip
 MINER = obj({
     "address": ADDRESS, "status": _t("string", enum=["active", "exiting", "exited"]), "bond": AMOUNT,
@@ -350,6 +352,10 @@ RESULTS: dict[str, dict[str, Any]] = {
         "redelegations": arr(obj({"id": UINT, "delegator": ADDRESS, "from": ADDRESS, "to": ADDRESS, "amount": AMOUNT,
                                   "created_height": UINT, "completes_at": UINT})),
     }),
+    "zk_receiptTree": obj({"depth": UINT, "size": UINT, "root": HEX, "height": UINT}),
+    "zk_receiptLeaves": obj({"start": UINT, "size": UINT, "leaves": arr(HEX)}),
+    "zk_receiptRoot": obj({"root": HEX, "known": BOOL, "height": nullable(UINT)}),
+    "zk_getNullifier": obj({"used": BOOL, "height": nullable(UINT)}),
     "staking_getParams": obj({"consensus": STR, "unbonding_blocks": UINT, "min_self_bond": AMOUNT}, closed=False),
     "admin_peers": obj({
         "peers": arr(obj({

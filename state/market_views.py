@@ -167,6 +167,11 @@ def get_job(get_object: GetObject, job_id: bytes, *, chain_id: str | None = None
     sa = load_sealed(get_object, job_id)
     if sa is not None:
         out["sealed"] = sealed_json(sa)
+    from .market.attest import attest_info
+
+    att = attest_info(get_object, job_id)
+    if att is not None:
+        out["attest"] = att
     return out
 
 

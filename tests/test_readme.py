@@ -66,6 +66,7 @@ CLAIMS: dict[str, str] = {
     "test_quick_start_client": "aitbc-peer wallet send",
     "test_compute_market": "aitbc-peer gpu probe",
     "test_sealed_bids": "aitbc-peer job submit --from dev --kind hash-chain",
+    "test_receipt_attestations": "aitbc-peer zk prove-receipt",
     "test_proof_of_stake": "aitbc-peer validator create",
     "test_local_testnet": "testnet/up",
 }
@@ -518,6 +519,31 @@ def test_sealed_bids(tmp_path: Path, started: Callable[..., NodeProcess]) -> Non
     s.run_block(block)
     job = node.rpc("market_getJob", job_id=s.ctx["job_id"])
     assert job["sealed"]["winner"] == job["miner"] and len(job["sealed"]["bids"]) == 1
+
+
+@check("aitbc-peer zk prove-receipt")
+def _zk_prove(run: Run) -> None:
+    att = json.loads((run.cwd / "receipt-proof.json").read_text())
+    assert att["type"] == "aitbc-receipt-attestation" and att["min_units"] == 1 and att["scope"] == "loyalty", att
+    assert run.ctx["job_id"][2:] not in json.dumps(att), "the attestation names the job"
+
+
+@check("aitbc-peer zk verify")
+def _zk_verify(run: Run) -> None:
+    res = json.loads(run.out)
+    assert res["valid"] is True and res["proof"] == "valid" and res["root_height"] >= 1, res
+
+
+def test_receipt_attestations(tmp_path: Path, started: Callable[..., NodeProcess]) -> None:
+    """Private receipt attestations: an attestable job paid by the dev node's miner, proven with snarkjs and
+    verified (proof and root) by another process."""
+    block = claimed_block("test_receipt_attestations")
+    home = init_home(tmp_path / "home")
+    node = started(home, extra_args=["--miner"])
+    wait_for(lambda: node.rpc("market_listMiners")["miners"], 60, "the node's miner registered")
+    s = Session(client_env(home, node), workdir(tmp_path), node_ctx(node), node)
+    s.run_block(block)
+    assert node.rpc("market_getJob", job_id=s.ctx["job_id"])["attest"]["leaf_index"] == 0
 
 
 def test_proof_of_stake(tmp_path: Path, started: Callable[..., NodeProcess]) -> None:

@@ -39,6 +39,7 @@ TX_LLM_STEPS = "llm_steps"
 TX_LLM_STEP_PROOF = "llm_step_proof"
 TX_SEALED_BID = "sealed_bid"  # state/market/sealed.py
 TX_SEALED_AWARD = "sealed_award"
+TX_RECEIPT_ATTEST = "receipt_attest"  # state/market/attest.py
 MARKET_TX_TYPES = (
     TX_MINER_REGISTER,
     TX_MINER_UPDATE,
@@ -56,6 +57,7 @@ MARKET_TX_TYPES = (
     TX_LLM_STEP_PROOF,
     TX_SEALED_BID,
     TX_SEALED_AWARD,
+    TX_RECEIPT_ATTEST,
 )
 
 MAX_PARAMS_BYTES = 4096  # encoded job params
@@ -207,9 +209,13 @@ def check_job_submit(body: dict) -> None:
         body,
         "job_submit body",
         {"kind", "version", "params", "max_price", "max_units", "bid_window", "deadline"},
-        {"input", "verify", "requirements", "sealed"},
+        {"input", "verify", "requirements", "sealed", "attest"},
     )
     _text(body, "kind", what, MAX_NAME_LEN)
+    if "attest" in body:
+        from .attest import check_attest_spec
+
+        check_attest_spec(body["attest"])
     if "sealed" in body:
         from .sealed import check_sealed_spec
 
@@ -474,10 +480,12 @@ def job_submit_body(
     min_memory: int | None = None,
     backend: str | None = None,
     sealed: dict | None = None,
+    attest: bytes | None = None,
 ) -> dict:
     """A ``job_submit`` body. ``blob_input`` is (sha256 of the input bytes, their length). A verify
     policy is included when either ``verify_rate_bps`` or ``challenge_window`` is given. ``sealed``
-    (``{bits, key, deposit, settle_window}``) makes it a sealed-bid job (state/market/sealed.py)."""
+    (``{bits, key, deposit, settle_window}``) makes it a sealed-bid job (state/market/sealed.py); ``attest``
+    (an owner commitment) makes its paid receipt attestable (state/market/attest.py)."""
     if inline_input is not None and blob_input is not None:
         raise ValueError("a job has either an inline input or a blob input, not both")
     body: dict = {
@@ -504,6 +512,8 @@ def job_submit_body(
         body["requirements"] = req
     if sealed is not None:
         body["sealed"] = dict(sealed)
+    if attest is not None:
+        body["attest"] = bytes(attest)
     return body
 
 

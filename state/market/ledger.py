@@ -233,6 +233,9 @@ def settle(mk: Market, job: Job, m: Miner) -> None:
     m.reputation += mk.p.reputation_success
     m.completed += 1
     mk.close_open_job(m)
+    from .attest import on_settle  # (attest builds on this module)
+
+    on_settle(mk, job.job_id, job.kind, job.receipt["units"] if job.receipt else 0)
     mk.ex.emit(
         "payment_released",
         job_id=_hex(job.job_id),

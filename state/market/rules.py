@@ -17,8 +17,8 @@ from ..errors import InvariantError
 from ..kinds import JobParamError, get_kind
 from ..machine import BlockHook, ExecFailure, Execution, TxKind, register_block_hook, register_tx_kind
 from ..types import Transaction
+from . import attest, disputes, llm_disputes, models, sealed
 from . import bodies as B
-from . import disputes, llm_disputes, models, sealed
 from .ledger import Market, address, emit_job_failed, fail_job, hex_id, market_tx, settle
 from .records import (
     ACTIVE,
@@ -219,6 +219,8 @@ def apply_job_submit(mk: Market, tx: Transaction) -> None:
     mk.lock_escrow(job, job.max_price * job.max_units)
     if "sealed" in body:
         sealed.open_auction(mk, job, body["sealed"])
+    if "attest" in body:
+        attest.on_submit(mk.ex, job.job_id, body["attest"])
     st.jobs += 1
     mk.set_state(job, QUEUED)
     mk.put_job(job)
@@ -551,6 +553,7 @@ TX_KINDS = (
     *models.TX_KINDS,
     *llm_disputes.TX_KINDS,
     *sealed.TX_KINDS,
+    *attest.TX_KINDS,
 )
 MARKET_HOOK = BlockHook("market", order=50, end=market_end_block)
 
