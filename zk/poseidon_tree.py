@@ -98,6 +98,22 @@ class PoseidonTree:
         self.store.put(META_LEVEL, 0, index + 1)
         return index
 
+    def update(self, index: int, leaf: int) -> None:
+        """Replace the leaf at ``index`` (already appended) and its path to the root (0 removes a member:
+        an empty leaf)."""
+        canonical(leaf)
+        if type(index) is not int or not 0 <= index < self.size:
+            raise ProofError(f"no leaf at index {index!r}", "zk_out_of_range")
+        z = zeros(self.depth)
+        cur, i = leaf, index
+        self.store.put(0, i, cur)
+        for level in range(self.depth):
+            sib = self.store.get(level, i ^ 1)
+            sib = z[level] if sib is None else sib
+            cur = hash2(sib, cur) if i & 1 else hash2(cur, sib)
+            i >>= 1
+            self.store.put(level + 1, i, cur)
+
     def root(self) -> int:
         """The current root (``zeros(depth)[depth]`` while empty)."""
         r = self.store.get(self.depth, 0)

@@ -1,0 +1,120 @@
+"""Anonymous bonded bids: "some registered miner whose bond and memory satisfy this job bids this price",
+one bid per miner per job, without saying which miner.
+
+A miner that wants to bid anonymously registers an identity commitment ``Poseidon(id_secret)``; the
+chain keeps a Poseidon tree of those miners (``state/market/anon.py``) whose leaf is
+
+    leaf = Poseidon(Poseidon(Poseidon(id_secret), addr), Poseidon(bond, memory))
+
+with ``addr`` the miner's address as a field element and its *current* bond and memory (the chain
+rewrites the leaf when they change and zeroes it when the miner cannot take jobs). A Groth16 proof for
+``zk/circuits/src/anon_bid.circom`` shows knowledge of ``id_secret`` for a leaf under ``root`` with
+``bond >= min_bond`` and ``memory >= min_memory``, and outputs
+
+* ``nullifier = Poseidon(scope, id_secret)`` with ``scope`` the job's: one bid per miner per job;
+* ``claim = Poseidon(addr, blind)``: the winner opens it (``blind``) from its own account to take the
+  award; losing bidders never reveal anything;
+
+``message`` binds the bid's terms (job and price). This module is pure.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from zk import groth16, poseidon
+from zk.bn254 import R
+from zk.errors import ProofError
+from zk.receipt import U64, field_bytes, field_of, to_field
+
+CIRCUIT = "anon_bid"
+VERSION = 1
+DEPTH = 20
+
+__all__ = ["CIRCUIT", "DEPTH", "Statement", "addr_field", "claim", "field_bytes", "field_of", "identity",
+           "leaf", "message_field", "new_secret", "nullifier", "scope_field", "verify", "witness_inputs"]
+
+
+def new_secret() -> int:
+    return 1 + secrets.randbelow(R - 1)
+
+
+def addr_field(public_key: bytes) -> int:
+    return to_field(b"aitbc/zk/v1/address", public_key)
+
+
+def scope_field(job_id: bytes) -> int:
+    """The job's nullifier scope (a job id is a transaction hash: it already binds the chain)."""
+    return to_field(b"aitbc/zk/v1/anon-bid-scope", job_id)
+
+
+def message_field(job_id: bytes, price: int) -> int:
+    if not 0 <= price < U64:
+        raise ProofError("price must be below 2^64", "zk_out_of_range")
+    return to_field(b"aitbc/zk/v1/anon-bid", job_id + price.to_bytes(8, "big"))
+
+
+def identity(id_secret: int) -> int:
+    return poseidon.hash1(id_secret)
+
+
+def leaf(identity_commitment: int, public_key: bytes, bond: int, memory: int) -> int:
+    if not (0 <= bond < U64 and 0 <= memory < U64):
+        raise ProofError("bond and memory must be below 2^64", "zk_out_of_range")
+    who = poseidon.hash2(identity_commitment, addr_field(public_key))
+    return poseidon.hash2(who, poseidon.hash2(bond, memory))
+
+
+def nullifier(job_id: bytes, id_secret: int) -> int:
+    return poseidon.hash2(scope_field(job_id), id_secret)
+
+
+def claim(public_key: bytes, blind: int) -> int:
+    return poseidon.hash2(addr_field(public_key), blind)
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """The public side of an anonymous bid."""
+
+    job_id: bytes
+    price: int
+    root: int
+    nullifier: int
+    claim: int
+    min_bond: int
+    min_memory: int
+
+    def public_inputs(self) -> list[int]:
+        """In the circuit's order: outputs (root, nullifier, claim), then scope, minBond, minMemory, message."""
+        if not (0 <= self.min_bond < U64 and 0 <= self.min_memory < U64):
+            raise ProofError("min_bond and min_memory must be below 2^64", "zk_out_of_range")
+        return [self.root, self.nullifier, self.claim, scope_field(self.job_id), self.min_bond, self.min_memory,
+                message_field(self.job_id, self.price)]
+
+
+def witness_inputs(st: Statement, id_secret: int, public_key: bytes, bond: int, memory: int, blind: int,
+                   siblings: list[int], bits: list[int]) -> dict:
+    """The prover's input map (circom signal names) for ``st``."""
+    return {
+        "idSecret": str(id_secret),
+        "addr": str(addr_field(public_key)),
+        "bond": str(bond),
+        "memory": str(memory),
+        "blind": str(blind),
+        "pathElements": [str(s) for s in siblings],
+        "pathIndices": [str(b) for b in bits],
+        "scope": str(scope_field(st.job_id)),
+        "minBond": str(st.min_bond),
+        "minMemory": str(st.min_memory),
+        "message": str(message_field(st.job_id, st.price)),
+    }
+
+
+def verify(vk: groth16.VerifyingKey, st: Statement, proof: groth16.Proof) -> None:
+    """Raises :class:`ProofError` unless ``proof`` proves ``st`` (the caller checks the root is recent)."""
+    groth16.verify(vk, proof, st.public_inputs())
+
+
+_ = field_of  # re-exported for the state machine
