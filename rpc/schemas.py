@@ -254,6 +254,12 @@ JOB = obj({
     })),
     # attestable jobs (state/market/attest.py): the owner commitment and, once paid, the receipt tree leaf
     "attest": nullable(obj({"owner": HEX, "leaf_index": nullable(UINT)})),
+    # anonymous-bid jobs (state/market/anon.py): prices, nullifiers and claims, no bidder until it accepts
+    "anonymous": nullable(obj({
+        "max_bids": UINT, "bid_fee": AMOUNT, "accept_window": UINT, "min_bond": AMOUNT, "fees_paid": AMOUNT,
+        "bids": arr(obj({"nullifier": HEX, "claim": HEX, "price": AMOUNT, "height": UINT})),
+        "pending": nullable(UINT), "accept_deadline": nullable(UINT), "passed": arr(UINT), "winner": nullable(ADDRESS),
+    })),
 })  # fmt: skip
 MINER = obj({
     "address": ADDRESS, "status": _t("string", enum=["active", "exiting", "exited"]), "bond": AMOUNT,
@@ -354,6 +360,8 @@ RESULTS: dict[str, dict[str, Any]] = {
     }),
     "zk_receiptTree": obj({"depth": UINT, "size": UINT, "root": HEX, "height": UINT}),
     "zk_receiptLeaves": obj({"start": UINT, "size": UINT, "leaves": arr(HEX)}),
+    "zk_bidderTree": obj({"depth": UINT, "size": UINT, "root": HEX, "height": UINT}),
+    "zk_bidderLeaves": obj({"start": UINT, "size": UINT, "leaves": arr(HEX)}),
     "zk_receiptRoot": obj({"root": HEX, "known": BOOL, "height": nullable(UINT)}),
     "zk_getNullifier": obj({"used": BOOL, "height": nullable(UINT)}),
     "staking_getParams": obj({"consensus": STR, "unbonding_blocks": UINT, "min_self_bond": AMOUNT}, closed=False),

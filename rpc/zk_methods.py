@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from state.market import attest
+from state.market import anon, attest
 
 from .errors import RpcError
 from .jsonrpc import MethodRegistry
@@ -51,6 +51,26 @@ def register_zk_methods(reg: MethodRegistry, node: NodeApi) -> None:
             v = attest.leaf_at(get, i)
             if v is None:
                 raise RpcError(RpcError.INTERNAL_ERROR, "receipt tree leaf missing", {"index": i})
+            leaves.append(_hex32(v))
+        return {"start": start, "size": size, "leaves": leaves}
+
+    @reg.method("zk_bidderTree", params=[], result=OBJ,
+                summary="The tree of anonymous bidders (miners with an identity): depth, leaves, root")
+    async def zk_bidder_tree() -> dict:
+        return {"depth": anon.anon_bid.DEPTH, "size": anon.tree_size(get), "root": _hex32(anon.root_of(get)),
+                "height": node.chain.head.height}
+
+    @reg.method("zk_bidderLeaves", result=OBJ,
+                params=[Param("start", {"type": "integer", "minimum": 0}, required=False),
+                        Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LEAVES}, required=False)],
+                summary="Leaves of the bidder tree in order, from start (at most 1024 per call; 0 = vacated)")
+    async def zk_bidder_leaves(start: int = 0, limit: int = MAX_LEAVES) -> dict:
+        size = anon.tree_size(get)
+        leaves = []
+        for i in range(start, min(size, start + limit)):
+            v = anon.leaf_at(get, i)
+            if v is None:
+                raise RpcError(RpcError.INTERNAL_ERROR, "bidder tree leaf missing", {"index": i})
             leaves.append(_hex32(v))
         return {"start": start, "size": size, "leaves": leaves}
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from . import codec
 from .codec import sha256
-from .errors import TxError
+from .errors import InvariantError, TxError
 from .genesis import ChainParams
 from .types import TX_TRANSFER, U64_MAX, Account, Transaction
 
@@ -241,6 +241,11 @@ class TxKind:
     # Metered kinds (market disputes): dispute work units the transaction costs, computed from the
     # overlay before it runs and counted against ``max_dispute_work_per_block``. Must not write.
     work: Callable[[Execution, Transaction], int] | None = None
+    # Sponsored kinds (anonymous bids): the sender (a throwaway key) pays nothing; ``sponsor`` checks,
+    # without writing, everything the transaction needs (raising TxError: it is then invalid, never
+    # included, never charged), and ``apply`` moves ``tx.fee`` from the sponsor (a job's escrow) to the
+    # block's fees. Such a transaction cannot fail once included.
+    sponsor: Callable[[Execution, Transaction], None] | None = None
 
 
 def _check_transfer(body: dict) -> None:
@@ -322,8 +327,10 @@ def check_tx_static(tx: Transaction, chain_id: str, params: ChainParams) -> TxKi
 
 
 def tx_cost(tx: Transaction) -> int:
-    """Total the sender must hold for ``tx`` to succeed: fee + value moved."""
+    """Total the sender must hold for ``tx`` to succeed: fee + value moved (nothing for a sponsored kind)."""
     kind = TX_KINDS.get(tx.type)
+    if kind is not None and kind.sponsor is not None:
+        return 0
     return tx.fee + (kind.cost(tx) if kind is not None else 0)
 
 
@@ -342,7 +349,9 @@ def apply_tx(ex: Execution, tx: Transaction, *, verified: bool = False) -> TxRes
     sender = ex.account(tx.sender)
     if tx.nonce != sender.nonce:
         raise TxError(f"bad nonce: account nonce is {sender.nonce}, tx nonce {tx.nonce}", "bad_nonce")
-    if sender.balance < tx.fee:
+    if kind.sponsor is not None:
+        kind.sponsor(ex, tx)
+    elif sender.balance < tx.fee:
         raise TxError(f"cannot pay fee: balance {sender.balance} < fee {tx.fee}", "insufficient_fee_balance")
     work = 0
     if kind.work is not None:
@@ -354,7 +363,8 @@ def apply_tx(ex: Execution, tx: Transaction, *, verified: bool = False) -> TxRes
                 "block_work_exceeded",
             )
     ex.work_used += work
-    sender.balance -= tx.fee
+    if kind.sponsor is None:
+        sender.balance -= tx.fee
     sender.nonce += 1
     ex.dirty.add(tx.sender)
     ex.fees += tx.fee
@@ -362,6 +372,8 @@ def apply_tx(ex: Execution, tx: Transaction, *, verified: bool = False) -> TxRes
     try:
         kind.apply(ex, tx)
     except ExecFailure as exc:
+        if kind.sponsor is not None:  # its sponsor check missed a refusal: a bug, not a fee-free failure
+            raise InvariantError(f"sponsored {tx.type} failed after its check: {exc}") from None
         ex.rollback()  # a failed body leaves no partial writes; fee and nonce stay charged
         return TxResult(False, exc.reason, str(exc))
     ex.journal.clear()

@@ -167,7 +167,13 @@ def get_job(get_object: GetObject, job_id: bytes, *, chain_id: str | None = None
     sa = load_sealed(get_object, job_id)
     if sa is not None:
         out["sealed"] = sealed_json(sa)
+    from .market.anon import anon_json
+    from .market.anon import get as get_anon
     from .market.attest import attest_info
+
+    aa = get_anon(get_object, job_id)
+    if aa is not None:
+        out["anonymous"] = anon_json(aa)
 
     att = attest_info(get_object, job_id)
     if att is not None:

@@ -25,6 +25,7 @@ from state.crypto import SigningKey
 from state.errors import TxError
 from state.genesis import ChainParams
 from state.machine import SUPPLY_KEY, BlockEnv, execute_block
+from state.market.anon import get as anon_get
 from state.market.records import JOB_PREFIX, MINER_PREFIX, SEALED_PREFIX, Job, Miner, Stats
 from state.market.sealed import SealedAuction
 from state.merkle import merkle_proof
@@ -172,7 +173,9 @@ class Market:
         for j in jobs:
             by_state[j.state] = by_state.get(j.state, 0) + 1
             assert j.escrow >= 0
-            assert j.paid + j.refunded + j.escrow == j.max_price * j.max_units
+            aa = anon_get(self.s.get_object, j.job_id)  # an anonymous job also escrows its bids' fees
+            extra = (aa.max_bids * aa.bid_fee, aa.fees_paid) if aa is not None else (0, 0)
+            assert j.paid + j.refunded + j.escrow + extra[1] == j.max_price * j.max_units + extra[0]
         assert by_state == st.by_state
         assert st.open_bids == sum(len(j.bids) for j in jobs if j.state == mkt.QUEUED)
         assert st.miners == sum(1 for m in miners if m.status == mkt.ACTIVE)

@@ -128,6 +128,8 @@ def calls(p: dict[str, Any], node: NodeProcess, tag: str = "") -> dict[str, dict
         "staking_getUnbonding": {"delegator": p["dev"]},
         "staking_getParams": {},
         "zk_receiptTree": {},
+        "zk_bidderTree": {},
+        "zk_bidderLeaves": {"limit": 2},
         "zk_receiptLeaves": {"start": 0, "limit": 4},
         "zk_receiptRoot": {"root": "0x" + "00" * 32},
         "zk_getNullifier": {"scope": "0x6170", "nullifier": "0x" + "11" * 32},

@@ -40,6 +40,9 @@ TX_LLM_STEP_PROOF = "llm_step_proof"
 TX_SEALED_BID = "sealed_bid"  # state/market/sealed.py
 TX_SEALED_AWARD = "sealed_award"
 TX_RECEIPT_ATTEST = "receipt_attest"  # state/market/attest.py
+TX_ANON_IDENTITY = "anon_identity"  # state/market/anon.py
+TX_ANON_BID = "anon_bid"
+TX_ANON_ACCEPT = "anon_accept"
 MARKET_TX_TYPES = (
     TX_MINER_REGISTER,
     TX_MINER_UPDATE,
@@ -58,6 +61,9 @@ MARKET_TX_TYPES = (
     TX_SEALED_BID,
     TX_SEALED_AWARD,
     TX_RECEIPT_ATTEST,
+    TX_ANON_IDENTITY,
+    TX_ANON_BID,
+    TX_ANON_ACCEPT,
 )
 
 MAX_PARAMS_BYTES = 4096  # encoded job params
@@ -209,8 +215,14 @@ def check_job_submit(body: dict) -> None:
         body,
         "job_submit body",
         {"kind", "version", "params", "max_price", "max_units", "bid_window", "deadline"},
-        {"input", "verify", "requirements", "sealed", "attest"},
+        {"input", "verify", "requirements", "sealed", "attest", "anonymous"},
     )
+    if "anonymous" in body:
+        from .anon import check_anon_spec
+
+        if "sealed" in body:
+            raise _bad("job_submit: a job is either sealed or anonymous, not both")
+        check_anon_spec(body["anonymous"])
     _text(body, "kind", what, MAX_NAME_LEN)
     if "attest" in body:
         from .attest import check_attest_spec
@@ -481,6 +493,7 @@ def job_submit_body(
     backend: str | None = None,
     sealed: dict | None = None,
     attest: bytes | None = None,
+    anonymous: dict | None = None,
 ) -> dict:
     """A ``job_submit`` body. ``blob_input`` is (sha256 of the input bytes, their length). A verify
     policy is included when either ``verify_rate_bps`` or ``challenge_window`` is given. ``sealed``
@@ -514,6 +527,8 @@ def job_submit_body(
         body["sealed"] = dict(sealed)
     if attest is not None:
         body["attest"] = bytes(attest)
+    if anonymous is not None:
+        body["anonymous"] = dict(anonymous)
     return body
 
 

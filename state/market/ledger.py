@@ -108,8 +108,11 @@ class Market:
     def flush(self) -> None:
         for job_id in sorted(self._dirty_jobs):
             self.ex.put_object(job_key(job_id), self._jobs[job_id].encode())  # type: ignore[union-attr]
+        from .anon import refresh  # a miner's anonymous-bidder leaf follows its record
+
         for pk in sorted(self._dirty_miners):
             self.ex.put_object(miner_key(pk), self._miners[pk].encode())  # type: ignore[union-attr]
+            refresh(self, self._miners[pk])  # type: ignore[arg-type]
         if self._stats is not None:
             self.ex.put_object(STATS_KEY, self._stats.encode())
         self._dirty_jobs.clear()

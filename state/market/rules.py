@@ -17,7 +17,7 @@ from ..errors import InvariantError
 from ..kinds import JobParamError, get_kind
 from ..machine import BlockHook, ExecFailure, Execution, TxKind, register_block_hook, register_tx_kind
 from ..types import Transaction
-from . import attest, disputes, llm_disputes, models, sealed
+from . import anon, attest, disputes, llm_disputes, models, sealed
 from . import bodies as B
 from .ledger import Market, address, emit_job_failed, fail_job, hex_id, market_tx, settle
 from .records import (
@@ -216,7 +216,9 @@ def apply_job_submit(mk: Market, tx: Transaction) -> None:
         bid_close_height=mk.h + body["bid_window"],
         state="",
     )
-    mk.lock_escrow(job, job.max_price * job.max_units)
+    mk.lock_escrow(job, job.max_price * job.max_units + (anon.pool(body["anonymous"]) if "anonymous" in body else 0))
+    if "anonymous" in body:
+        anon.open_auction(mk, job, body["anonymous"])
     if "sealed" in body:
         sealed.open_auction(mk, job, body["sealed"])
     if "attest" in body:
@@ -309,6 +311,8 @@ def apply_bid(mk: Market, tx: Transaction) -> None:
         raise ExecFailure("bid_window_closed", f"bid window closed at height {job.bid_close_height}")
     if sealed.get(mk.ex, job.job_id) is not None:
         raise ExecFailure("sealed_job", "the job takes sealed bids only (sealed_bid)")
+    if anon.get(mk.ex.get_object, job.job_id) is not None:
+        raise ExecFailure("anonymous_job", "the job takes anonymous bids only (anon_bid)")
     m = mk.miner(tx.sender)
     bad = _miner_ineligible(mk, m)
     if bad is not None or m is None:
@@ -349,6 +353,10 @@ def _due_award(mk: Market, job_id: bytes) -> None:
     sa = sealed.get(mk.ex, job_id)
     if sa is not None:
         sealed.close_bidding(mk, job, sa)  # the client awards with proofs (state/market/sealed.py)
+        return
+    aa = anon.get(mk.ex.get_object, job_id)
+    if aa is not None:
+        anon.close_bidding(mk, job, aa)  # the lowest bidder opens its claim (state/market/anon.py)
         return
     mk.stats.open_bids -= len(job.bids)
     mk.ex.put_object(open_key(job.seq), None)
@@ -515,6 +523,7 @@ _DUE = {
     **disputes.DUE,
     **llm_disputes.DUE,
     **sealed.DUE,
+    **anon.DUE,
 }
 
 
@@ -554,6 +563,7 @@ TX_KINDS = (
     *llm_disputes.TX_KINDS,
     *sealed.TX_KINDS,
     *attest.TX_KINDS,
+    *anon.TX_KINDS,
 )
 MARKET_HOOK = BlockHook("market", order=50, end=market_end_block)
 
