@@ -75,6 +75,9 @@ def prove(circuit: str, inputs: dict, *, timeout: float = PROVE_TIMEOUT_S) -> tu
             )
         except subprocess.TimeoutExpired:
             raise ProverFailed(f"snarkjs did not finish within {timeout:.0f} s") from None
+        except OSError as exc:  # AITBC_SNARKJS names something that cannot run
+            raise ProverMissing(f"cannot run snarkjs as {cmd[0]!r} ({exc.strerror}): fix AITBC_SNARKJS, or install "
+                                "Node.js >= 18 and run `npm ci --prefix zk/circuits`") from None
         if run.returncode != 0 or not (tmp / "proof.json").is_file():
             detail = (run.stderr or run.stdout).strip().splitlines()
             raise ProverFailed("snarkjs could not prove this statement (the witness does not satisfy the circuit: "

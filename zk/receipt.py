@@ -176,7 +176,7 @@ def from_json(obj: object) -> tuple[Statement, groth16.Proof]:
     keys = {"type", "version", "chain_id", "root", "nullifier", "kind", "min_units", "scope", "message", "proof"}
     if not isinstance(obj, dict) or set(obj) != keys or obj["type"] != "aitbc-receipt-attestation":
         raise ProofError(f"not a receipt attestation (expected the fields {sorted(keys)})", "zk_malformed")
-    if obj["version"] != VERSION:
+    if type(obj["version"]) is not int or obj["version"] != VERSION:
         raise ProofError(f"attestation version {obj['version']!r} is not {VERSION}", "zk_malformed")
     if not isinstance(obj["chain_id"], str) or not isinstance(obj["kind"], str) or len(obj["kind"]) > 64:
         raise ProofError("chain_id and kind must be strings (kind at most 64 characters)", "zk_malformed")

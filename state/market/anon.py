@@ -3,8 +3,8 @@ satisfy the job, one per miner per job, and only the winner ever says who it is.
 
 * ``anon_identity {commitment}``: a registered miner puts ``Poseidon(id_secret)`` in the chain's bidder
   tree (``zk/bt/``, depth 20). Its leaf (zk/anon_bid.py) carries the miner's address, bond and memory
-  and is rewritten whenever the miner record changes (:func:`refresh`, from ``Market.flush``): zeroed
-  while the miner cannot take jobs. Proofs are accepted against the current root or one replaced less
+  and is rewritten whenever they change (:func:`refresh`, from ``Market.flush``): zeroed while the
+  miner cannot take jobs. Tree writes go through tree_queue.py (bounded per block). Proofs are accepted against the current root or one replaced less
   than ``ROOT_WINDOW`` blocks ago (``zk/br/<root>`` → the height it was replaced).
 * ``job_submit.anonymous = {max_bids, bid_fee, accept_window, min_bond}`` opts a job in. The client
   escrows ``max_bids × bid_fee`` on top of the price: it pays the fees of the anonymous bids, so a bidder
@@ -38,12 +38,13 @@ from ..machine import ExecFailure, Execution, TxError, TxKind
 from ..types import Transaction
 from .ledger import Market, address, hex_id, market_tx
 from .records import ACTIVE, QUEUED, Job, Miner, _Record, open_key
+from .tree_queue import HANDLERS, enqueue
 
 TX_ANON_IDENTITY = "anon_identity"
 TX_ANON_BID = "anon_bid"
 TX_ANON_ACCEPT = "anon_accept"
 DUE_ANON_ACCEPT = "anon_accept"
-IDENTITY_PREFIX = b"mkt/i/"  # + miner -> [commitment, leaf index, bond, memory, active]
+IDENTITY_PREFIX = b"mkt/i/"  # + miner -> [commitment, leaf index, bond, memory, active, queued]
 AUCTION_PREFIX = b"mkt/y/"  # + job id -> AnonAuction
 TREE_PREFIX = b"zk/bt/"
 ROOT_PREFIX = b"zk/br/"  # + replaced root -> the height it was replaced
@@ -149,18 +150,36 @@ def identity_of(get_object, pk: bytes) -> list | None:  # noqa: ANN001
 
 
 def refresh(mk: Market, m: Miner) -> None:
-    """Rewrite a miner's leaf when its bond, memory or standing changed (called for every miner record
-    written; a miner without an identity costs one read)."""
+    """Queue a rewrite of a miner's leaf when its bond, memory or standing changed (called for every miner
+    record written; a miner without an identity costs one read)."""
     rec = identity_of(mk.ex.get_object, m.miner)
-    if rec is None:
+    if rec is None or rec[5] or tuple(rec[2:5]) == _standing(mk, m):
         return
-    commitment, index, bond, memory, active = rec
+    rec[5] = True
+    mk.ex.put_object(IDENTITY_PREFIX + m.miner, codec.encode(rec))
+    enqueue(mk.ex, "bidder", m.miner)
+
+
+def _sync(mk: Market, pk: bytes) -> None:
+    """Write a miner's leaf from its current record (a tree_queue handler): appended the first time."""
+    rec = identity_of(mk.ex.get_object, pk)
+    m = mk.miner(pk)
+    if rec is None or m is None:
+        raise InvariantError("queued bidder leaf of a miner without an identity")
+    commitment, index = rec[0], rec[1]
     now = _standing(mk, m)
-    if now == (bond, memory, active):
+    leaf = anon_bid.leaf(int.from_bytes(commitment, "big"), pk, now[0], now[1]) if now[2] else 0
+    if index is None and tree_size(mk.ex.get_object) >= 1 << anon_bid.DEPTH:
+        mk.ex.emit("anon_identity_refused", miner=address(pk), reason="identity_tree_full")
+        mk.ex.put_object(IDENTITY_PREFIX + pk, None)
         return
-    leaf = anon_bid.leaf(int.from_bytes(commitment, "big"), m.miner, now[0], now[1]) if now[2] else 0
-    _set_leaf(mk.ex, index, leaf, mk.h)
-    mk.ex.put_object(IDENTITY_PREFIX + m.miner, codec.encode([commitment, index, *now]))
+    index = _set_leaf(mk.ex, index, leaf, mk.h)
+    mk.ex.put_object(IDENTITY_PREFIX + pk, codec.encode([commitment, index, *now, False]))
+    if rec[1] is None:
+        mk.ex.emit("anon_identity_registered", miner=address(pk), index=index)
+
+
+HANDLERS["bidder"] = _sync
 
 
 # ------------------------------------------------------------------------------------- anon_identity
@@ -184,12 +203,9 @@ def apply_anon_identity(mk: Market, tx: Transaction) -> None:
         raise ExecFailure("identity_exists", "this miner already registered a bidding identity")
     if tree_size(mk.ex.get_object) >= 1 << anon_bid.DEPTH:
         raise ExecFailure("identity_tree_full", "the bidder tree is full")
-    commitment = tx.body["commitment"]
-    bond, memory, active = _standing(mk, m)
-    leaf = anon_bid.leaf(int.from_bytes(commitment, "big"), tx.sender, bond, memory) if active else 0
-    index = _set_leaf(mk.ex, None, leaf, mk.h)
-    mk.ex.put_object(IDENTITY_PREFIX + tx.sender, codec.encode([commitment, index, bond, memory, active]))
-    mk.ex.emit("anon_identity_registered", miner=address(tx.sender), index=index)
+    # the leaf is written by the tree queue (at the end of this block unless it is busy)
+    mk.ex.put_object(IDENTITY_PREFIX + tx.sender, codec.encode([tx.body["commitment"], None, None, None, None, True]))
+    enqueue(mk.ex, "bidder", tx.sender)
 
 
 # ------------------------------------------------------------------------------------ job side

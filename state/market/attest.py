@@ -1,7 +1,7 @@
 """Attestable receipts: the chain's Poseidon tree of paid jobs, and the on-chain attestation rule.
 
 A client opts in per job with ``job_submit.attest`` = its owner commitment ``Poseidon(secret)`` (32
-bytes, big-endian, a BN254 scalar). When such a job is paid (:func:`on_settle`), the chain appends
+bytes, big-endian, a BN254 scalar). When such a job is paid (:func:`on_settle`; the write is queued, tree_queue.py bounds them per block), the chain appends
 ``zk.receipt.leaf(kind, units, owner)`` to the receipt tree (depth 20, nodes in state objects
 ``zk/rt/``) and remembers every root it has had (``zk/rr/<root>`` → height), so a proof made against
 any past root still verifies. The client can then prove, off chain (``aitbc-peer zk prove-receipt`` /
@@ -24,9 +24,11 @@ from zk import groth16, receipt, receipt_vkey
 from zk.errors import ProofError
 from zk.poseidon_tree import META_LEVEL, PoseidonTree, zeros
 
+from ..errors import InvariantError
 from ..machine import ExecFailure, Execution, TxError, TxKind
 from ..types import Transaction
 from .ledger import Market, address, hex_id
+from .tree_queue import HANDLERS, enqueue
 
 TX_RECEIPT_ATTEST = "receipt_attest"
 ATTEST_PREFIX = b"mkt/t/"  # + job id -> owner commitment (32 bytes) ‖ leaf index (8 bytes, once paid)
@@ -93,13 +95,21 @@ def on_submit(ex: Execution, job_id: bytes, owner: bytes) -> None:
 
 
 def on_settle(mk: Market, job_id: bytes, kind: str, units: int) -> None:
-    """A job was paid: if its client asked for attestations, append its leaf and record the new root."""
+    """A job was paid: if its client asked for attestations, queue its leaf (tree_queue: bounded per block)."""
+    raw = mk.ex.get_object(ATTEST_PREFIX + job_id)
+    if raw is not None and len(raw) == 32:
+        enqueue(mk.ex, "receipt", job_id)
+
+
+def _append(mk: Market, job_id: bytes) -> None:
+    """Append a paid attestable job's leaf and remember the new root (a tree_queue handler)."""
     ex = mk.ex
     raw = ex.get_object(ATTEST_PREFIX + job_id)
-    if raw is None or len(raw) != 32:
-        return
+    job = mk.job(job_id)
+    if raw is None or len(raw) != 32 or job is None or job.receipt is None:
+        raise InvariantError(f"queued receipt leaf of job {hex_id(job_id)} has no attestable paid job")
     t = tree(ex)
-    leaf = receipt.leaf(kind, units, int.from_bytes(raw, "big"))
+    leaf = receipt.leaf(job.kind, job.receipt["units"], int.from_bytes(raw, "big"))
     try:
         index = t.append(leaf)
     except ProofError:  # full (2^20 leaves): the job is paid, it is just not attestable
@@ -111,6 +121,9 @@ def on_settle(mk: Market, job_id: bytes, kind: str, units: int) -> None:
     if ex.get_object(key) is None:
         ex.put_object(key, mk.h.to_bytes(8, "big"))
     ex.emit("receipt_attestable", job_id=hex_id(job_id), leaf_index=index, root="0x" + root.to_bytes(32, "big").hex())
+
+
+HANDLERS["receipt"] = _append
 
 
 def attest_info(get_object: GetObject, job_id: bytes) -> dict | None:

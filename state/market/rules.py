@@ -17,7 +17,7 @@ from ..errors import InvariantError
 from ..kinds import JobParamError, get_kind
 from ..machine import BlockHook, ExecFailure, Execution, TxKind, register_block_hook, register_tx_kind
 from ..types import Transaction
-from . import anon, attest, disputes, llm_disputes, models, sealed
+from . import anon, attest, disputes, llm_disputes, models, sealed, tree_queue
 from . import bodies as B
 from .ledger import Market, address, emit_job_failed, fail_job, hex_id, market_tx, settle
 from .records import (
@@ -573,3 +573,4 @@ def register() -> None:
     for k in TX_KINDS:
         register_tx_kind(k)
     register_block_hook(MARKET_HOOK)
+    register_block_hook(tree_queue.HOOK)
