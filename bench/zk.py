@@ -1,11 +1,16 @@
 """zk/ proofs: prove and verify time and size of each proof type, and sealed-bid validation throughput.
 
-    .venv/bin/python -m bench.zk [--reps 30] [--bids 200] [--json out.json]
+    .venv/bin/python -m bench.zk [--reps 30] [--bids 200] [--json out.json] [--skip-sealed]
 
 Times are ``time.thread_time`` of this thread (one core), median of ``--reps``. "bids/s" validates
 ``--bids`` distinct sealed bids the way block execution does (``zk.auction.verify_bid``: sealed-opening
 form check + range proof) and reports bids per CPU-second, per bit length of the job. "award" is the
 client's settlement of an auction with ``n`` bids (n − 1 comparison proofs) and its verification.
+"poseidon" times the BN254 Poseidon hash and the depth-20 receipt tree (``zk.poseidon_tree``); "groth16"
+makes one real receipt proof with snarkjs (``node.zk_prover``; skipped when it is missing) and times its
+decoding and verification, then a block of ``receipt_attest`` checks (decode + statement + verify, the
+rule's proof work) against the metering (``ATTEST_WORK`` DWU each, ``max_dispute_work_per_block``).
+``--skip-sealed`` runs only the Poseidon / Groth16 rows.
 Goals (issue 13): ≤ 5 ms per proof verified, a sealed bid ≤ 8 KiB, ≥ 500 sealed bids per second of
 validation on one core.
 """
@@ -18,6 +23,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import machine
@@ -28,7 +34,7 @@ from zk.transcript import Context
 CTX = Context("aitbc-bench", b"\x01" * 32, b"\x02" * 20)
 
 
-def _median_ms(fn, reps: int) -> float:
+def _median_ms(fn: Callable[[], object], reps: int) -> float:
     out = []
     for _ in range(reps):
         t0 = time.thread_time()
@@ -42,16 +48,142 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--bids", type=int, default=200)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--skip-sealed", action="store_true", help="only the Poseidon / Groth16 rows")
     a = ap.parse_args()
-    rows: list[dict] = []
     print(f"# bench.zk on {machine()}, {time.strftime('%Y-%m-%d %H:%M')}")
-    print("| proof | bytes | prove ms | verify ms |")
+    out: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "reps": a.reps}
+    out.update(_poseidon(a.reps))
+    out.update(_groth16(a.reps))
+    if not a.skip_sealed:
+        out.update(_sealed(a.reps, a.bids))
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+
+
+def _median_us_batched(fn: Callable[[], object], reps: int, batch: int = 200) -> float:
+    """Median over ``reps`` of the per-call time of ``batch`` calls (µs): single calls are too short to time."""
+    out = []
+    for _ in range(reps):
+        t0 = time.thread_time()
+        for _ in range(batch):
+            fn()
+        out.append((time.thread_time() - t0) * 1e6 / batch)
+    return statistics.median(out)
+
+
+def _poseidon(reps: int, prefill: int = 256) -> dict:
+    from zk import poseidon
+    from zk.poseidon_tree import DictStore, PoseidonTree
+
+    a, b = _field_elements()
+    h1 = _median_us_batched(lambda: poseidon.hash1(a), reps)
+    h2 = _median_us_batched(lambda: poseidon.hash2(a, b), reps)
+    tree = PoseidonTree(DictStore(), 20)
+    for i in range(prefill):
+        tree.append(poseidon.hash1(i + 1))
+    leaf = poseidon.hash1(10**6)
+    append = _median_ms(lambda: tree.append(leaf), reps)
+    path = _median_ms(lambda: tree.path(prefill // 2 + 1), reps)
+    print("\n| Poseidon (BN254) | time |")
+    print("| --- | ---: |")
+    print(f"| poseidon.hash1 | {h1:.1f} µs |")
+    print(f"| poseidon.hash2 | {h2:.1f} µs |")
+    print(f"| PoseidonTree(depth 20, {prefill}+ leaves).append | {append:.2f} ms |")
+    print(f"| PoseidonTree(depth 20).path | {path:.3f} ms |")
+    return {"poseidon": {"hash1_us": h1, "hash2_us": h2, "tree_depth": 20, "tree_prefill": prefill,
+                         "append_ms": append, "path_ms": path}}
+
+
+def _field_elements() -> tuple[int, int]:
+    """Two arbitrary canonical BN254 scalars."""
+    from zk import receipt
+
+    return receipt.new_secret(), receipt.new_secret()
+
+
+def _groth16(reps: int) -> dict:
+    """One real receipt proof (snarkjs), then decode / verify times and a block of receipt_attest checks."""
+    from node.zk_prover import ProverMissing, prove
+    from state.genesis import ChainParams
+    from state.market import attest
+    from zk import groth16, receipt, receipt_vkey
+    from zk.poseidon_tree import DictStore, PoseidonTree
+
+    secret = receipt.new_secret()
+    tree = PoseidonTree(DictStore(), receipt.DEPTH)
+    for i in range(3):
+        tree.append(receipt.leaf("matmul", 5 + i, receipt.owner_commitment(receipt.new_secret())))
+    idx = tree.append(receipt.leaf("matmul", 120, receipt.owner_commitment(secret)))
+    siblings, bits = tree.path(idx)
+    chain_id, scope, sender = "bench-zk", b"bench-scope", b"\x05" * 32  # message = the sender (the rule's)
+    st = receipt.Statement(chain_id, tree.root(), receipt.nullifier(receipt.scope_field(chain_id, scope), secret),
+                           "matmul", 100, scope, sender)
+    t0 = time.perf_counter()
+    try:
+        proof, public = prove("receipt", receipt.witness_inputs(st, secret, 120, siblings, bits))
+    except ProverMissing as exc:
+        print(f"\n(Groth16 rows skipped: {exc})")
+        return {"groth16": None}
+    prove_wall = time.perf_counter() - t0
+    if public != st.public_inputs():
+        raise RuntimeError("snarkjs public signals differ from the statement's")
+    raw = proof.encode()
+    body = attest.receipt_attest_body(st, proof)
+    attest.check_receipt_attest(body)
+    att_json = len(receipt.dumps(st, proof).encode())
+    decode = _median_ms(lambda: groth16.Proof.decode(raw), reps)
+    verify = _median_ms(lambda: receipt.verify(receipt_vkey.VKEY, st, proof), reps)
+    public_ms = _median_ms(lambda: st.public_inputs(), reps)
+
+    def check() -> None:  # receipt_attest's proof work (state reads for root / nullifier left out)
+        s = attest.statement_of(chain_id, sender, body)
+        receipt.verify(receipt_vkey.VKEY, s, groth16.Proof.decode(body["proof"]))
+
+    per_tx = _median_ms(check, reps)
+    budget = ChainParams().market.max_dispute_work_per_block
+    fit = budget // attest.ATTEST_WORK
+    block_reps = max(1, reps // 5)
+    cpu = []
+    for _ in range(block_reps):
+        t0 = time.thread_time()
+        for _ in range(fit):
+            check()
+        cpu.append(time.thread_time() - t0)
+    block_s = statistics.median(cpu)
+    per_s = fit / block_s
+    print("\n| Groth16 receipt proof (BN254) | value |")
+    print("| --- | ---: |")
+    print(f"| prove (snarkjs, wall) | {prove_wall:.2f} s |")
+    print(f"| proof bytes | {len(raw)} |")
+    print(f"| attestation JSON bytes | {att_json} |")
+    print(f"| groth16.Proof.decode | {decode:.3f} ms |")
+    print(f"| Statement.public_inputs | {public_ms:.3f} ms |")
+    print(f"| receipt.verify (public inputs + pairing check) | {verify:.2f} ms |")
+    print(f"| receipt_attest check (decode + statement_of + verify) | {per_tx:.2f} ms |")
+    print("(prove runs snarkjs in a separate Node.js process: wall time, thread_time would not see it)")
+    print("\n| block of receipt_attest | ATTEST_WORK | DWU budget | txs | DWU µs/unit | CPU ms | attest/s (one core) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {fit} × check | {attest.ATTEST_WORK:,} | {budget:,} | {fit} | "
+          f"{block_s * 1e6 / (fit * attest.ATTEST_WORK):.2f} | {block_s * 1e3:.0f} | {per_s:,.0f} |")
+    return {"groth16": {
+        "prove_wall_s": prove_wall, "proof_bytes": len(raw), "attestation_json_bytes": att_json,
+        "decode_ms": decode, "public_inputs_ms": public_ms, "verify_ms": verify, "attest_check_ms": per_tx,
+    }, "attest_block": {
+        "attest_work": attest.ATTEST_WORK, "budget": budget, "txs": fit, "cpu_ms": block_s * 1e3,
+        "us_per_dwu": block_s * 1e6 / (fit * attest.ATTEST_WORK), "attest_per_s": per_s,
+    }}
+
+
+def _sealed(reps: int, n_bids: int) -> dict:
+    """The ristretto proofs, sealed-bid validation, awards and blocks of sealed bids."""
+    rows: list[dict] = []
+    print("\n| proof | bytes | prove ms | verify ms |")
     print("| --- | ---: | ---: | ---: |")
     for bits in (8, 12, 16, 24, 32):
         o = Opening(2**bits - 1, group.random_scalar())
         c, p = range_proof.prove(CTX, o, bits)
-        prove = _median_ms(lambda o=o, bits=bits: range_proof.prove(CTX, o, bits), a.reps)
-        verify = _median_ms(lambda c=c, p=p, bits=bits: range_proof.verify(CTX, c, p, bits=bits), a.reps)
+        prove = _median_ms(lambda o=o, bits=bits: range_proof.prove(CTX, o, bits), reps)
+        verify = _median_ms(lambda c=c, p=p, bits=bits: range_proof.verify(CTX, c, p, bits=bits), reps)
         rows.append({"proof": f"range {bits}-bit", "bytes": len(p), "prove_ms": prove, "verify_ms": verify})
     k = group.random_scalar()
     key = group.mul_base(k)
@@ -59,16 +191,16 @@ def main() -> None:
     share, dp = dleq.prove(CTX, k, base)
     rows.append({
         "proof": "dleq (fault disclosure)", "bytes": len(dp) + 32,
-        "prove_ms": _median_ms(lambda: dleq.prove(CTX, k, base), a.reps),
-        "verify_ms": _median_ms(lambda: dleq.verify(CTX, key, base, share, dp), a.reps),
+        "prove_ms": _median_ms(lambda: dleq.prove(CTX, k, base), reps),
+        "verify_ms": _median_ms(lambda: dleq.verify(CTX, key, base, share, dp), reps),
     })
     o = Opening(1234, group.random_scalar())
     cm = o.commit()
     sealed = seal.seal(CTX, key, cm, o)
     rows.append({
         "proof": "sealed opening (seal / unseal)", "bytes": len(sealed),
-        "prove_ms": _median_ms(lambda: seal.seal(CTX, key, cm, o), a.reps),
-        "verify_ms": _median_ms(lambda: seal.unseal(CTX, k, cm, sealed), a.reps),
+        "prove_ms": _median_ms(lambda: seal.seal(CTX, key, cm, o), reps),
+        "verify_ms": _median_ms(lambda: seal.unseal(CTX, k, cm, sealed), reps),
     })
     for r in rows:
         print(f"| {r['proof']} | {r['bytes']:,} | {r['prove_ms']:.2f} | {r['verify_ms']:.2f} |")
@@ -79,15 +211,16 @@ def main() -> None:
     throughput = []
     for bits in (8, 12, 16):
         bids = [
-            auction.make_bid(chain, job, i.to_bytes(20, "big"), key, bits, i % 2**bits)[0] for i in range(a.bids)
+            auction.make_bid(chain, job, i.to_bytes(20, "big"), key, bits, i % 2**bits)[0] for i in range(n_bids)
         ]
         size = len(bids[0].commitment) + len(bids[0].proof) + len(bids[0].sealed)
         t0 = time.thread_time()
         for b in bids:
             auction.verify_bid(chain, job, bits, b)
         cpu = time.thread_time() - t0
-        throughput.append({"bits": bits, "bid_bytes": size, "bids": a.bids, "cpu_s": cpu, "bids_per_s": a.bids / cpu})
-        print(f"| {bits} | {size:,} | {a.bids} | {cpu:.2f} | {a.bids / cpu:,.0f} |")
+        throughput.append({"bits": bits, "bid_bytes": size, "bids": n_bids, "cpu_s": cpu,
+                           "bids_per_s": n_bids / cpu})
+        print(f"| {bits} | {size:,} | {n_bids} | {cpu:.2f} | {n_bids / cpu:,.0f} |")
 
     print("\n| auction | make award ms | verify award ms |")
     print("| --- | ---: | ---: |")
@@ -107,13 +240,11 @@ def main() -> None:
     blocks = []
     for bits, jobs in ((16, 3), (8, 5)):  # as many as fit in max_dispute_work_per_block
         with tempfile.TemporaryDirectory() as tmp:
-            blocks.append(_block_of_bids(Path(tmp), bits, jobs, a.reps // 3 or 1))
+            blocks.append(_block_of_bids(Path(tmp), bits, jobs, reps // 3 or 1))
         b = blocks[-1]
         print(f"| {bits}-bit, {jobs} jobs × 16 miners | {b['txs']} | {b['dwu']:,} | {b['cpu_ms']:.1f} | "
               f"{b['bids_per_s']:,.0f} |")
-    if a.json:
-        a.json.write_text(json.dumps({"machine": machine(), "proofs": rows, "bids": throughput, "awards": awards,
-                                      "blocks": blocks}, indent=1))
+    return {"proofs": rows, "bids": throughput, "awards": awards, "blocks": blocks}
 
 
 def _block_of_bids(home: Path, bits: int, jobs: int, reps: int) -> dict:
