@@ -133,6 +133,16 @@ def print_job(job: dict) -> None:
                     [[b["miner"], format_ait(int(b["price"])), b["height"]] for b in job["bids"]])
 
 
+def _anon_spec(rpc: Any, args: argparse.Namespace, parse_ait: Any) -> dict:
+    """The ``anonymous`` map of a job_submit body."""
+    if args.sealed:
+        raise AitbcError("a job is either --sealed or --anonymous, not both")
+    fee = parse_ait(args.anon_bid_fee, "--anon-bid-fee") if args.anon_bid_fee else \
+        rpc.call("system_info")["params"]["min_fee"]
+    return {"max_bids": args.anon_bids, "bid_fee": fee, "accept_window": args.accept_window,
+            "min_bond": parse_ait(args.min_bond, "--min-bond") if args.min_bond else 0}
+
+
 def cmd_job(args: argparse.Namespace) -> int:
     from state import market
 
@@ -178,6 +188,7 @@ def cmd_job(args: argparse.Namespace) -> int:
                 backend=args.backend,
                 sealed=new_spec(args, parse_ait) if args.sealed else None,
                 attest=new_owner(args) if args.attestable else None,
+                anonymous=_anon_spec(rpc, args, parse_ait) if args.anonymous else None,
             )
             st = submit(rpc, key, "job_submit", body, wait=True, timeout=args.timeout)
             job_id = st["hash"]
@@ -434,6 +445,14 @@ def add_market_commands(sub: Any, home_arg: Any, rpc_arg: Any) -> None:
     j.add_argument("--wait", action="store_true", help="wait until the job is settled (progress on stderr)")
     j.add_argument("--json", action="store_true", help="print the job (market_getJob) as JSON")
     add_sealed_options(j)
+    j.add_argument("--anonymous", action="store_true",
+                   help="anonymous bonded bidders: bids prove a qualified miner without naming it; only the winner "
+                   "reveals itself (you escrow the bids' fees)")
+    j.add_argument("--anon-bids", type=int, default=8, help="with --anonymous: most anonymous bids (1..16)")
+    j.add_argument("--anon-bid-fee", help="with --anonymous: AIT you pay per bid's fee (default: the chain's minimum fee)")
+    j.add_argument("--accept-window", type=int, default=10,
+                   help="with --anonymous: blocks the winning bidder has to accept before the next bid is tried")
+    j.add_argument("--min-bond", help="with --anonymous: AIT of bond a bidder must prove (default: the chain minimum)")
     j.add_argument("--attestable", action="store_true",
                    help="make the paid receipt provable later without naming the job (`zk prove-receipt`)")
     from .cli_llm import add_llm_submit_options

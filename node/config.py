@@ -120,6 +120,8 @@ class MinerSection:
     # llm-generate: "model name or 0x-id=price per token in base units"; pinned at start, bid on when complete
     models: list[str] = field(default_factory=list)
     model_cache_bytes: int = 4 << 30  # loaded models kept in memory (LRU; ~9 x the file size each)
+    # bid on anonymous-bid jobs: registers a bidding identity, proves with snarkjs (skipped without it)
+    anonymous: bool = True
 
 
 @dataclass

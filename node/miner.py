@@ -131,6 +131,9 @@ class MinerService:
         self._registering_since = -1
         self._topup_at = -100
         self.stats: dict[str, int] = {"bids": 0, "receipts": 0, "challenges": 0, "executed": 0, "failed": 0}
+        from .miner_anon import AnonBidder
+
+        self.anon = AnonBidder(self)
 
     # plumbing -------------------------------------------------------------------------------------
     @property
@@ -205,6 +208,8 @@ class MinerService:
             self._check_llm_disputes(get)
         if me.status != "active":
             return
+        if self.cfg.anonymous:
+            await self.anon.on_block(height)
         target = max(self.cfg.bond, self.node.genesis.params.market.min_miner_bond)
         if me.bond < target and height - self._topup_at > 5:  # slashed below target: top the bond up
             self._topup_at = height
@@ -280,10 +285,25 @@ class MinerService:
         if sa is not None:
             await self._sealed_bid(job, sa, price)
             return
+        from state.market import anon
+
+        aa = anon.get(self.chain.get_object, job.job_id)
+        if aa is not None:  # anonymous bids only: proven in the background (snarkjs, seconds)
+            if self.cfg.anonymous:
+                self.nursery.start_soon(self._anon_bid, job, aa, price)
+            return
         if await self._submit("bid", market.bid_body(job.job_id, price)) is not None:
             self.stats["bids"] += 1
             self.node.metrics.market_bids.inc()
             log.info("bid %d on job %s", price, job.job_id.hex()[:16])
+
+    async def _anon_bid(self, job: Any, aa: Any, price: int) -> None:
+        """An anonymous-bid job (node/miner_anon.py); tried again next block when it could not bid yet."""
+        if await self.anon.bid(job, aa, price):
+            self.stats["bids"] += 1
+            self.node.metrics.market_bids.inc()
+        else:
+            self._bid.discard(job.job_id)
 
     async def _sealed_bid(self, job: Any, sa: Any, price: int) -> None:
         """A sealed-bid job (state/market/sealed.py): commit to the tick of ``price``, prove its range and

@@ -1,0 +1,144 @@
+"""The miner's anonymous bidding (state/market/anon.py): its identity, its proofs, and the accept.
+
+The identity secret lives in ``<home>/keys/anon/identity.key`` (mode 0600); the miner registers its
+commitment once (``anon_identity``). For an anonymous-bid job it rebuilds the bidder tree from the local
+state, proves with snarkjs (an optional tool, node/zk_prover.py; without it anonymous jobs are skipped
+and the log says what to install) and sends the ``anon_bid`` from a fresh throwaway key: the job's
+escrow pays its fee, so nothing links the bid to this miner's account. When its bid is the pending one
+after the bid window, it opens the claim with ``anon_accept`` from the miner key and runs the job as any
+other. Blinds of open bids are kept in memory only: after a restart a pending bid is simply passed over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from state.crypto import SigningKey
+from state.types import Transaction
+from zk import anon_bid
+from zk.poseidon_tree import DictStore, PoseidonTree
+
+if TYPE_CHECKING:
+    from .miner import MinerService
+
+log = logging.getLogger("aitbc.miner")
+
+
+class AnonBidder:
+    def __init__(self, miner: MinerService) -> None:
+        self.miner = miner
+        self._secret: int | None = None
+        self._registered_at = -100
+        self._open: dict[bytes, tuple[int, int]] = {}  # job -> (blind, price) of this miner's anonymous bids
+        self._accepted: set[tuple[bytes, int]] = set()  # (job, accept deadline) anon_accept sent
+        self._unavailable: str | None = None
+
+    @property
+    def node(self) -> Any:
+        return self.miner.node
+
+    def available(self) -> bool:
+        """Whether this miner can prove (snarkjs found); logs once why not."""
+        if self._unavailable is None:
+            from .zk_prover import ProverMissing, snarkjs_command
+
+            try:
+                snarkjs_command()
+                self._unavailable = ""
+            except ProverMissing as exc:
+                self._unavailable = str(exc)
+                log.warning("miner: anonymous-bid jobs are skipped: %s", exc)
+        return not self._unavailable
+
+    def _identity_secret(self) -> int:
+        if self._secret is None:
+            path = self.node.home.keys_dir / "anon" / "identity.key"
+            if path.exists():
+                self._secret = int(path.read_text().strip(), 16)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                secret = anon_bid.new_secret()
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(f"{secret:064x}\n")
+                self._secret = secret
+        return self._secret
+
+    async def on_block(self, height: int) -> None:
+        """Register the identity when missing; accept the jobs whose pending bid is ours."""
+        from state.market import anon
+        from state.market_views import load_job
+
+        get = self.miner.chain.get_object
+        if self.available() and anon.identity_of(get, self.miner.pk) is None and height - self._registered_at > 10:
+            self._registered_at = height
+            commitment = anon_bid.field_bytes(anon_bid.identity(self._identity_secret()))
+            if await self.miner._submit(anon.TX_ANON_IDENTITY, {"commitment": commitment}) is not None:
+                log.info("miner: registering an anonymous bidding identity")
+        for job_id, (blind, _price) in list(self._open.items()):
+            a = anon.get(get, job_id)
+            job = load_job(get, job_id)
+            if a is None or job is None or job.state != "QUEUED" or a.winner is not None:
+                self._open.pop(job_id, None)  # awarded, expired or canceled
+                continue
+            if a.pending is None:
+                continue
+            mine = anon_bid.field_bytes(anon_bid.claim(self.miner.pk, blind))
+            key = (job_id, a.accept_deadline)
+            if a.bids[a.pending][1] == mine and key not in self._accepted:
+                self._accepted.add(key)
+                body = {"job_id": job_id, "blind": anon_bid.field_bytes(blind)}
+                if await self.miner._submit(anon.TX_ANON_ACCEPT, body) is not None:
+                    log.info("miner: accepting the award of anonymous job %s", job_id.hex()[:16])
+                self._open.pop(job_id, None)
+
+    async def bid(self, job: Any, a: Any, price: int) -> bool:
+        """Prove and send an anonymous bid on ``job``; False when this miner cannot (yet)."""
+        from state.market import anon
+
+        from .zk_prover import ProverFailed, ProverMissing, prove
+
+        if not self.available() or job.job_id in self._open:
+            return False
+        get = self.miner.chain.get_object
+        rec = anon.identity_of(get, self.miner.pk)
+        if rec is None or rec[1] is None or not rec[4]:
+            return False  # not in the tree yet (registration queued), or not in standing
+        params = self.node.genesis.params
+        min_bond = max(a.min_bond, params.market.min_miner_bond)
+        min_memory = job.requirements.get("min_memory", 0)
+        bond, memory = rec[2], rec[3]
+        if bond < min_bond or memory < min_memory or len(a.bids) >= a.max_bids:
+            return False
+        size = anon.tree_size(get)
+        t = PoseidonTree(DictStore(), anon_bid.DEPTH)
+        for i in range(size):
+            t.append(anon.leaf_at(get, i) or 0)
+        siblings, bits = t.path(rec[1])
+        secret = self._identity_secret()
+        blind = anon_bid.new_secret()
+        st = anon_bid.Statement(job.job_id, price, t.root(), anon_bid.nullifier(job.job_id, secret),
+                                anon_bid.claim(self.miner.pk, blind), min_bond, min_memory)
+        inputs = anon_bid.witness_inputs(st, secret, self.miner.pk, bond, memory, blind, siblings, bits)
+        try:
+            proof, public = await trio.to_thread.run_sync(lambda: prove(anon_bid.CIRCUIT, inputs))
+        except (ProverMissing, ProverFailed) as exc:
+            log.warning("miner: anonymous bid on job %s not proven: %s", job.job_id.hex()[:16], exc)
+            return False
+        if public != st.public_inputs():
+            log.warning("miner: snarkjs proved other public signals than asked (circuit artifacts?)")
+            return False
+        throwaway = SigningKey.generate()
+        tx = Transaction.create(throwaway, self.node.genesis.chain_id, anon.TX_ANON_BID, 0, params.min_fee,
+                                anon.anon_bid_body(st, proof))
+        (res,) = await self.node.submit_raw([tx.raw])
+        if res.error is not None:
+            log.warning("anon_bid refused by the mempool: %s (%s)", res.error, res.error.reason)
+            return False
+        self._open[job.job_id] = (blind, price)
+        log.info("anonymous bid on job %s", job.job_id.hex()[:16])
+        return True
