@@ -485,7 +485,10 @@ class TxGossip:
             except DecodeError:
                 continue
             results = await self.submit(raws)
-            bad = sum(1 for r in results if r.error is not None and r.error.reason in ("bad_signature", "malformed"))
+            # what an honest forwarder never relays: it checked signatures and bodies (an anonymous bid's
+            # proof is part of its body check) before gossiping them
+            bad = sum(1 for r in results
+                      if r.error is not None and r.error.reason in ("bad_signature", "malformed", "invalid_body"))
             if bad:
                 try:
                     self.p2p.penalize(peer_id, TX_PENALTY * min(bad, 10), f"{bad} invalid txs in a batch")
