@@ -65,7 +65,8 @@ SKIPPED: dict[str, str] = {
 CLAIMS: dict[str, str] = {
     "test_quick_start_client": "aitbc-peer wallet send",
     "test_compute_market": "aitbc-peer gpu probe",
-    "test_sealed_bids": "aitbc-peer job submit --from dev --kind hash-chain",
+    "test_sealed_bids": "aitbc-peer job submit --from dev --kind hash-chain --params '{\"chains\":8,\"iterations\":16}' "
+    "--max-price 0.01 --max-units 2 --sealed",
     "test_receipt_attestations": "aitbc-peer zk prove-receipt",
     "test_proof_of_stake": "aitbc-peer validator create",
     "test_local_testnet": "testnet/up",
