@@ -285,6 +285,20 @@ def _sealed_bodies(job_id: bytes) -> tuple[dict, dict]:
     return sealed.sealed_bid_body(job_id, a), sealed.sealed_award_body(job_id, award)
 
 
+def _zk_bodies(job_id: bytes) -> dict[str, list[tuple[str, dict]]]:
+    """Seeds of the Groth16 kinds (state/market/attest.py, anon.py). An anon_bid's proof is checked with its
+    body, so its seed is a real proof kept in tests/vectors/groth16/anon_bid_body.cbor (snarkjs proofs are
+    randomised: made once, for job sha256(b"job"))."""
+    fixture = HERE.parent / "vectors" / "groth16" / "anon_bid_body.cbor"
+    return {
+        "receipt_attest": [("basic", {"proof": b"\x01" + b"\x02" * 256, "root": b"\x03" * 32, "nullifier": b"\x04" * 32,
+                                      "kind": "hash-chain", "min_units": 1, "scope": b"loyalty"})],
+        "anon_identity": [("basic", {"commitment": b"\x05" * 32})],
+        "anon_bid": [("basic", codec.decode(fixture.read_bytes()))],
+        "anon_accept": [("basic", {"job_id": job_id, "blind": b"\x06" * 32})],
+    }
+
+
 def corpus_bodies() -> dict[str, bytes]:
     job_id = hashlib.sha256(b"job").digest()
     receipt_tx = transactions()["receipt"]
@@ -385,6 +399,7 @@ def corpus_bodies() -> dict[str, bytes]:
         ],
         "sealed_bid": [("basic", _sealed_bodies(job_id)[0])],
         "sealed_award": [("basic", _sealed_bodies(job_id)[1])],
+        **_zk_bodies(job_id),
         "validator_create": [("basic", stk.validator_create_body(PKS[0], 500, 1_000_000, "val-0"))],
         "validator_edit": [
             ("commission", stk.validator_edit_body(commission_bps=10)),
