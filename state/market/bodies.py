@@ -422,8 +422,9 @@ def _challenge_bond() -> int:
 
 def body_cost(tx_type: str, body: dict) -> int:
     """Value a market transaction locks (escrow, bond, challenge bond); 0 for the others."""
-    if tx_type == TX_JOB_SUBMIT:
-        return body["max_price"] * body["max_units"]
+    if tx_type == TX_JOB_SUBMIT:  # an anonymous job also escrows its bids' fees (state/market/anon.py)
+        an = body.get("anonymous")
+        return body["max_price"] * body["max_units"] + (an["max_bids"] * an["bid_fee"] if an else 0)
     if tx_type == TX_MINER_REGISTER:
         return body["bond"]
     if tx_type == TX_MINER_UPDATE:
