@@ -497,6 +497,37 @@ def test_sealed_job_page_shows_commitments_and_only_the_winning_price(web: Page,
     assert job["sealed"]["bids"][0]["commitment"][:10] in text
 
 
+
+def test_anonymous_attestable_job_page_shows_prices_and_only_the_winner(web: Page, env: Env) -> None:
+    """An anonymous-bid, attestable job (the node's miner registers a bidding identity, bids without naming
+    itself and accepts): its page lists the anonymous bid by price and nullifier, names only the winner,
+    and shows the paid receipt's leaf in the receipt tree."""
+    wait_for(lambda: env.rpc("zk_bidderTree")["size"] >= 1, 120, "the miner's bidding identity in the tree")
+    r = run_cli("job", "submit", "--from", "dev", "--kind", "matmul-u32", "--params", '{"m":4,"n":4,"k":4}',
+                "--max-price", "0.001", "--max-units", "1", "--bid-window", "40", "--accept-window", "20",
+                "--anonymous", "--anon-bids", "4", "--attestable", "--wait", "--json", "--home", str(env.node.home),
+                env=clean_env(AITBC_RPC_URL=env.node.url), timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr + env.node.log_tail()
+    job = json.loads(r.stdout)
+    an, att = job["anonymous"], job["attest"]
+    assert job["state"] == "COMPLETED" and an["winner"] == job["miner"] and len(an["bids"]) == 1, job
+    assert isinstance(att["leaf_index"], int), att
+    page = web.open(f"job/{job['job_id']}", "job")
+    assert web.field("anonymous.winner") == job["miner"]
+    card = page.locator("section.card", has_text="Anonymous auction")
+    text = card.inner_text()
+    assert "Anonymous auction (1 anonymous bids)" in text
+    bid = an["bids"][0]
+    row = card.locator("#job-anon-bids tbody tr").first.inner_text()
+    assert fmt_ait(bid["price"]) in row and bid["nullifier"][:10] in row and "won" in row
+    # the only account the section names is the winner's (the data holds no other bidder)
+    links = card.locator('a[href^="#/account/"]').evaluate_all("els => els.map((e) => e.title)")
+    assert links == [job["miner"]]
+    assert web.field("attest.leaf_index") == str(att["leaf_index"])
+    assert att["owner"][:10] in web.field("attest.owner")
+    web.shot("job-anonymous")
+    assert web.errors == [], web.errors
+
 def test_phone_viewport_has_no_horizontal_overflow(browser: Any, env: Env) -> None:
     p = Page(browser, env, viewport=PHONE)
     try:

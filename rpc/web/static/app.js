@@ -445,7 +445,8 @@ async function job(ctx, [id]) {
   if (j.state === "QUEUED" || j.state === "RUNNING" || j.payment === "escrowed") {
     ctx.onHead(throttle(async () => {
       const now = await call("market_getJob", { job_id: id });
-      if (now.state !== j.state || now.payment !== j.payment || now.bids.length !== j.bids.length || now.receipt_height !== j.receipt_height) render();
+      if (now.state !== j.state || now.payment !== j.payment || now.bids.length !== j.bids.length || now.receipt_height !== j.receipt_height
+        || anonKey(now.anonymous) !== anonKey(j.anonymous)) render();
     }, 700));
   }
   const bids = j.bids.map((b) => h("tr", {}, h("td", {}, addr(b.miner)), h("td", {}, ait(b.price)), h("td", {}, blockLink(b.height)),
@@ -463,6 +464,8 @@ async function job(ctx, [id]) {
     ])),
     section(`Bids (${j.bids.length})`, table(["Miner", "Price / unit", "Height", ""], bids, { id: "job-bids" })),
     j.sealed ? sealedSection(j.sealed) : null,
+    j.anonymous ? anonymousSection(j.anonymous) : null,
+    j.attest ? attestSection(j.attest) : null,
     section("Award", j.miner ? dl([
       ["Miner", addr(j.miner, true), "miner"], ["Price / unit", ait(j.price), "price"], ["Awarded at", blockLink(j.award_height), "award_height"],
       ["Receipt due by", blockLink(j.deadline_height), "deadline_height"],
@@ -499,6 +502,41 @@ function sealedSection(sa) {
     ["Settle window", `${sa.settle_window} blocks${sa.settle_height ? ` (settles at ${sa.settle_height})` : ""}`],
     ["Faulty bidders", (sa.faulty || []).length ? (sa.faulty || []).map((a) => addr(a)) : "none"],
   ]), table(["Miner", "Commitment", "Height"], bids));
+}
+
+/** What the live refresh of an anonymous job compares: new bids, the next pending bid, the passed-over ones. */
+function anonKey(an) {
+  return an ? `${(an.bids || []).length}/${an.pending ?? "-"}/${(an.passed || []).length}` : "";
+}
+
+/** An anonymous-bid job's auction (market_getJob `anonymous`): prices and nullifiers, no bidder but the winner. */
+function anonymousSection(an) {
+  const all = an.bids || [];
+  const passed = an.passed || [];
+  const pending = an.pending ?? null;
+  const ref = (i) => `bid #${i + 1} at ${ait(all[i]?.price)}`;
+  const mark = (i) => (i === pending ? (an.winner ? badge("won", "ok") : badge("pending")) : passed.includes(i) ? badge("passed") : "");
+  const bids = all.map((b, i) => h("tr", {}, h("td", {}, `#${i + 1}`), h("td", {}, ait(b.price)),
+    h("td", { class: "mono", title: b.nullifier }, short(b.nullifier)), h("td", {}, blockLink(b.height)), h("td", {}, mark(i))));
+  return section(`Anonymous auction (${all.length} anonymous bids)`, dl([
+    ["Winner", an.winner ? addr(an.winner, true) : "not revealed", "anonymous.winner"],
+    ["Pending bid", pending === null ? "none" : an.winner ? `${ref(pending)}, accepted`
+      : `${ref(pending)}${an.accept_deadline !== null && an.accept_deadline !== undefined ? `, accept by block ${an.accept_deadline}` : ""}`,
+    "anonymous.pending"],
+    ["Passed over", passed.length ? passed.map(ref).join(" · ") : "none", "anonymous.passed"],
+    ["Fee per bid", `${ait(an.bid_fee)} (at most ${an.max_bids} bids)`, "anonymous.bid_fee"],
+    ["Fees paid", ait(an.fees_paid), "anonymous.fees_paid"], ["Min bond", ait(an.min_bond), "anonymous.min_bond"],
+    ["Accept window", `${an.accept_window} blocks`],
+  ]), table(["Bid", "Price / unit", "Nullifier", "Height", ""], bids, { id: "job-anon-bids" }));
+}
+
+/** An attestable job (market_getJob `attest`): its leaf in the receipt tree once paid, the owner commitment. */
+function attestSection(at) {
+  return section("Attestable receipt", dl([
+    ["Leaf index", at.leaf_index !== null && at.leaf_index !== undefined ? String(at.leaf_index) : "not in the receipt tree yet",
+      "attest.leaf_index"],
+    ["Owner commitment", h("span", { class: "mono", title: at.owner }, short(at.owner)), "attest.owner"],
+  ]));
 }
 
 function minerDl(m) {
