@@ -14,10 +14,13 @@ import time
 
 from net_helpers import wait_heights
 from test_market_network import FAST, Client, settled, wait_job
+from zk_tools import requires_snarkjs
 
 from gpu.kinds import get_kind
 from state import market
 from state.market import anon
+
+pytestmark = requires_snarkjs
 
 PRICES = {1: 1337, 2: 2671, 3: 3889}  # base units per unit of work; node1 is cheapest, then node2
 MAX_PRICE = 5_000

@@ -9,6 +9,9 @@ import json
 
 import pytest
 from nodeproc import NodeProcess, clean_env, run_cli, wait_for
+from zk_tools import requires_snarkjs
+
+pytestmark = requires_snarkjs
 
 
 @pytest.fixture(scope="module")

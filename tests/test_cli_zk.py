@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 from nodeproc import NodeProcess, clean_env, run_cli, wait_for
+from zk_tools import requires_snarkjs
+
+pytestmark = requires_snarkjs
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from nodeproc import REPO, NodeProcess, clean_env, init_home, run_cli, wait_for
 from readme_snippets import Block, Line, parse, parse_file, starts_with, words
+from zk_tools import requires_snarkjs
 
 from testnet.network import Network
 from testnet.ports import free_base_port
@@ -535,6 +536,7 @@ def _zk_verify(run: Run) -> None:
     assert res["valid"] is True and res["proof"] == "valid" and res["root_height"] >= 1, res
 
 
+@requires_snarkjs
 def test_receipt_attestations(tmp_path: Path, started: Callable[..., NodeProcess]) -> None:
     """Private receipt attestations: an attestable job paid by the dev node's miner, proven with snarkjs and
     verified (proof and root) by another process."""

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from nodeproc import FAST_BLOCK_MS, NodeProcess, clean_env, run_cli, wait_for
+from zk_tools import requires_snarkjs
 
 from gpu.llm.tiny import TINY, tiny_model_file
 from state.address import encode_address
@@ -498,6 +499,7 @@ def test_sealed_job_page_shows_commitments_and_only_the_winning_price(web: Page,
 
 
 
+@requires_snarkjs
 def test_anonymous_attestable_job_page_shows_prices_and_only_the_winner(web: Page, env: Env) -> None:
     """An anonymous-bid, attestable job (the node's miner registers a bidding identity, bids without naming
     itself and accepts): its page lists the anonymous bid by price and nullifier, names only the winner,

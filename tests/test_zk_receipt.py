@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as hst
 from test_market_state import CHAIN, CLIENT, FEE, MINER1, MINER2, MINER3, SEED, Market, Result
 from test_market_state import receipt as job_receipt
+from zk_tools import MISSING
 
 import state.market as mkt
 from gpu.kinds import get_kind
@@ -70,6 +71,8 @@ def _refused(st: receipt.Statement, proof: groth16.Proof) -> str:
 @pytest.fixture(scope="module")
 def offchain() -> Proven:
     """A proof over an in-memory tree of 4 leaves (ours at index 2, 120 units), message = MINER2's key."""
+    if MISSING:
+        pytest.skip(f"no snarkjs: {MISSING}")
     secret = 0x1234_5678_9ABC
     t = PoseidonTree(DictStore(), receipt.DEPTH)
     for i, units in enumerate((5, 300, UNITS, 7)):
@@ -295,6 +298,8 @@ def _chain_tree(m: Market) -> PoseidonTree:
 
 @pytest.fixture(scope="module")
 def paid() -> Paid:
+    if MISSING:
+        pytest.skip(f"no snarkjs: {MISSING}")
     assert get_kind(KIND).work_units(PARAMS) == UNITS
     m = Market()
     m.register(MINER1)
