@@ -27,6 +27,16 @@ def _hex32(v: int) -> str:
     return f"0x{v:064x}"
 
 
+def _leaves(size: int, leaf_at, start: int, limit: int, what: str) -> dict:  # noqa: ANN001
+    leaves = []
+    for i in range(start, min(size, start + limit)):
+        v = leaf_at(i)
+        if v is None:
+            raise RpcError(RpcError.INTERNAL_ERROR, f"{what} tree leaf missing", {"index": i})
+        leaves.append(_hex32(v))
+    return {"start": start, "size": size, "leaves": leaves}
+
+
 def register_zk_methods(reg: MethodRegistry, node: NodeApi) -> None:
     get = node.chain.get_object
     chain_id = node.genesis.chain_id
@@ -45,14 +55,7 @@ def register_zk_methods(reg: MethodRegistry, node: NodeApi) -> None:
                         Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LEAVES}, required=False)],
                 summary="Leaves of the receipt tree in order, from start (at most 1024 per call)")
     async def zk_receipt_leaves(start: int = 0, limit: int = MAX_LEAVES) -> dict:
-        size = attest.tree_size(get)
-        leaves = []
-        for i in range(start, min(size, start + limit)):
-            v = attest.leaf_at(get, i)
-            if v is None:
-                raise RpcError(RpcError.INTERNAL_ERROR, "receipt tree leaf missing", {"index": i})
-            leaves.append(_hex32(v))
-        return {"start": start, "size": size, "leaves": leaves}
+        return _leaves(attest.tree_size(get), lambda i: attest.leaf_at(get, i), start, limit, "receipt")
 
     @reg.method("zk_bidderTree", params=[], result=OBJ,
                 summary="The tree of anonymous bidders (miners with an identity): depth, leaves, root")
@@ -65,14 +68,7 @@ def register_zk_methods(reg: MethodRegistry, node: NodeApi) -> None:
                         Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LEAVES}, required=False)],
                 summary="Leaves of the bidder tree in order, from start (at most 1024 per call; 0 = vacated)")
     async def zk_bidder_leaves(start: int = 0, limit: int = MAX_LEAVES) -> dict:
-        size = anon.tree_size(get)
-        leaves = []
-        for i in range(start, min(size, start + limit)):
-            v = anon.leaf_at(get, i)
-            if v is None:
-                raise RpcError(RpcError.INTERNAL_ERROR, "bidder tree leaf missing", {"index": i})
-            leaves.append(_hex32(v))
-        return {"start": start, "size": size, "leaves": leaves}
+        return _leaves(anon.tree_size(get), lambda i: anon.leaf_at(get, i), start, limit, "bidder")
 
     @reg.method("zk_receiptRoot", params=[Param("root", FIELD)], result=OBJ,
                 summary="Whether this was ever the receipt tree's root, and from which height")

@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 
 from zk import anon_bid, anon_bid_vkey, groth16
 from zk.errors import ProofError
-from zk.poseidon_tree import META_LEVEL, PoseidonTree
 
 from .. import codec
 from ..errors import InvariantError
 from ..machine import ExecFailure, Execution, TxError, TxKind
 from ..types import Transaction
+from . import zk_trees
 from .ledger import Market, address, hex_id, market_tx
 from .records import ACTIVE, QUEUED, Job, Miner, _Record, open_key
 from .tree_queue import HANDLERS, enqueue
@@ -86,37 +86,16 @@ def _put(ex: Execution, job_id: bytes, a: AnonAuction) -> None:
 
 
 # ------------------------------------------------------------------------------------------ the tree
-class _Nodes:
-    def __init__(self, ex: Execution) -> None:
-        self.ex = ex
-
-    @staticmethod
-    def _key(level: int, index: int) -> bytes:
-        return TREE_PREFIX + (b"n" if level == META_LEVEL else bytes([level]) + index.to_bytes(4, "big"))
-
-    def get(self, level: int, index: int) -> int | None:
-        raw = self.ex.get_object(self._key(level, index))
-        return None if raw is None else int.from_bytes(raw, "big")
-
-    def put(self, level: int, index: int, value: int) -> None:
-        self.ex.put_object(self._key(level, index), value.to_bytes(8 if level == META_LEVEL else 32, "big"))
-
-
 def tree_size(get_object) -> int:  # noqa: ANN001
-    raw = get_object(TREE_PREFIX + b"n")
-    return 0 if raw is None else int.from_bytes(raw, "big")
+    return zk_trees.size(get_object, TREE_PREFIX)
 
 
 def leaf_at(get_object, index: int) -> int | None:  # noqa: ANN001
-    raw = get_object(TREE_PREFIX + b"\x00" + index.to_bytes(4, "big"))
-    return None if raw is None else int.from_bytes(raw, "big")
+    return zk_trees.leaf(get_object, TREE_PREFIX, index)
 
 
 def root_of(get_object) -> int:  # noqa: ANN001
-    from zk.poseidon_tree import zeros
-
-    raw = get_object(TREE_PREFIX + bytes([anon_bid.DEPTH]) + bytes(4))
-    return zeros(anon_bid.DEPTH)[anon_bid.DEPTH] if raw is None else int.from_bytes(raw, "big")
+    return zk_trees.root(get_object, TREE_PREFIX, anon_bid.DEPTH)
 
 
 def root_usable(get_object, root: int, height: int) -> bool:  # noqa: ANN001
@@ -129,7 +108,7 @@ def root_usable(get_object, root: int, height: int) -> bool:  # noqa: ANN001
 
 def _set_leaf(ex: Execution, index: int | None, leaf: int, height: int) -> int:
     old = root_of(ex.get_object)
-    t = PoseidonTree(_Nodes(ex), anon_bid.DEPTH)
+    t = zk_trees.tree(ex, TREE_PREFIX, anon_bid.DEPTH)
     if index is None:
         index = t.append(leaf)
     else:

@@ -22,11 +22,12 @@ from collections.abc import Callable
 
 from zk import groth16, receipt, receipt_vkey
 from zk.errors import ProofError
-from zk.poseidon_tree import META_LEVEL, PoseidonTree, zeros
+from zk.poseidon_tree import PoseidonTree
 
 from ..errors import InvariantError
 from ..machine import ExecFailure, Execution, TxError, TxKind
 from ..types import Transaction
+from . import zk_trees
 from .ledger import Market, address, hex_id
 from .tree_queue import HANDLERS, enqueue
 
@@ -41,42 +42,21 @@ ATTEST_WORK = 3_000
 GetObject = Callable[[bytes], "bytes | None"]
 
 
-class _StateNodes:
-    """The tree's node store over state objects (pure: reads and writes go through the execution)."""
-
-    def __init__(self, ex: Execution) -> None:
-        self.ex = ex
-
-    @staticmethod
-    def _key(level: int, index: int) -> bytes:
-        return TREE_PREFIX + (b"n" if level == META_LEVEL else bytes([level]) + index.to_bytes(4, "big"))
-
-    def get(self, level: int, index: int) -> int | None:
-        raw = self.ex.get_object(self._key(level, index))
-        return None if raw is None else int.from_bytes(raw, "big")
-
-    def put(self, level: int, index: int, value: int) -> None:
-        self.ex.put_object(self._key(level, index), value.to_bytes(8 if level == META_LEVEL else 32, "big"))
-
-
 def tree_size(get_object: GetObject) -> int:
-    raw = get_object(TREE_PREFIX + b"n")
-    return 0 if raw is None else int.from_bytes(raw, "big")
+    return zk_trees.size(get_object, TREE_PREFIX)
 
 
 def tree(ex: Execution) -> PoseidonTree:
-    return PoseidonTree(_StateNodes(ex), receipt.DEPTH)
+    return zk_trees.tree(ex, TREE_PREFIX, receipt.DEPTH)
 
 
 def root_of(get_object: GetObject) -> int:
     """The receipt tree's current root (the empty tree's while no job was attested)."""
-    raw = get_object(TREE_PREFIX + bytes([receipt.DEPTH]) + bytes(4))
-    return zeros(receipt.DEPTH)[receipt.DEPTH] if raw is None else int.from_bytes(raw, "big")
+    return zk_trees.root(get_object, TREE_PREFIX, receipt.DEPTH)
 
 
 def leaf_at(get_object: GetObject, index: int) -> int | None:
-    raw = get_object(TREE_PREFIX + b"\x00" + index.to_bytes(4, "big"))
-    return None if raw is None else int.from_bytes(raw, "big")
+    return zk_trees.leaf(get_object, TREE_PREFIX, index)
 
 
 # ------------------------------------------------------------------------------------------ job side
