@@ -185,16 +185,17 @@ def _anon(reps: int) -> dict:
     from zk.poseidon_tree import DictStore, PoseidonTree
 
     secret, pk, blind, job_id = anon_bid.new_secret(), b"\x07" * 32, anon_bid.new_secret(), b"\x09" * 32
+    standing = (10**9, 1 << 30, 0b1111, anon_bid.backend_field("pycuda"))
     tree = PoseidonTree(DictStore(), anon_bid.DEPTH)
     for i in range(3):
-        tree.append(anon_bid.leaf(anon_bid.identity(anon_bid.new_secret()), bytes([i]) * 32, 10**9, 1 << 30))
-    idx = tree.append(anon_bid.leaf(anon_bid.identity(secret), pk, 10**9, 1 << 30))
+        tree.append(anon_bid.leaf(anon_bid.identity(anon_bid.new_secret()), bytes([i]) * 32, *standing))
+    idx = tree.append(anon_bid.leaf(anon_bid.identity(secret), pk, *standing))
     siblings, bits = tree.path(idx)
     st = anon_bid.Statement(job_id, 1234, tree.root(), anon_bid.nullifier(job_id, secret), anon_bid.claim(pk, blind),
-                            10**8, 1 << 20)
+                            10**8, 1 << 20, 0b10, anon_bid.backend_field("pycuda"))
     t0 = time.perf_counter()
     try:
-        proof, public = prove(anon_bid.CIRCUIT, anon_bid.witness_inputs(st, secret, pk, 10**9, 1 << 30, blind,
+        proof, public = prove(anon_bid.CIRCUIT, anon_bid.witness_inputs(st, secret, pk, standing, blind,
                                                                          siblings, bits))
     except ProverMissing as exc:
         print(f"\n(anonymous bid rows skipped: {exc})")

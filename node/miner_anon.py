@@ -105,25 +105,29 @@ class AnonBidder:
         if not self.available() or job.job_id in self._open:
             return False
         get = self.miner.chain.get_object
-        rec = anon.identity_of(get, self.miner.pk)
-        if rec is None or rec[1] is None or not rec[4]:
+        ident = anon.identity_of(get, self.miner.pk)
+        if ident is None or ident.index is None or not ident.active or ident.standing is None:
             return False  # not in the tree yet (registration queued), or not in standing
         params = self.node.genesis.params
+        if job.kind not in anon.KIND_BITS:
+            return False
         min_bond = max(a.min_bond, params.market.min_miner_bond)
         min_memory = job.requirements.get("min_memory", 0)
-        bond, memory = rec[2], rec[3]
-        if bond < min_bond or memory < min_memory or len(a.bids) >= a.max_bids:
+        kinds, backend = anon.required_kinds(job), anon.required_backend(job)
+        bond, memory, my_kinds, my_backend = ident.standing
+        if bond < min_bond or memory < min_memory or my_kinds & kinds != kinds or backend not in (0, my_backend) \
+                or len(a.bids) >= a.max_bids:
             return False
         size = anon.tree_size(get)
         t = PoseidonTree(DictStore(), anon_bid.DEPTH)
         for i in range(size):
             t.append(anon.leaf_at(get, i) or 0)
-        siblings, bits = t.path(rec[1])
+        siblings, bits = t.path(ident.index)
         secret = self._identity_secret()
         blind = anon_bid.new_secret()
         st = anon_bid.Statement(job.job_id, price, t.root(), anon_bid.nullifier(job.job_id, secret),
-                                anon_bid.claim(self.miner.pk, blind), min_bond, min_memory)
-        inputs = anon_bid.witness_inputs(st, secret, self.miner.pk, bond, memory, blind, siblings, bits)
+                                anon_bid.claim(self.miner.pk, blind), min_bond, min_memory, kinds, backend)
+        inputs = anon_bid.witness_inputs(st, secret, self.miner.pk, tuple(ident.standing), blind, siblings, bits)
         try:
             proof, public = await trio.to_thread.run_sync(lambda: prove(anon_bid.CIRCUIT, inputs))
         except (ProverMissing, ProverFailed) as exc:

@@ -26,6 +26,7 @@ from test_market_state import (
     VERIFIER,
     Market,
     Result,
+    caps,
     receipt,
 )
 
@@ -73,8 +74,8 @@ def _prove(
 ) -> dict:
     """An anon_bid body for ``k``'s identity against the current tree (``bond`` overrides the true one)."""
     t = _tree(m)
-    index = anon.identity_of(m.s.get_object, k.public_key)[1]
-    mi = m.miner(k)
+    ident = anon.identity_of(m.s.get_object, k.public_key)
+    job = m.job(job_id)
     blind = BLINDS[k.public_key]
     st = anon_bid.Statement(
         job_id,
@@ -84,21 +85,15 @@ def _prove(
         anon_bid.claim(k.public_key, blind),
         min_bond,
         0,
+        anon.required_kinds(job),
+        anon.required_backend(job),
     )
-    siblings, bits = t.path(index)
-    proof, pub = prove(
-        "anon_bid",
-        anon_bid.witness_inputs(
-            st,
-            secret,
-            k.public_key,
-            mi.bond if bond is None else bond,
-            mi.capabilities["memory"],
-            blind,
-            siblings,
-            bits,
-        ),
-    )
+    siblings, bits = t.path(ident.index)
+    standing = list(ident.standing)
+    if bond is not None:
+        standing[0] = bond
+    proof, pub = prove("anon_bid", anon_bid.witness_inputs(st, secret, k.public_key, tuple(standing), blind,
+                                                           siblings, bits))
     st = replace(st, root=pub[0])  # the circuit outputs the root its witness opens
     assert pub == st.public_inputs()
     return anon.anon_bid_body(st, proof)
@@ -255,6 +250,8 @@ def test_replays_and_tampered_bids_are_refused_at_block_level(scene: Scene) -> N
         "price": 41,
         "min_bond": MIN_BOND + 1,
         "min_memory": 1,
+        "required_kinds": 3,
+        "required_backend": first["claim"],
         "claim": first["claim"],
         "nullifier": bodies["m3_50"]["nullifier"],
         "root": first["claim"],
@@ -336,14 +333,18 @@ def test_leaves_follow_bond_and_standing_and_an_old_bond_expires_with_its_root(s
     mem = m.miner(MINER1).capabilities["memory"]
 
     def leaf_of(k: SigningKey) -> tuple[int, int]:
-        commitment, index, *_ = anon.identity_of(get, k.public_key)
-        return anon.leaf_at(get, index), int.from_bytes(commitment, "big")
+        ident = anon.identity_of(get, k.public_key)
+        return anon.leaf_at(get, ident.index), int.from_bytes(ident.commitment, "big")
+
+    def caps_of(k: SigningKey) -> tuple[int, int]:
+        return anon.identity_of(get, k.public_key).standing[2:]
 
     root0 = anon.root_of(get)
     m.ok(MINER1, mkt.TX_MINER_UPDATE, mkt.miner_update_body(add_bond=500))
     leaf, c1 = leaf_of(MINER1)
-    assert leaf == anon_bid.leaf(c1, MINER1.public_key, 2_500, mem)
-    assert anon.identity_of(get, MINER1.public_key)[2:] == [2_500, mem, True, False]  # written, not queued
+    assert leaf == anon_bid.leaf(c1, MINER1.public_key, 2_500, mem, *caps_of(MINER1))
+    ident = anon.identity_of(get, MINER1.public_key)
+    assert (ident.standing[:2], ident.active, ident.queued) == ([2_500, mem], True, False)  # written, not queued
     assert (
         anon.root_of(get) != root0
         and int.from_bytes(get(anon.ROOT_PREFIX + root0.to_bytes(32, "big")), "big") == m.height
@@ -356,7 +357,7 @@ def test_leaves_follow_bond_and_standing_and_an_old_bond_expires_with_its_root(s
     hs = m.height
     assert m.miner(MINER2).bond == 1_800
     leaf, c2 = leaf_of(MINER2)
-    assert leaf == anon_bid.leaf(c2, MINER2.public_key, 1_800, mem)
+    assert leaf == anon_bid.leaf(c2, MINER2.public_key, 1_800, mem, *caps_of(MINER2))
     assert anon.root_of(get) != before_slash
 
     # a job that needs more bond than MINER2 has now: no honest proof; a proof with the bond it had
@@ -385,7 +386,7 @@ def test_leaves_follow_bond_and_standing_and_an_old_bond_expires_with_its_root(s
     # exit: the leaf is zeroed, nothing else in the tree moves
     size = anon.tree_size(get)
     m.ok(MINER1, mkt.TX_MINER_EXIT, {})
-    assert leaf_of(MINER1)[0] == 0 and anon.identity_of(get, MINER1.public_key)[4] is False
+    assert leaf_of(MINER1)[0] == 0 and anon.identity_of(get, MINER1.public_key).active is False
     assert anon.tree_size(get) == size and leaf_of(MINER3)[0] != 0
 
 
@@ -463,3 +464,18 @@ def test_identity_and_job_rules_without_proofs() -> None:
     j = m.job(jid)
     assert (j.state, j.refunded, j.escrow) == (mkt.EXPIRED, ESCROW + POOL, 0)
     assert m.bal(CLIENT) == c1 + ESCROW + POOL
+
+
+def test_a_bidder_without_the_jobs_kind_or_backend_cannot_prove(scene: Scene) -> None:
+    """The leaf carries the miner's kinds and backend: a job it cannot run gets no proof from it."""
+    m = copy.deepcopy(scene.two)
+    m.ok(MINER1, mkt.TX_MINER_UPDATE, mkt.miner_update_body(capabilities=caps(kinds=("matmul-u32",))))
+    assert anon.identity_of(m.s.get_object, MINER1.public_key).standing[2] == 1 << anon.KIND_BITS["matmul-u32"]
+    mlp = m.submit(kind="mlp-f32", anonymous=SPEC)
+    with pytest.raises(ProverFailed):
+        _prove(m, MINER1, scene.secrets[MINER1.public_key], mlp, 30)
+    m.ok(SigningKey.generate(), anon.TX_ANON_BID, _prove(m, MINER2, scene.secrets[MINER2.public_key], mlp, 30))
+    on_numpy = m.submit(backend="numpy", anonymous=SPEC)  # every miner here runs "cuda"
+    assert m.job(on_numpy).requirements == {"backend": "numpy"}
+    with pytest.raises(ProverFailed):
+        _prove(m, MINER2, scene.secrets[MINER2.public_key], on_numpy, 30)

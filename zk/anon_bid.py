@@ -4,12 +4,15 @@ one bid per miner per job, without saying which miner.
 A miner that wants to bid anonymously registers an identity commitment ``Poseidon(id_secret)``; the
 chain keeps a Poseidon tree of those miners (``state/market/anon.py``) whose leaf is
 
-    leaf = Poseidon(Poseidon(Poseidon(id_secret), addr), Poseidon(bond, memory))
+    leaf = Poseidon(Poseidon(Poseidon(id_secret), addr),
+                    Poseidon(Poseidon(bond, memory), Poseidon(kinds, backend)))
 
-with ``addr`` the miner's address as a field element and its *current* bond and memory (the chain
-rewrites the leaf when they change and zeroes it when the miner cannot take jobs). A Groth16 proof for
+with ``addr`` the miner's address as a field element and its *current* bond, memory, job kinds (a bit
+mask, ``state/market/anon.py`` numbers the kinds) and backend (:func:`backend_field`); the chain rewrites
+the leaf when they change and zeroes it when the miner cannot take jobs. A Groth16 proof for
 ``zk/circuits/src/anon_bid.circom`` shows knowledge of ``id_secret`` for a leaf under ``root`` with
-``bond >= min_bond`` and ``memory >= min_memory``, and outputs
+``bond >= min_bond``, ``memory >= min_memory``, every kind bit of ``required_kinds`` and, unless
+``required_backend`` is 0, that backend; and outputs
 
 * ``nullifier = Poseidon(scope, id_secret)`` with ``scope`` the job's: one bid per miner per job;
 * ``claim = Poseidon(addr, blind)``: the winner opens it (``blind``) from its own account to take the
@@ -32,7 +35,7 @@ CIRCUIT = "anon_bid"
 VERSION = 1
 DEPTH = 20
 
-__all__ = ["CIRCUIT", "DEPTH", "Statement", "addr_field", "claim", "field_bytes", "field_of", "identity",
+__all__ = ["CIRCUIT", "DEPTH", "Statement", "addr_field", "backend_field", "claim", "field_bytes", "field_of", "identity",
            "leaf", "message_field", "new_secret", "nullifier", "scope_field", "verify", "witness_inputs"]
 
 
@@ -55,15 +58,20 @@ def message_field(job_id: bytes, price: int) -> int:
     return to_field(b"aitbc/zk/v1/anon-bid", job_id + price.to_bytes(8, "big"))
 
 
+def backend_field(name: str) -> int:
+    return to_field(b"aitbc/zk/v1/backend", name.encode())
+
+
 def identity(id_secret: int) -> int:
     return poseidon.hash1(id_secret)
 
 
-def leaf(identity_commitment: int, public_key: bytes, bond: int, memory: int) -> int:
-    if not (0 <= bond < U64 and 0 <= memory < U64):
-        raise ProofError("bond and memory must be below 2^64", "zk_out_of_range")
+def leaf(identity_commitment: int, public_key: bytes, bond: int, memory: int, kinds: int, backend: int) -> int:
+    if not (0 <= bond < U64 and 0 <= memory < U64 and 0 <= kinds < U64):
+        raise ProofError("bond, memory and the kind mask must be below 2^64", "zk_out_of_range")
     who = poseidon.hash2(identity_commitment, addr_field(public_key))
-    return poseidon.hash2(who, poseidon.hash2(bond, memory))
+    what = poseidon.hash2(poseidon.hash2(bond, memory), poseidon.hash2(kinds, backend))
+    return poseidon.hash2(who, what)
 
 
 def nullifier(job_id: bytes, id_secret: int) -> int:
@@ -85,29 +93,40 @@ class Statement:
     claim: int
     min_bond: int
     min_memory: int
+    required_kinds: int
+    required_backend: int  # 0: any backend
 
     def public_inputs(self) -> list[int]:
-        """In the circuit's order: outputs (root, nullifier, claim), then scope, minBond, minMemory, message."""
-        if not (0 <= self.min_bond < U64 and 0 <= self.min_memory < U64):
-            raise ProofError("min_bond and min_memory must be below 2^64", "zk_out_of_range")
+        """In the circuit's order: outputs (root, nullifier, claim), then scope, minBond, minMemory,
+        requiredKinds, requiredBackend, message."""
+        if not (0 <= self.min_bond < U64 and 0 <= self.min_memory < U64 and 0 <= self.required_kinds < U64):
+            raise ProofError("min_bond, min_memory and required_kinds must be below 2^64", "zk_out_of_range")
+        if not 0 <= self.required_backend < R:
+            raise ProofError("required_backend must be a field element", "zk_out_of_range")
         return [self.root, self.nullifier, self.claim, scope_field(self.job_id), self.min_bond, self.min_memory,
-                message_field(self.job_id, self.price)]
+                self.required_kinds, self.required_backend, message_field(self.job_id, self.price)]
 
 
-def witness_inputs(st: Statement, id_secret: int, public_key: bytes, bond: int, memory: int, blind: int,
-                   siblings: list[int], bits: list[int]) -> dict:
-    """The prover's input map (circom signal names) for ``st``."""
+def witness_inputs(st: Statement, id_secret: int, public_key: bytes, standing: tuple[int, int, int, int],
+                   blind: int, siblings: list[int], bits: list[int]) -> dict:
+    """The prover's input map (circom signal names) for ``st``; ``standing`` is the leaf's
+    ``(bond, memory, kinds, backend)``."""
+    bond, memory, kinds, backend = standing
     return {
         "idSecret": str(id_secret),
         "addr": str(addr_field(public_key)),
         "bond": str(bond),
         "memory": str(memory),
+        "kinds": str(kinds),
+        "backend": str(backend),
         "blind": str(blind),
         "pathElements": [str(s) for s in siblings],
         "pathIndices": [str(b) for b in bits],
         "scope": str(scope_field(st.job_id)),
         "minBond": str(st.min_bond),
         "minMemory": str(st.min_memory),
+        "requiredKinds": str(st.required_kinds),
+        "requiredBackend": str(st.required_backend),
         "message": str(message_field(st.job_id, st.price)),
     }
 

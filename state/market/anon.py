@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from zk import anon_bid, anon_bid_vkey, groth16
 from zk.errors import ProofError
 
-from .. import codec
 from ..errors import InvariantError
 from ..machine import ExecFailure, Execution, TxError, TxKind
 from ..types import Transaction
@@ -44,7 +43,7 @@ TX_ANON_IDENTITY = "anon_identity"
 TX_ANON_BID = "anon_bid"
 TX_ANON_ACCEPT = "anon_accept"
 DUE_ANON_ACCEPT = "anon_accept"
-IDENTITY_PREFIX = b"mkt/i/"  # + miner -> [commitment, leaf index, bond, memory, active, queued]
+IDENTITY_PREFIX = b"mkt/i/"  # + miner -> Identity
 AUCTION_PREFIX = b"mkt/y/"  # + job id -> AnonAuction
 TREE_PREFIX = b"zk/bt/"
 ROOT_PREFIX = b"zk/br/"  # + replaced root -> the height it was replaced
@@ -118,44 +117,69 @@ def _set_leaf(ex: Execution, index: int | None, leaf: int, height: int) -> int:
     return index
 
 
-def _standing(mk: Market, m: Miner) -> tuple[int, int, bool]:
-    active = m.status == ACTIVE and m.bond >= mk.p.min_miner_bond
-    return m.bond, int(m.capabilities.get("memory", 0)), active
+#: Bits of the job kinds in a leaf's kind mask (consensus: a new kind gets the next bit; a kind without
+#: a bit cannot be asked for anonymously).
+KIND_BITS = {"matmul-u32": 0, "hash-chain": 1, "mlp-f32": 2, "llm-generate": 3}
 
 
-def identity_of(get_object, pk: bytes) -> list | None:  # noqa: ANN001
+@dataclass(slots=True)
+class Identity(_Record):
+    """A miner's bidding identity: its commitment, its leaf (None until the queue writes it), the standing
+    the leaf carries (``[bond, memory, kinds, backend]``), whether it is in standing (else the leaf is 0),
+    and whether a rewrite is queued."""
+
+    commitment: bytes
+    index: int | None = None
+    standing: list | None = None
+    active: bool = False
+    queued: bool = True
+
+
+def kind_mask(kinds: object) -> int:
+    return sum(1 << KIND_BITS[k] for k in kinds if k in KIND_BITS)  # type: ignore[attr-defined]
+
+
+def _standing(mk: Market, m: Miner) -> tuple[list, bool]:
+    caps = m.capabilities
+    standing = [m.bond, int(caps.get("memory", 0)), kind_mask(caps.get("throughput", {})),
+                anon_bid.backend_field(str(caps.get("backend", "")))]
+    return standing, m.status == ACTIVE and m.bond >= mk.p.min_miner_bond
+
+
+def identity_of(get_object, pk: bytes) -> Identity | None:  # noqa: ANN001
     raw = get_object(IDENTITY_PREFIX + pk)
-    return None if raw is None else codec.decode(raw)
+    return None if raw is None else Identity.decode(raw)
 
 
 def refresh(mk: Market, m: Miner) -> None:
-    """Queue a rewrite of a miner's leaf when its bond, memory or standing changed (called for every miner
-    record written; a miner without an identity costs one read)."""
-    rec = identity_of(mk.ex.get_object, m.miner)
-    if rec is None or rec[5] or tuple(rec[2:5]) == _standing(mk, m):
+    """Queue a rewrite of a miner's leaf when its bond, memory, kinds, backend or standing changed (called
+    for every miner record written; a miner without an identity costs one read)."""
+    ident = identity_of(mk.ex.get_object, m.miner)
+    if ident is None or ident.queued or (ident.standing, ident.active) == _standing(mk, m):
         return
-    rec[5] = True
-    mk.ex.put_object(IDENTITY_PREFIX + m.miner, codec.encode(rec))
+    ident.queued = True
+    mk.ex.put_object(IDENTITY_PREFIX + m.miner, ident.encode())
     enqueue(mk.ex, "bidder", m.miner)
 
 
 def _sync(mk: Market, pk: bytes) -> None:
     """Write a miner's leaf from its current record (a tree_queue handler): appended the first time."""
-    rec = identity_of(mk.ex.get_object, pk)
+    ident = identity_of(mk.ex.get_object, pk)
     m = mk.miner(pk)
-    if rec is None or m is None:
+    if ident is None or m is None:
         raise InvariantError("queued bidder leaf of a miner without an identity")
-    commitment, index = rec[0], rec[1]
-    now = _standing(mk, m)
-    leaf = anon_bid.leaf(int.from_bytes(commitment, "big"), pk, now[0], now[1]) if now[2] else 0
-    if index is None and tree_size(mk.ex.get_object) >= 1 << anon_bid.DEPTH:
+    standing, active = _standing(mk, m)
+    leaf = anon_bid.leaf(int.from_bytes(ident.commitment, "big"), pk, *standing) if active else 0
+    first = ident.index is None
+    if first and tree_size(mk.ex.get_object) >= 1 << anon_bid.DEPTH:
         mk.ex.emit("anon_identity_refused", miner=address(pk), reason="identity_tree_full")
         mk.ex.put_object(IDENTITY_PREFIX + pk, None)
         return
-    index = _set_leaf(mk.ex, index, leaf, mk.h)
-    mk.ex.put_object(IDENTITY_PREFIX + pk, codec.encode([commitment, index, *now, False]))
-    if rec[1] is None:
-        mk.ex.emit("anon_identity_registered", miner=address(pk), index=index)
+    ident.index = _set_leaf(mk.ex, ident.index, leaf, mk.h)
+    ident.standing, ident.active, ident.queued = standing, active, False
+    mk.ex.put_object(IDENTITY_PREFIX + pk, ident.encode())
+    if first:
+        mk.ex.emit("anon_identity_registered", miner=address(pk), index=ident.index)
 
 
 HANDLERS["bidder"] = _sync
@@ -183,7 +207,7 @@ def apply_anon_identity(mk: Market, tx: Transaction) -> None:
     if tree_size(mk.ex.get_object) >= 1 << anon_bid.DEPTH:
         raise ExecFailure("identity_tree_full", "the bidder tree is full")
     # the leaf is written by the tree queue (at the end of this block unless it is busy)
-    mk.ex.put_object(IDENTITY_PREFIX + tx.sender, codec.encode([tx.body["commitment"], None, None, None, None, True]))
+    mk.ex.put_object(IDENTITY_PREFIX + tx.sender, Identity(tx.body["commitment"]).encode())
     enqueue(mk.ex, "bidder", tx.sender)
 
 
@@ -206,7 +230,18 @@ def pool(spec: dict) -> int:
     return spec["max_bids"] * spec["bid_fee"]
 
 
+def required_kinds(job: Job) -> int:
+    return 1 << KIND_BITS[job.kind]
+
+
+def required_backend(job: Job) -> int:
+    backend = job.requirements.get("backend")
+    return anon_bid.backend_field(backend) if backend else 0
+
+
 def open_auction(mk: Market, job: Job, spec: dict) -> None:
+    if job.kind not in KIND_BITS:
+        raise ExecFailure("anon_kind_unsupported", f"job kind '{job.kind}' has no bit in anonymous bidders' kind masks")
     if spec["bid_fee"] < mk.ex.env.params.min_fee:
         raise ExecFailure("anon_fee_too_low",
                           f"anonymous.bid_fee {spec['bid_fee']} is below the chain's minimum fee {mk.ex.env.params.min_fee}")
@@ -214,19 +249,22 @@ def open_auction(mk: Market, job: Job, spec: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------ anon_bid
-_BID_KEYS = {"job_id", "price", "root", "nullifier", "claim", "min_bond", "min_memory", "proof"}
+_BID_KEYS = {"job_id", "price", "root", "nullifier", "claim", "min_bond", "min_memory", "required_kinds",
+             "required_backend", "proof"}
 
 
 def anon_bid_body(st: anon_bid.Statement, proof: groth16.Proof) -> dict:
     return {"job_id": st.job_id, "price": st.price, "root": anon_bid.field_bytes(st.root),
             "nullifier": anon_bid.field_bytes(st.nullifier), "claim": anon_bid.field_bytes(st.claim),
-            "min_bond": st.min_bond, "min_memory": st.min_memory, "proof": proof.encode()}
+            "min_bond": st.min_bond, "min_memory": st.min_memory, "required_kinds": st.required_kinds,
+            "required_backend": anon_bid.field_bytes(st.required_backend), "proof": proof.encode()}
 
 
 def statement_of(body: dict) -> anon_bid.Statement:
     return anon_bid.Statement(body["job_id"], body["price"], anon_bid.field_of(body["root"], "root"),
                               anon_bid.field_of(body["nullifier"], "nullifier"),
-                              anon_bid.field_of(body["claim"], "claim"), body["min_bond"], body["min_memory"])
+                              anon_bid.field_of(body["claim"], "claim"), body["min_bond"], body["min_memory"],
+                              body["required_kinds"], anon_bid.field_of(body["required_backend"], "required_backend"))
 
 
 def check_anon_bid(body: dict) -> None:
@@ -235,11 +273,13 @@ def check_anon_bid(body: dict) -> None:
         raise TxError(f"anon_bid body must have exactly the fields {sorted(_BID_KEYS)}", "invalid_body")
     if type(body["job_id"]) is not bytes or len(body["job_id"]) != 32:
         raise TxError("anon_bid.job_id must be 32 bytes", "invalid_body")
-    for k in ("price", "min_bond", "min_memory"):
+    for k in ("price", "min_bond", "min_memory", "required_kinds"):
         if type(body[k]) is not int or not 0 <= body[k] < 2**64:
             raise TxError(f"anon_bid.{k} must be an integer in [0, 2^64)", "invalid_body")
     if type(body["proof"]) is not bytes or len(body["proof"]) != groth16.PROOF_SIZE:
         raise TxError(f"anon_bid.proof must be {groth16.PROOF_SIZE} bytes", "invalid_body")
+    if type(body["required_backend"]) is not bytes or len(body["required_backend"]) != 32:
+        raise TxError("anon_bid.required_backend must be 32 bytes", "invalid_body")
     try:
         st = statement_of(body)
         anon_bid.verify(anon_bid_vkey.VKEY, st, groth16.Proof.decode(body["proof"]))
@@ -265,8 +305,11 @@ def sponsor_check(ex: Execution, tx: Transaction) -> None:
     if body["price"] > job.max_price:
         raise TxError(f"anon_bid: price {body['price']} exceeds max_price {job.max_price}", "price_above_max")
     if body["min_bond"] != max(a.min_bond, ex.env.params.market.min_miner_bond) or \
-            body["min_memory"] != job.requirements.get("min_memory", 0):
-        raise TxError("anon_bid: min_bond/min_memory are not the job's requirements", "requirements_mismatch")
+            body["min_memory"] != job.requirements.get("min_memory", 0) or \
+            body["required_kinds"] != required_kinds(job) or \
+            body["required_backend"] != anon_bid.field_bytes(required_backend(job)):
+        raise TxError("anon_bid: min_bond, min_memory, required_kinds or required_backend are not the job's",
+                      "requirements_mismatch")
     if not root_usable(ex.get_object, anon_bid.field_of(body["root"], "root"), h):
         raise TxError("anon_bid: the proof's root is not a recent root of the bidder tree", "stale_root")
     if any(b[0] == body["nullifier"] for b in a.bids):

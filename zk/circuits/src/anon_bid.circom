@@ -7,11 +7,15 @@ include "merkle.circom";
 // Anonymous bonded bid, version 1 (state/market/anon.py, zk/anon_bid.py).
 //
 // The chain keeps a tree of the miners that registered an identity commitment Poseidon(idSecret):
-//     leaf = Poseidon(Poseidon(Poseidon(idSecret), addr), Poseidon(bond, memory))
-// with the miner's current bond and advertised memory (a leaf is re-written when they change, and
-// zeroed when the miner leaves). This proves, without saying which leaf:
+//     leaf = Poseidon(Poseidon(Poseidon(idSecret), addr),
+//                     Poseidon(Poseidon(bond, memory), Poseidon(kinds, backend)))
+// with the miner's current bond, advertised memory, the job kinds it runs (a bit mask) and its backend
+// (a field id), re-written when they change and zeroed when the miner cannot take jobs. This proves,
+// without saying which leaf:
 //   * the bidder knows idSecret of a leaf under `root` (a recent root of the chain's tree),
 //   * that miner's bond >= minBond and memory >= minMemory (all below 2^64),
+//   * it runs every kind in requiredKinds (kinds has each bit requiredKinds has; 64-bit masks) and, when
+//     requiredBackend is not 0, its backend is requiredBackend,
 //   * nullifier = Poseidon(scope, idSecret): one bid per miner per job (scope is the job's),
 //   * claim = Poseidon(addr, blind): the winner opens it (reveals blind) from its own account,
 //   * `message` (the bid's terms: job and price) is bound to the proof.
@@ -20,12 +24,16 @@ template AnonBid(depth) {
     signal input addr;
     signal input bond;
     signal input memory;
+    signal input kinds;
+    signal input backend;
     signal input blind;
     signal input pathElements[depth];
     signal input pathIndices[depth];
     signal input scope;
     signal input minBond;
     signal input minMemory;
+    signal input requiredKinds;
+    signal input requiredBackend;
     signal input message;
     signal output root;
     signal output nullifier;
@@ -48,14 +56,29 @@ template AnonBid(depth) {
     memoryOk.in[1] <== minMemory;
     memoryOk.out === 1;
 
+    component kindBits = Num2Bits(64);
+    kindBits.in <== kinds;
+    component requiredBits = Num2Bits(64);
+    requiredBits.in <== requiredKinds;
+    for (var i = 0; i < 64; i++) {
+        requiredBits.out[i] * (1 - kindBits.out[i]) === 0;
+    }
+    requiredBackend * (backend - requiredBackend) === 0;
+
     component idc = Poseidon(1);
     idc.inputs[0] <== idSecret;
     component who = Poseidon(2);
     who.inputs[0] <== idc.out;
     who.inputs[1] <== addr;
+    component size = Poseidon(2);
+    size.inputs[0] <== bond;
+    size.inputs[1] <== memory;
+    component caps = Poseidon(2);
+    caps.inputs[0] <== kinds;
+    caps.inputs[1] <== backend;
     component what = Poseidon(2);
-    what.inputs[0] <== bond;
-    what.inputs[1] <== memory;
+    what.inputs[0] <== size.out;
+    what.inputs[1] <== caps.out;
     component leaf = Poseidon(2);
     leaf.inputs[0] <== who.out;
     leaf.inputs[1] <== what.out;
@@ -82,4 +105,4 @@ template AnonBid(depth) {
     messageSquared <== message * message;
 }
 
-component main {public [scope, minBond, minMemory, message]} = AnonBid(20);
+component main {public [scope, minBond, minMemory, requiredKinds, requiredBackend, message]} = AnonBid(20);
