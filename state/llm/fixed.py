@@ -57,7 +57,10 @@ def round_shift(x: np.ndarray, s: np.ndarray | int) -> np.ndarray:
         return x << np.int64(-si)
     sa = np.asarray(s, dtype=np.int64)
     pos = np.maximum(sa, 0)
-    half = np.where(pos > 0, np.left_shift(np.int64(1), np.maximum(pos - 1, 0)), 0)
+    if sa.size and int(pos.max()) < 63:  # (1 << pos) >> 1 is 2**(pos-1), and 0 for pos == 0
+        half = (np.int64(1) << pos) >> np.int64(1)
+    else:
+        half = np.where(pos > 0, np.left_shift(np.int64(1), np.maximum(pos - 1, 0)), 0)
     return ((x + half) >> pos) << np.maximum(-sa, 0)
 
 
@@ -140,12 +143,23 @@ def exp_q30(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, dtype=np.int64)
     if z.size and int(z.max()) > 0:
         raise InvariantError("exp_q30 takes z <= 0")
-    hi, lo, ln2 = exp_tables()
+    ln2 = np.int64(exp_tables()[2])
     n32 = np.minimum(-z, np.int64(1 << 40)) << np.int64(16)
-    k = n32 // np.int64(ln2)
-    r16 = round_shift(n32 - k * np.int64(ln2), 16)
-    e = round_shift(hi[r16 >> 8] * lo[r16 & 255], EXP_FRAC)
-    return round_shift(e, np.minimum(k, 40))
+    k = n32 // ln2
+    r16 = (n32 - k * ln2 + np.int64(1 << 15)) >> np.int64(16)  # round_shift(., 16); 0 <= r16 < 2**16
+    e = _exp_r16_table()[r16]  # round_shift(EXP_HI[r16 >> 8] * EXP_LO[r16 & 255], EXP_FRAC)
+    # round_shift(e, kk) for 0 <= kk = min(k, 40): ((2e >> kk) + 1) >> 1 = floor((e + 2**(kk-1)) / 2**kk)
+    return (((e << np.int64(1)) >> np.minimum(k, np.int64(40))) + np.int64(1)) >> np.int64(1)
+
+
+@lru_cache(maxsize=1)
+def _exp_r16_table() -> np.ndarray:
+    """``round_shift(EXP_HI[r >> 8] * EXP_LO[r & 255], EXP_FRAC)`` for every ``r < 2**16`` (int64)."""
+    hi, lo, _ = exp_tables()
+    r = np.arange(1 << 16, dtype=np.int64)
+    t = round_shift(hi[r >> 8] * lo[r & 255], EXP_FRAC)
+    t.flags.writeable = False
+    return t
 
 
 def softmax_q16(x: np.ndarray) -> np.ndarray:
@@ -160,7 +174,8 @@ def sigmoid_q30(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.int64)
     e = exp_q30(-np.abs(x))
     den = np.int64(1 << EXP_FRAC) + e
-    return np.where(x >= 0, round_div(np.int64(1 << 60), den), round_div(e << np.int64(EXP_FRAC), den))
+    num = np.where(x >= 0, np.int64(1 << 60), e << np.int64(EXP_FRAC))  # one division per element
+    return (num + den // np.int64(2)) // den  # round_div(num, den)
 
 
 def silu_q16(x: np.ndarray) -> np.ndarray:

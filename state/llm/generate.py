@@ -48,6 +48,7 @@ MAX_STOP_IDS = 16
 
 
 GROUPED_MAX_T = 8  # passes of at most this many positions multiply with the float32 group layout
+_ROW_CHUNK = 8192  # output rows per block of a one-position product (:func:`group_dot`)
 
 
 class _Mat:
@@ -98,6 +99,20 @@ def group_dot(a: np.ndarray, m: _Mat) -> np.ndarray:
     pad = g * GROUP - m.k
     if pad:
         a = np.concatenate([a, np.zeros((t, pad), dtype=np.int64)], axis=1)
+    if t == 1:  # the same products; the float64 sums are exact in any order
+        a0 = a[0]
+        ag1 = np.empty((g, GROUP, 2), dtype=np.float32)
+        ag1[:, :, 0] = ((a0 >> 7) << 7).reshape(g, GROUP)
+        ag1[:, :, 1] = (a0 & 127).reshape(g, GROUP)
+        o_n = m.qg.shape[1]
+        out = np.empty((1, o_n), dtype=np.int64)
+        for o0 in range(0, o_n, _ROW_CHUNK):  # row blocks keep the partial sums in cache (LM head)
+            o1 = min(o0 + _ROW_CHUNK, o_n)
+            y = np.matmul(m.qg[:, o0:o1], ag1).astype(np.float64)  # [G, rows, 2]
+            c1 = y[:, :, 0]
+            c1 += y[:, :, 1]
+            out[0, o0:o1] = np.einsum("go,go->o", m.ut[:, o0:o1], c1)
+        return out
     ag = np.empty((g, GROUP, 2 * t), dtype=np.float32)
     ag[:, :, :t] = ((a >> 7) << 7).reshape(t, g, GROUP).transpose(1, 2, 0)
     ag[:, :, t:] = (a & 127).reshape(t, g, GROUP).transpose(1, 2, 0)
@@ -109,8 +124,43 @@ def group_dot(a: np.ndarray, m: _Mat) -> np.ndarray:
     return c.sum(axis=0).T.astype(np.int64)
 
 
+_I32_LO, _I32_HI = np.int64(fx.I32_MIN), np.int64(fx.I32_MAX)
+_ONE, _ROUND14, _ROUND13 = np.int64(1), np.int64(1 << (fx.ACC_DROP - 1)), np.int64(1 << 13)
+
+
+def _sat(x: np.ndarray) -> np.ndarray:
+    """``fixed.sat32(x).astype(np.int64)`` of an int64 array (the same values, int64 throughout)."""
+    y = np.maximum(x, _I32_LO)
+    return np.minimum(y, _I32_HI, out=y)
+
+
+def _shift1(mx: int, bits: int) -> int:
+    """The exponent ``s`` of :func:`fixed.quant_shift` for a vector of largest magnitude ``mx >= 0``."""
+    return min(max(mx.bit_length() - bits, -16), 48)
+
+
+def _rs1(x: np.ndarray, s: int) -> np.ndarray:
+    """:func:`fixed.round_shift` of int64 ``x`` by one Python int ``s``."""
+    return (x + np.int64(1 << (s - 1))) >> np.int64(s) if s > 0 else x << np.int64(-s)
+
+
+def _qshift(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fixed.quant_shift` (same ``a`` and ``s``) of int64 ``x`` with ``|x| < 2**53``."""
+    mx = np.abs(x).max(axis=-1)
+    s = np.clip(np.frexp(mx.astype(np.float64))[1] - bits, -16, 48).astype(np.int64)  # bit_length, exact
+    ss = s[..., None]
+    pos = np.maximum(ss, 0)
+    return ((x + ((_ONE << pos) >> _ONE)) >> pos) << np.maximum(-ss, 0), s
+
+
 def mat_q8(x: np.ndarray, m: _Mat) -> np.ndarray:
     """:func:`fixed.matmul_q8` of Q16 rows ``x`` [T, K] with ``m`` (same result, faster BLAS layout)."""
+    mx = int(np.abs(x).max()) if x.shape[0] == 1 and x.dtype == np.int64 and x.size else -1
+    if mx >= 0:  # one position (decode); np.abs overflows (mx < 0) only at -2**63
+        s = _shift1(mx, fx.QBITS)
+        acc = (group_dot(_rs1(x, s), m) + _ROUND14) >> np.int64(fx.ACC_DROP)
+        acc *= m.scale
+        return _rs1(acc, fx.W_FRAC - fx.ACC_DROP - s)
     a, s = fx.quant_shift(x, fx.QBITS)
     acc = group_dot(a, m) if a.shape[0] <= GROUPED_MAX_T else fx.exact_dot(a, m.q16)
     acc = fx.round_shift(acc, fx.ACC_DROP)
@@ -125,6 +175,7 @@ class IntModel:
         self.weights = ModelWeights(cfg, file_bytes)
         self._data = file_bytes
         self._mats: dict[tuple[str, ...], _Mat] = {}
+        self._gains: dict[str, np.ndarray] = {}
 
     def mat(self, *names: str) -> _Mat:
         """The q8r tensors ``names`` (same input size), rows stacked in that order (cached)."""
@@ -144,6 +195,13 @@ class IntModel:
 
     def gain(self, name: str) -> np.ndarray:
         return self.weights.tensor(name).q
+
+    def gain64(self, name: str) -> np.ndarray:
+        """``gain(name)`` as int64 (cached)."""
+        g = self._gains.get(name)
+        if g is None:
+            g = self._gains[name] = np.asarray(self.gain(name), dtype=np.int64)
+        return g
 
     def step_weights(self, step: StepId, token: int | None = None) -> list[WRows]:
         """The weight rows ``step`` reads (prover side; a verifier gets them from verified slices)."""
@@ -252,7 +310,7 @@ class _Cache:
         kt = k.transpose(1, 0, 2)
         self.k[layer][:, s0:s1] = kt
         self.v[layer][:, s0:s1] = v.transpose(1, 0, 2)
-        ka, sk = fx.quant_shift(kt, fx.QBITS)
+        ka, sk = _qshift(kt, fx.QBITS) if t_n == 1 else fx.quant_shift(kt, fx.QBITS)  # |k| < 2**31
         self.ka[layer][:, s0:s1] = ka
         self.sk[layer][:, s0:s1] = sk
         return s1
@@ -264,10 +322,11 @@ def _split(
     if rec is None:
         return
     bl = blocks(cfg, op)
-    y32 = y.astype(np.int32)
+    y32 = y.astype(np.int32)  # a fresh array: each block is a (contiguous, disjoint) view of one of its rows
     for i, t in enumerate(pos):
+        row = y32[i]
         for b, (r0, r1) in enumerate(bl):
-            rec[StepId(t, layer, op, b)] = y32[i, r0:r1].copy()
+            rec[StepId(t, layer, op, b)] = row[r0:r1]
 
 
 def _i64(x: np.ndarray) -> np.ndarray:
@@ -291,12 +350,17 @@ def _attention_heads(cfg: LlamaConfig, qh: np.ndarray, pos: np.ndarray, cache: _
     t, _, hd = qh.shape
     nkv, grp = cfg.n_kv_heads, cfg.group
     q = qh.reshape(t, nkv, grp, hd).transpose(1, 0, 2, 3).reshape(nkv, t * grp, hd)
-    qa, sq = fx.quant_shift(q, fx.QBITS)
+    qa, sq = fx.quant_shift(q, fx.QBITS) if t > 1 else _qshift(q, fx.QBITS)  # |q| < 2**31
     ka = cache.ka[ly][:, :n_s]
     dot = np.matmul(qa.astype(np.float64), ka.transpose(0, 2, 1)).astype(np.int64)  # exact, |dot| <= 2**34
     c = np.int64(math.isqrt((1 << 32) // hd))
     shift = np.minimum(32 - sq[:, :, None] - cache.sk[ly][:, None, :n_s], 62)
     score = fx.round_shift(dot * c, shift)
+    if t == 1 and int(pos[0]) == n_s - 1:  # one query after every cached key: nothing masked
+        e = (fx.exp_q30(score - score.max(axis=2, keepdims=True)) + _ROUND13) >> np.int64(fx.EXP_FRAC - 16)
+        num = np.matmul(e, cache.v[ly][:, :n_s])
+        out = fx.round_div(num, e.sum(axis=2, keepdims=True))
+        return out.reshape(nkv, t, grp * hd).transpose(1, 0, 2).reshape(t, nkv * grp * hd)
     mask = np.arange(n_s)[None, :] > np.repeat(np.asarray(pos, dtype=np.int64), grp)[:, None]
     mx = np.where(mask, np.iinfo(np.int64).min, score).max(axis=2, keepdims=True)
     z = np.where(mask, np.int64(-(1 << 40)), score - mx)
@@ -304,6 +368,34 @@ def _attention_heads(cfg: LlamaConfig, qh: np.ndarray, pos: np.ndarray, cache: _
     num = np.matmul(e, cache.v[ly][:, :n_s])  # exact int64
     out = fx.round_div(num, e.sum(axis=2, keepdims=True))  # [nkv, T*grp, hd]
     return out.reshape(nkv, t, grp * hd).transpose(1, 0, 2).reshape(t, nkv * grp * hd)
+
+
+def _norm1(cfg: LlamaConfig, h: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """``sat32(k_norm(cfg, h, gain))`` (int64) of one row ``h`` [1, d] in the int32 range: the operations
+    of :func:`fixed.rmsnorm_q16` with Python-int scalars."""
+    h0 = h[0]
+    d = h0.shape[0]
+    s = _shift1(int(np.abs(h0).max()) if d else 0, fx.NORM_BITS)
+    if s > 16:
+        raise fx.InvariantError("rmsnorm input outside int32")
+    a = _rs1(h0, s)
+    v = int(np.dot(a, a)) * cfg.norm_eps_den + cfg.norm_eps_num * d * 4 ** (16 - s)
+    r = math.isqrt((v << 32) // (d * cfg.norm_eps_den))
+    n = (a * gain) << np.int64(16)
+    n += np.int64(r // 2)
+    n //= np.int64(r)
+    return _sat(n)[None, :]
+
+
+def _rope1(x: np.ndarray, c: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """``sat32(rope_q16(x))`` (int64) of heads ``x`` [H, hd] of one position whose table rows are ``c``, ``s``."""
+    x0 = x[:, 0::2]
+    x1 = x[:, 1::2]
+    half = np.int64(1 << (fx.ROPE_FRAC - 1))
+    out = np.empty_like(x)
+    out[:, 0::2] = (x0 * c - x1 * s + half) >> np.int64(fx.ROPE_FRAC)
+    out[:, 1::2] = (x0 * s + x1 * c + half) >> np.int64(fx.ROPE_FRAC)
+    return _sat(out)
 
 
 def _forward(
@@ -327,25 +419,34 @@ def _forward(
     t_n = len(plist)
     cos, sin = fx.rope_tables(hd, cfg.rope_base, cfg.max_ctx)
     rpos = pos[:, None]
+    one = t_n == 1
+    if one:
+        rc, rs = cos[plist[0]], sin[plist[0]]
     for ly in range(cfg.n_layers):
         p = f"blk.{ly}."
-        x = _i64(k_norm(cfg, h, model.gain(p + "attn_norm")))
+        x = _norm1(cfg, h, model.gain64(p + "attn_norm")) if one else _i64(k_norm(cfg, h, model.gain(p + "attn_norm")))
         # q, k, v from one product of the stacked rows (k_proj_rope / matmul_q8 per row block)
         qkv = mm(x, (p + "attn_q", p + "attn_k", p + "attn_v"))
-        q = fx.rope_q16(qkv[:, :qd].reshape(t_n, -1, hd), rpos, cos, sin).reshape(t_n, -1)
-        q = _i64(q)
-        k = _i64(fx.rope_q16(qkv[:, qd : qd + kvd].reshape(t_n, -1, hd), rpos, cos, sin).reshape(t_n, -1))
+        if one:  # rope_q16 of q and k heads at once (elementwise the same)
+            qk = _rope1(qkv[0, : qd + kvd].reshape(-1, hd), rc, rs).reshape(1, -1)
+            q, k = qk[:, :qd], qk[:, qd:]
+        else:
+            q = fx.rope_q16(qkv[:, :qd].reshape(t_n, -1, hd), rpos, cos, sin).reshape(t_n, -1)
+            q = _i64(q)
+            k = _i64(fx.rope_q16(qkv[:, qd : qd + kvd].reshape(t_n, -1, hd), rpos, cos, sin).reshape(t_n, -1))
         v = qkv[:, qd + kvd :]
         n_s = cache.append(ly, k.reshape(t_n, nkv, hd), v.reshape(t_n, nkv, hd))
         att = _attention_heads(cfg, q.reshape(t_n, cfg.n_heads, hd), pos, cache, ly, n_s)
-        att = _i64(att)
+        att = _sat(att)
         o = mm(att, (p + "attn_output",))
-        h1 = _i64(h + o)
-        x2 = _i64(k_norm(cfg, h1, model.gain(p + "ffn_norm")))
+        h1 = _sat(h + o)
+        x2 = _norm1(cfg, h1, model.gain64(p + "ffn_norm")) if one else _i64(k_norm(cfg, h1, model.gain(p + "ffn_norm")))
         gu = mm(x2, (p + "ffn_gate", p + "ffn_up"))
-        sw = _i64(fx.round_shift(fx.silu_q16(gu[:, : cfg.ffn_dim]) * gu[:, cfg.ffn_dim :], fx.ACT_FRAC))
+        sw = fx.silu_q16(gu[:, : cfg.ffn_dim])
+        sw *= gu[:, cfg.ffn_dim :]
+        sw = _sat(_rs1(sw, fx.ACT_FRAC))
         dn = mm(sw, (p + "ffn_down",))
-        h2 = _i64(h1 + dn)
+        h2 = _sat(h1 + dn)
         if rec is not None:
             for op, y in (
                 (Op.ATTN_NORM, x),
