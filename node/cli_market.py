@@ -92,6 +92,9 @@ def print_job(job: dict) -> None:
     verify = job.get("verify") or {}
     inp = job.get("input")
     avail = job.get("availability")
+    anon = job.get("anonymous")
+    attest = job.get("attest")
+    sealed = job.get("sealed")
     unit = rec.get("unit_type")
     if unit is None:
         from state.kinds import JobParamError, get_kind
@@ -126,11 +129,25 @@ def print_job(job: dict) -> None:
         ("result_hash" if rec else None, rec.get("result_hash")),
         ("availability" if avail else None,
          avail and f"rows {avail['indices']} asked by {avail['challenger']}, answer by height {avail['deadline']}"),
+        ("sealed" if sealed else None,
+         sealed and f"{len(sealed['bids'])} sealed bids, winner {sealed['winner'] or 'not decided'}"),
+        ("anonymous" if anon else None,
+         anon and f"{len(anon['bids'])} of {anon['max_bids']} anonymous bids, winner {anon['winner'] or 'not revealed'}"
+         + (f", bid {anon['pending']} pending until height {anon['accept_deadline']}"
+            if anon["pending"] is not None and not anon["winner"] else "")),
+        ("attestable" if attest else None,
+         attest and (f"receipt tree leaf {attest['leaf_index']}" if attest["leaf_index"] is not None
+                     else "not in the receipt tree yet")),
     ])
     if job.get("bids"):
         print()
         print_table(["miner", "price_ait", "height"],
                     [[b["miner"], format_ait(int(b["price"])), b["height"]] for b in job["bids"]])
+    if anon and anon["bids"]:  # never a bidder: the nullifier stands for it
+        print()
+        print_table(["bid", "price_ait", "nullifier", "height"],
+                    [[i, format_ait(int(b["price"])), b["nullifier"][:18] + "…", b["height"]]
+                     for i, b in enumerate(anon["bids"])])
 
 
 def _anon_spec(rpc: Any, args: argparse.Namespace, parse_ait: Any) -> dict:

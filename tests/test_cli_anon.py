@@ -44,6 +44,10 @@ def test_anonymous_job_is_won_by_a_bidder_that_reveals_itself_only_to_accept(nod
     assert int(acct["balance"]) == 0
     # nothing about the bid names the miner: its address appears only in the accept and award
     assert miner not in json.dumps(tx)
+    # `job status` for people: the anonymous auction and its bids table (prices and nullifiers)
+    r = run_cli("job", "status", job["job_id"], "--home", str(node.home), env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"1 of 4 anonymous bids, winner {miner}" in r.stdout and bid["nullifier"][:18] in r.stdout
 
 
 def test_anonymous_and_sealed_together_are_refused(node: NodeProcess) -> None:

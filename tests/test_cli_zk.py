@@ -47,6 +47,8 @@ def test_attestable_job_is_in_the_receipt_tree_and_its_secret_stays_home(paid) -
     keys = list((node.home / "keys" / "attest").glob("*.key"))
     assert att["owner"][2:] + ".key" in [k.name for k in keys]
     assert all(stat.S_IMODE(os.stat(k).st_mode) == 0o600 for k in keys)
+    r = cli(node, "job", "status", job["job_id"])
+    assert r.returncode == 0 and f"receipt tree leaf {att['leaf_index']}" in r.stdout, r.stdout + r.stderr
 
 
 def test_prove_then_verify_elsewhere_and_tampering_is_refused(paid, tmp_path: Path) -> None:
