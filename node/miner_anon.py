@@ -3,7 +3,7 @@
 The identity secret lives in ``<home>/keys/anon/identity.key`` (mode 0600); the miner registers its
 commitment once (``anon_identity``). For an anonymous-bid job it rebuilds the bidder tree from the local
 state, proves with snarkjs (an optional tool, node/zk_prover.py; without it anonymous jobs are skipped
-and the log says what to install) and sends the ``anon_bid`` from a fresh throwaway key: the job's
+and the log says what to install) and sends the ``anon_bid`` from a key derived from the bid's nullifier: the job's
 escrow pays its fee, so nothing links the bid to this miner's account. When its bid is the pending one
 after the bid window, it opens the claim with ``anon_accept`` from the miner key and runs the job as any
 other. Blinds of open bids are kept in memory only: after a restart a pending bid is simply passed over.
@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from state.crypto import SigningKey
 from state.types import Transaction
 from zk import anon_bid
 from zk.poseidon_tree import DictStore, PoseidonTree
@@ -136,9 +135,9 @@ class AnonBidder:
         if public != st.public_inputs():
             log.warning("miner: snarkjs proved other public signals than asked (circuit artifacts?)")
             return False
-        throwaway = SigningKey.generate()
-        tx = Transaction.create(throwaway, self.node.genesis.chain_id, anon.TX_ANON_BID, 0, params.min_fee,
-                                anon.anon_bid_body(st, proof))
+        body = anon.anon_bid_body(st, proof)
+        sender = anon.sender_key(job.job_id, body["nullifier"])  # holds nothing, linked to nothing
+        tx = Transaction.create(sender, self.node.genesis.chain_id, anon.TX_ANON_BID, 0, params.min_fee, body)
         (res,) = await self.node.submit_raw([tx.raw])
         if res.error is not None:
             log.warning("anon_bid refused by the mempool: %s (%s)", res.error, res.error.reason)

@@ -27,7 +27,7 @@ from p2p.identity import peer_id_from_ed25519
 from state.chain import ChainState, PendingBlock
 from state.errors import AitbcError, DecodeError, InvariantError, TxError
 from state.genesis import Genesis
-from state.machine import check_body, tx_cost
+from state.machine import TX_KINDS, check_body, tx_cost
 from state.mempool import Mempool, MempoolConfig
 from state.store import P_OBJECT, Store
 from state.types import Commit, Transaction
@@ -586,11 +586,23 @@ class Node:
                 reason = exc.reason if exc.reason in ("too_large", "non_canonical") else "malformed"
                 results[i] = SubmitResult(None, TxError(f"malformed transaction: {exc}", reason))
         ok = await self._verify_signatures([t for _, t in txs])
+        # Sponsored kinds (anonymous bids: nobody pays for a refused one) are checked in a worker thread
+        # first, body (their proof) and sponsor against the head state: what could not go in the next
+        # block never takes a pool slot. The mempool's own body check then hits the verified-proof cache.
+        heavy = [(j, t) for j, ((_, t), good) in enumerate(zip(txs, ok, strict=True))
+                 if good and (k := TX_KINDS.get(t.type)) is not None and k.sponsor is not None]
+        if heavy:
+            refused = await trio.to_thread.run_sync(_precheck_sponsored, self.chain, [t for _, t in heavy])
+            for (j, t), err in zip(heavy, refused, strict=True):
+                if err is not None:
+                    ok[j] = False
+                    results[txs[j][0]] = SubmitResult(t.hash, err)
         m = self.metrics
         accepted = 0
         for (i, tx), good in zip(txs, ok, strict=True):
             if not good:
-                results[i] = SubmitResult(tx.hash, TxError("invalid transaction signature", "bad_signature"))
+                if results[i].error is None:
+                    results[i] = SubmitResult(tx.hash, TxError("invalid transaction signature", "bad_signature"))
                 continue
             try:
                 self.mempool.add(tx, verified=True)
@@ -626,3 +638,25 @@ class Node:
             n.start_soon(trio.to_thread.run_sync, work, 0, half)
             n.start_soon(trio.to_thread.run_sync, work, half, len(txs))
         return out
+
+
+def _precheck_sponsored(chain: ChainState, txs: list[Transaction]) -> list[TxError | None]:
+    """For each transaction (run in a worker thread): its body check, then its sponsor check on an
+    overlay of the head state at the next height; the refusal, or None."""
+    from state.machine import BlockEnv, Execution
+
+    out: list[TxError | None] = []
+    with chain.lane:  # a consistent head while the overlay reads
+        h = chain.head
+        env = BlockEnv(chain.chain_id, h.height + 1, max(int(time.time() * 1000), h.time + 1), b"\x00" * 32,
+                       chain.params, frozenset(), (), chain.genesis.consensus)
+        for tx in txs:
+            try:
+                check_body(tx)
+                TX_KINDS[tx.type].sponsor(Execution(chain, env), tx)  # type: ignore[misc]
+                out.append(None)
+            except TxError as exc:
+                out.append(TxError(f"{tx.type} refused: {exc} ({exc.reason})", exc.reason))
+            except (KeyError, TypeError, ValueError) as exc:
+                out.append(TxError(f"invalid body: {type(exc).__name__}: {exc}", "invalid_body"))
+    return out

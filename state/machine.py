@@ -246,6 +246,9 @@ class TxKind:
     # included, never charged), and ``apply`` moves ``tx.fee`` from the sponsor (a job's escrow) to the
     # block's fees. Such a transaction cannot fail once included.
     sponsor: Callable[[Execution, Transaction], None] | None = None
+    # A static check of the whole transaction beyond its body (an anonymous bid's sender is derived from
+    # its nullifier, so the pool holds one per nullifier); run before the body check.
+    check_tx: Callable[[Transaction], None] | None = None
 
 
 def _check_transfer(body: dict) -> None:
@@ -322,6 +325,8 @@ def check_tx_static(tx: Transaction, chain_id: str, params: ChainParams) -> TxKi
         raise TxError(f"unknown transaction type '{tx.type}'", "unknown_type")
     if tx.fee < params.min_fee:
         raise TxError(f"fee too low: {tx.fee} < minimum {params.min_fee}", "fee_too_low")
+    if kind.check_tx is not None:  # cheap, first
+        kind.check_tx(tx)
     kind.check_body(tx.body)
     return kind
 
@@ -338,6 +343,8 @@ def check_body(tx: Transaction) -> None:
     kind = TX_KINDS.get(tx.type)
     if kind is None:
         raise TxError(f"unknown transaction type '{tx.type}'", "invalid_body")
+    if kind.check_tx is not None:
+        kind.check_tx(tx)
     kind.check_body(tx.body)
 
 

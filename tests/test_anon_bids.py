@@ -99,6 +99,11 @@ def _prove(
     return anon.anon_bid_body(st, proof)
 
 
+def _sender(body: dict) -> SigningKey:
+    """The key an anon_bid must come from (derived from its job and nullifier)."""
+    return anon.sender_key(body["job_id"], body["nullifier"])
+
+
 def _accept(job_id: bytes, blind: int) -> dict:
     return {"job_id": job_id, "blind": anon_bid.field_bytes(blind)}
 
@@ -164,7 +169,7 @@ def scene() -> Scene:
         "m1_70": bid(MINER1, 70),
         "v_40": bid(VERIFIER, 40),
     }
-    tks = [SigningKey.generate() for _ in range(3)]
+    tks = [_sender(bodies[k]) for k in ("m2_50", "m1_60", "m3_50")]
     ev0 = len(m.events)
     res = m.block((tks[0], anon.TX_ANON_BID, bodies["m2_50"]), (tks[1], anon.TX_ANON_BID, bodies["m1_60"]))
     assert all(r.ok for r in res), [(r.reason, r.message) for r in res]
@@ -228,16 +233,18 @@ def test_two_anonymous_bidders_lowest_accepts_and_is_paid(scene: Scene) -> None:
 # ------------------------------------------------------------------------------------------- replay
 def test_replays_and_tampered_bids_are_refused_at_block_level(scene: Scene) -> None:
     m, jid, bodies = copy.deepcopy(scene.two), scene.job_id, scene.bodies
-    assert m.invalid(SigningKey.generate(), anon.TX_ANON_BID, bodies["m2_50"]).reason == "nullifier_used"
-    assert m.invalid(scene.throwaways[0], anon.TX_ANON_BID, bodies["m2_50"]).reason == "nullifier_used"
+    # a replay comes from the same derived key, whose nonce has moved on: one envelope per bid
+    assert m.invalid(_sender(bodies["m2_50"]), anon.TX_ANON_BID, bodies["m2_50"]).reason == "wrong_sender"
+    # from any other key it is refused before its proof is even looked at
+    assert m.invalid(SigningKey.generate(), anon.TX_ANON_BID, bodies["m2_50"]).reason == "wrong_sender"
     # the same miner again at another price (another message, the same nullifier)
     again, first = bodies["m1_70"], bodies["m1_60"]
     assert again["nullifier"] == first["nullifier"] and again["proof"] != first["proof"]
-    assert m.invalid(SigningKey.generate(), anon.TX_ANON_BID, again).reason == "nullifier_used"
+    assert m.invalid(_sender(again), anon.TX_ANON_BID, again).reason == "wrong_sender"  # same nullifier, same key
     # non-canonical encodings of a used nullifier cannot dodge the check
     alias = (int.from_bytes(first["nullifier"], "big") + R).to_bytes(32, "big")
     assert (
-        m.invalid(SigningKey.generate(), anon.TX_ANON_BID, {**first, "nullifier": alias}).reason
+        m.invalid(_sender({**first, "nullifier": alias}), anon.TX_ANON_BID, {**first, "nullifier": alias}).reason
         == "zk_malformed"
     )
 
@@ -261,7 +268,7 @@ def test_replays_and_tampered_bids_are_refused_at_block_level(scene: Scene) -> N
             anon.check_anon_bid({**fresh, field_name: value})
         assert ei.value.reason == "zk_invalid", field_name
     assert (
-        m.invalid(SigningKey.generate(), anon.TX_ANON_BID, {**fresh, "job_id": other}).reason == "zk_invalid"
+        m.invalid(_sender({**fresh, "job_id": other}), anon.TX_ANON_BID, {**fresh, "job_id": other}).reason == "zk_invalid"
     )
 
     proof = fresh["proof"]
@@ -269,16 +276,16 @@ def test_replays_and_tampered_bids_are_refused_at_block_level(scene: Scene) -> N
     assert len(proof) == p
     for bad in (bytes([2]) + proof[1:], proof[:1] + b"\xff" * 32 + proof[33:], proof[:1] + bytes(p - 1)):
         assert (
-            m.invalid(SigningKey.generate(), anon.TX_ANON_BID, {**fresh, "proof": bad}).reason
+            m.invalid(_sender({**fresh, "proof": bad}), anon.TX_ANON_BID, {**fresh, "proof": bad}).reason
             == "zk_malformed"
         )
     assert (
-        m.invalid(SigningKey.generate(), anon.TX_ANON_BID, {**fresh, "proof": proof[:-1]}).reason
+        m.invalid(_sender({**fresh, "proof": proof[:-1]}), anon.TX_ANON_BID, {**fresh, "proof": proof[:-1]}).reason
         == "invalid_body"
     )
 
     # a sender cannot make the job pay more than its bid_fee
-    tk = SigningKey.generate()
+    tk = _sender(fresh)
     tx = Transaction.create(tk, CHAIN, anon.TX_ANON_BID, 0, FEE + 1, fresh)
     assert _refuse(m, tx).reason == "fee_above_bid_fee"
     assert m.s.get_account(tk.public_key) is None
@@ -370,10 +377,10 @@ def test_leaves_follow_bond_and_standing_and_an_old_bond_expires_with_its_root(s
     old = _prove(m, MINER2, secret, jid, 30, bond=2_000, min_bond=2_000)
     assert old["root"] == anon_bid.field_bytes(before_slash)
     weaker = _prove(m, MINER2, secret, jid, 30, min_bond=MARKET.min_miner_bond)
-    assert m.invalid(SigningKey.generate(), anon.TX_ANON_BID, weaker).reason == "requirements_mismatch"
+    assert m.invalid(_sender(weaker), anon.TX_ANON_BID, weaker).reason == "requirements_mismatch"
 
     within = copy.deepcopy(m)
-    within.ok(SigningKey.generate(), anon.TX_ANON_BID, old)
+    within.ok(_sender(old), anon.TX_ANON_BID, old)
     within.advance(within.job(jid).bid_close_height)
     assert _auction(within, jid).pending == 0
     assert within.fail(MINER2, anon.TX_ANON_ACCEPT, _accept(jid, BLINDS[MINER2.public_key])) == "bond_too_low"
@@ -381,7 +388,7 @@ def test_leaves_follow_bond_and_standing_and_an_old_bond_expires_with_its_root(s
     assert within.job(jid).state == mkt.EXPIRED and within.job(jid).refunded == ESCROW + POOL - FEE
 
     m.advance(hs + anon.ROOT_WINDOW)
-    assert m.invalid(SigningKey.generate(), anon.TX_ANON_BID, old).reason == "stale_root"
+    assert m.invalid(_sender(old), anon.TX_ANON_BID, old).reason == "stale_root"
 
     # exit: the leaf is zeroed, nothing else in the tree moves
     size = anon.tree_size(get)
@@ -402,19 +409,19 @@ def test_a_replaced_root_is_usable_for_root_window_blocks(scene: Scene) -> None:
     assert not anon.root_usable(m.s.get_object, root0, hx + anon.ROOT_WINDOW + 1)
     assert hx + anon.ROOT_WINDOW + 1 <= m.job(jid).bid_close_height
     m.advance(hx + anon.ROOT_WINDOW - 1)  # the next block is the last that takes the old root
-    assert m.invalid(SigningKey.generate(), anon.TX_ANON_BID, late).reason == "too_many_bids"
+    assert m.invalid(_sender(late), anon.TX_ANON_BID, late).reason == "too_many_bids"
     m.block()
-    assert m.invalid(SigningKey.generate(), anon.TX_ANON_BID, late).reason == "stale_root"
+    assert m.invalid(_sender(late), anon.TX_ANON_BID, late).reason == "stale_root"
 
 
 # ----------------------------------------------------------------------------------- limits and rules
 def test_bid_window_and_bid_count_limits(scene: Scene) -> None:
     fresh = scene.bodies["v_40"]
     full = copy.deepcopy(scene.three)
-    assert full.invalid(SigningKey.generate(), anon.TX_ANON_BID, fresh).reason == "too_many_bids"
+    assert full.invalid(_sender(fresh), anon.TX_ANON_BID, fresh).reason == "too_many_bids"
     m = copy.deepcopy(scene.two)
     m.advance(m.job(scene.job_id).bid_close_height)
-    assert m.invalid(SigningKey.generate(), anon.TX_ANON_BID, fresh).reason == "bid_window_closed"
+    assert m.invalid(_sender(fresh), anon.TX_ANON_BID, fresh).reason == "bid_window_closed"
     assert len(_auction(m, scene.job_id).bids) == 2
 
 
@@ -474,7 +481,7 @@ def test_a_bidder_without_the_jobs_kind_or_backend_cannot_prove(scene: Scene) ->
     mlp = m.submit(kind="mlp-f32", anonymous=SPEC)
     with pytest.raises(ProverFailed):
         _prove(m, MINER1, scene.secrets[MINER1.public_key], mlp, 30)
-    m.ok(SigningKey.generate(), anon.TX_ANON_BID, _prove(m, MINER2, scene.secrets[MINER2.public_key], mlp, 30))
+    m.ok(_sender(_prove(m, MINER2, scene.secrets[MINER2.public_key], mlp, 30)), anon.TX_ANON_BID, _prove(m, MINER2, scene.secrets[MINER2.public_key], mlp, 30))
     on_numpy = m.submit(backend="numpy", anonymous=SPEC)  # every miner here runs "cuda"
     assert m.job(on_numpy).requirements == {"backend": "numpy"}
     with pytest.raises(ProverFailed):

@@ -55,3 +55,31 @@ def test_anonymous_and_sealed_together_are_refused(node: NodeProcess) -> None:
                 "--max-price", "0.01", "--max-units", "2", "--anonymous", "--sealed", "--home", str(node.home),
                 env=clean_env(AITBC_RPC_URL=node.url))
     assert r.returncode != 0 and "either --sealed or --anonymous" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_node_refuses_anonymous_bids_that_could_not_go_in_the_next_block(node: NodeProcess) -> None:
+    """A valid proof for a job that does not exist, from the right key, is refused before it takes a pool
+    slot (nobody would pay for it); from another key, or with a broken proof, it is refused too."""
+    from pathlib import Path
+
+    from state import codec
+    from state.crypto import SigningKey
+    from state.market import anon
+    from state.types import Transaction
+
+    body = codec.decode((Path(__file__).parent / "vectors" / "groth16" / "anon_bid_body.cbor").read_bytes())
+    info = node.rpc("system_info")
+    fee = int(info["params"]["min_fee"])
+
+    def submit(key: SigningKey, b: dict) -> dict:
+        tx = Transaction.create(key, info["chain_id"], anon.TX_ANON_BID, 0, fee, b)
+        return node.rpc("tx_submitBatch", txs=["0x" + tx.raw.hex()])["results"][0]
+
+    res = submit(anon.sender_key(body["job_id"], body["nullifier"]), body)
+    assert res["error"]["reason"] == "unknown_job", res
+    res = submit(SigningKey.generate(), body)
+    assert res["error"]["reason"] == "wrong_sender", res
+    broken = {**body, "proof": body["proof"][:100] + bytes([body["proof"][100] ^ 1]) + body["proof"][101:]}
+    res = submit(anon.sender_key(broken["job_id"], broken["nullifier"]), broken)
+    assert res["error"]["reason"] in ("zk_invalid", "zk_malformed"), res
+    assert node.rpc("mempool_status")["size"] == 0

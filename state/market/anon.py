@@ -26,11 +26,16 @@ which registered miners bid, or who any losing bidder is.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from zk import anon_bid, anon_bid_vkey, groth16
 from zk.errors import ProofError
 
+from .. import codec
+from ..crypto import SigningKey
 from ..errors import InvariantError
 from ..machine import ExecFailure, Execution, TxError, TxKind
 from ..types import Transaction
@@ -267,6 +272,30 @@ def statement_of(body: dict) -> anon_bid.Statement:
                               body["required_kinds"], anon_bid.field_of(body["required_backend"], "required_backend"))
 
 
+#: Bodies whose proof verified (sha256 of the encoded body), newest last: a replayed bid (same body,
+#: another envelope) costs a lookup, not a pairing. Memoises a pure function: results are the same.
+_VERIFIED: OrderedDict[bytes, None] = OrderedDict()
+_VERIFIED_MAX = 4096
+_VERIFIED_LOCK = threading.Lock()  # the node checks bodies in worker threads too
+
+
+def sender_key(job_id: bytes, nullifier: bytes) -> SigningKey:
+    """The key an anonymous bid is sent from: derived from the job and the bid's nullifier (public), so
+    every envelope of one bid has the same sender and nonce 0 — a pool holds one, a chain includes one.
+    Anyone can sign with it, which gains nothing: the body is bound by the proof, the fee by the job."""
+    return SigningKey.from_seed(hashlib.sha256(b"aitbc/anon-bid-sender/v1" + job_id + nullifier).digest())
+
+
+def check_anon_bid_tx(tx: Transaction) -> None:
+    body = tx.body
+    if type(body) is not dict or not all(type(body.get(k)) is bytes and len(body[k]) == 32
+                                         for k in ("job_id", "nullifier")):
+        raise TxError("anon_bid body must carry a 32-byte job_id and nullifier", "invalid_body")
+    if tx.nonce != 0 or tx.sender != sender_key(body["job_id"], body["nullifier"]).public_key:
+        raise TxError("anon_bid must be sent with nonce 0 from the key derived from its job and nullifier "
+                      "(state.market.anon.sender_key)", "wrong_sender")
+
+
 def check_anon_bid(body: dict) -> None:
     """Shape, then the proof itself (it depends on the body only): an invalid bid never gets further."""
     if type(body) is not dict or set(body) != _BID_KEYS:
@@ -280,11 +309,20 @@ def check_anon_bid(body: dict) -> None:
         raise TxError(f"anon_bid.proof must be {groth16.PROOF_SIZE} bytes", "invalid_body")
     if type(body["required_backend"]) is not bytes or len(body["required_backend"]) != 32:
         raise TxError("anon_bid.required_backend must be 32 bytes", "invalid_body")
+    digest = hashlib.sha256(codec.encode(body)).digest()
+    with _VERIFIED_LOCK:
+        if digest in _VERIFIED:
+            _VERIFIED.move_to_end(digest)
+            return
     try:
         st = statement_of(body)
         anon_bid.verify(anon_bid_vkey.VKEY, st, groth16.Proof.decode(body["proof"]))
     except ProofError as exc:
         raise TxError(f"anon_bid refused: {exc}", exc.reason) from None
+    with _VERIFIED_LOCK:
+        _VERIFIED[digest] = None
+        if len(_VERIFIED) > _VERIFIED_MAX:
+            _VERIFIED.popitem(last=False)
 
 
 def _open_auction(ex: Execution, job_id: bytes) -> tuple[Job, AnonAuction]:
@@ -422,7 +460,8 @@ def _zero_cost(tx: Transaction) -> int:
 
 TX_KINDS = (
     TxKind(TX_ANON_IDENTITY, check_anon_identity, _zero_cost, apply_anon_identity),
-    TxKind(TX_ANON_BID, check_anon_bid, _zero_cost, apply_anon_bid, work=_bid_work, sponsor=sponsor_check),
+    TxKind(TX_ANON_BID, check_anon_bid, _zero_cost, apply_anon_bid, work=_bid_work, sponsor=sponsor_check,
+           check_tx=check_anon_bid_tx),
     TxKind(TX_ANON_ACCEPT, check_anon_accept, _zero_cost, apply_anon_accept),
 )
 DUE = {DUE_ANON_ACCEPT: due_accept}
