@@ -85,6 +85,13 @@ class NodeMetrics:
         self.market_jobs = Gauge("market_jobs", "Jobs on chain by state", ["state"], registry=r)
         self.market_escrow = Gauge("market_escrow_locked", "Base units locked in job escrow", registry=r)
         self.market_bonds = Gauge("market_miner_bonds_locked", "Base units locked in miner bonds", registry=r)
+        self.zk_tree_leaves = Gauge(
+            "zk_tree_leaves", "Leaves of the chain's Poseidon trees (receipt: attestable paid jobs; bidder: "
+            "anonymous bidding identities)", ["tree"], registry=r,
+        )
+        self.zk_tree_queue = Gauge(
+            "zk_tree_queue", "Poseidon tree writes queued for the next blocks (at most 16 run per block)", registry=r
+        )
         self.market_bids = Counter("market_bids_submitted_total", "Bids this node's miner submitted", registry=r)
         self.market_receipts = Counter(
             "market_receipts_submitted_total", "Receipts this node's miner submitted", registry=r

@@ -447,6 +447,11 @@ class Node:
             m.market_jobs.labels(state_name).set(st.by_state.get(state_name, 0))
         m.market_escrow.set(st.escrow)
         m.market_bonds.set(st.bonds)
+        from state.market import anon, attest, tree_queue
+
+        m.zk_tree_leaves.labels("receipt").set(attest.tree_size(chain.get_object))
+        m.zk_tree_leaves.labels("bidder").set(anon.tree_size(chain.get_object))
+        m.zk_tree_queue.set(tree_queue.pending(chain.get_object))
         m.supply_total.set(chain.supply())
         if self.genesis.consensus != "poa" and (height % 10 == 0 or pending.outcome.valset_update is not None):
             sv = staking_views.metrics_view(chain.get_object, params=self.genesis.params.staking, height=height)

@@ -194,6 +194,11 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
         ], "none"),
         Panel("GPU busy", [(f"rate(gpu_busy_seconds_total{I}[{RI}])", "{{instance}}")], "percentunit"),
         Panel("Job execution time p95 by kind", [(q(0.95, "job_execution_seconds", "kind"), "{{kind}}")], "s"),
+        Panel("zk trees", [
+            (f"max by (tree) (zk_tree_leaves{I})", "{{tree}} leaves"),
+            (f"max(zk_tree_queue{I})", "queued writes"),
+        ], "none", description="Receipt tree: attestable paid jobs; bidder tree: anonymous bidding identities. "
+           "Queued writes drain at 16 per block."),
     ]),
     "staking": ("Staking", [
         Panel("Bonded", [(f"max(staking_bonded_total{I})", "bonded")], "none", description="Base units."),
