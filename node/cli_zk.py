@@ -85,6 +85,9 @@ def prove_receipt(rpc: Any, args: argparse.Namespace) -> dict:
     if not att:
         raise AitbcError(f"job {job_id} was not submitted with --attestable")
     if att.get("leaf_index") is None:
+        if job.get("payment") == "released":
+            raise AitbcError(f"job {job_id} is paid; its receipt is queued for the receipt tree (at most 16 tree "
+                             "writes run per block): try again in a few blocks")
         raise AitbcError(f"job {job_id} is not paid yet (state {job['state']}, payment {job.get('payment')}): "
                          "a receipt becomes attestable when its payment is released")
     secret = _secret(args, att["owner"])
