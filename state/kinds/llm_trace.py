@@ -47,6 +47,7 @@ ROW_BYTES = 44
 ZERO_ROW = bytes(ROW_BYTES)
 NO_TOKEN = -1
 _ROW = struct.Struct("<Iii32s")
+_LE_I4 = np.dtype("<i4")
 
 # Ops of one layer in step order (the order of state.llm.generate.step_order).
 _LAYER_OPS = (
@@ -145,17 +146,25 @@ def step_index(cfg: LlamaConfig, n_prompt: int, step: StepId) -> int | None:
     return base + 1 + n_logits  # SAMPLE
 
 
-def position_steps(cfg: LlamaConfig, n_prompt: int, t: int) -> list[StepId]:
-    """The steps of position ``t`` in leaf order (the position-``t`` run of ``step_order``)."""
-    out = [StepId(t, 0, Op.EMBED)]
+@lru_cache(maxsize=64)
+def _position_layout(cfg: LlamaConfig, head: bool) -> tuple[tuple[tuple[int, int, int], ...], tuple[bytes, ...]]:
+    """``(layer, op, block)`` of the steps of a position in leaf order (``op`` an :class:`Op`), and the CBOR
+    bytes of those three fields (the part of :func:`step_leaf` that does not depend on the position)."""
+    out = [(0, Op.EMBED, 0)]
     for ly in range(cfg.n_layers):
         for op in _LAYER_OPS:
-            out.extend(StepId(t, ly, op, b) for b in range(len(blocks(cfg, op))))
-    if has_head(n_prompt, t):
-        out.append(StepId(t, 0, Op.FINAL_NORM))
-        out.extend(StepId(t, 0, Op.LOGITS, c) for c in range(len(blocks(cfg, Op.LOGITS))))
-        out.append(StepId(t, 0, Op.SAMPLE))
-    return out
+            out.extend((ly, op, b) for b in range(len(blocks(cfg, op))))
+    if head:
+        out.append((0, Op.FINAL_NORM, 0))
+        out.extend((0, Op.LOGITS, c) for c in range(len(blocks(cfg, Op.LOGITS))))
+        out.append((0, Op.SAMPLE, 0))
+    mid = tuple(_uint_head(0, ly) + _uint_head(0, int(op)) + _uint_head(0, b) for ly, op, b in out)
+    return tuple(out), mid
+
+
+def position_steps(cfg: LlamaConfig, n_prompt: int, t: int) -> list[StepId]:
+    """The steps of position ``t`` in leaf order (the position-``t`` run of ``step_order``)."""
+    return [StepId(t, ly, op, b) for ly, op, b in _position_layout(cfg, has_head(n_prompt, t))[0]]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,10 +208,15 @@ def output_digest(out: bytes) -> bytes:
 
 
 def position_leaves(cfg: LlamaConfig, n_prompt: int, t: int, digests: list[bytes]) -> list[bytes]:
-    steps = position_steps(cfg, n_prompt, t)
-    if len(digests) != len(steps):
-        raise ValueError(f"position {t} has {len(steps)} steps, got {len(digests)} digests")
-    return [step_leaf(s, d) for s, d in zip(steps, digests, strict=True)]
+    """The :func:`step_leaf` of each step of position ``t`` (:func:`position_steps`) and its digest."""
+    mids = _position_layout(cfg, has_head(n_prompt, t))[1]
+    if len(digests) != len(mids):
+        raise ValueError(f"position {t} has {len(mids)} steps, got {len(digests)} digests")
+    head = b"\x85" + _uint_head(0, t)
+    d32 = _uint_head(2, 32)
+    return [
+        head + m + (d32 if len(d) == 32 else _uint_head(2, len(d))) + d for m, d in zip(mids, digests, strict=True)
+    ]
 
 
 def step_root(cfg: LlamaConfig, n_prompt: int, t: int, digests: list[bytes]) -> bytes:
@@ -221,10 +235,13 @@ def step_multiproof(cfg: LlamaConfig, n_prompt: int, t: int, digests: list[bytes
 
 def position_digests(trace: Any, t: int) -> list[bytes]:
     """The output digests of position ``t``'s steps from a :class:`state.llm.generate.Trace`."""
+    outs = trace.outputs
+    sha = hashlib.sha256
     out = []
-    for s in position_steps(trace.cfg, trace.n_prompt, t):
-        arr = trace.outputs[s]
-        out.append(output_digest(np.ascontiguousarray(arr, dtype="<i4").tobytes()))
+    for arr in [outs[s] for s in position_steps(trace.cfg, trace.n_prompt, t)]:
+        if type(arr) is not np.ndarray or arr.dtype != _LE_I4 or not arr.flags.c_contiguous:  # else: its buffer
+            arr = np.ascontiguousarray(arr, dtype="<i4").tobytes()
+        out.append(sha(arr).digest())
     return out
 
 

@@ -143,6 +143,11 @@ def exp_q30(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, dtype=np.int64)
     if z.size and int(z.max()) > 0:
         raise InvariantError("exp_q30 takes z <= 0")
+    return exp_q30_nonpos(z)
+
+
+def exp_q30_nonpos(z: np.ndarray) -> np.ndarray:
+    """:func:`exp_q30` of an int64 ``z`` that is ``<= 0`` by construction (not checked)."""
     ln2 = np.int64(exp_tables()[2])
     n32 = np.minimum(-z, np.int64(1 << 40)) << np.int64(16)
     k = n32 // ln2
@@ -172,7 +177,7 @@ def softmax_q16(x: np.ndarray) -> np.ndarray:
 def sigmoid_q30(x: np.ndarray) -> np.ndarray:
     """``1 / (1 + exp(-x))`` in Q30 for Q16 ``x`` (through ``exp`` of ``-|x|`` only)."""
     x = np.asarray(x, dtype=np.int64)
-    e = exp_q30(-np.abs(x))
+    e = exp_q30_nonpos(-np.abs(x))  # -|x| <= 0 (also -2**63, its own absolute value)
     den = np.int64(1 << EXP_FRAC) + e
     num = np.where(x >= 0, np.int64(1 << 60), e << np.int64(EXP_FRAC))  # one division per element
     return (num + den // np.int64(2)) // den  # round_div(num, den)

@@ -20,6 +20,7 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -45,6 +46,8 @@ from .steps import (
 
 TRACE_FORMAT = "aitbc-llm-trace-v1"
 MAX_STOP_IDS = 16
+#: The ops of one layer in step order.
+_LAYER_OPS = (Op.ATTN_NORM, Op.Q, Op.K, Op.V, Op.ATTN, Op.O, Op.RESID_ATTN, Op.FFN_NORM, Op.SWIGLU, Op.DOWN, Op.RESID_FFN)
 
 
 GROUPED_MAX_T = 8  # passes of at most this many positions multiply with the float32 group layout
@@ -158,9 +161,17 @@ def mat_q8(x: np.ndarray, m: _Mat) -> np.ndarray:
     mx = int(np.abs(x).max()) if x.shape[0] == 1 and x.dtype == np.int64 and x.size else -1
     if mx >= 0:  # one position (decode); np.abs overflows (mx < 0) only at -2**63
         s = _shift1(mx, fx.QBITS)
-        acc = (group_dot(_rs1(x, s), m) + _ROUND14) >> np.int64(fx.ACC_DROP)
+        acc = group_dot(_rs1(x, s), m)  # a fresh array: the rest in place
+        acc += _ROUND14
+        acc >>= np.int64(fx.ACC_DROP)
         acc *= m.scale
-        return _rs1(acc, fx.W_FRAC - fx.ACC_DROP - s)
+        s = fx.W_FRAC - fx.ACC_DROP - s
+        if s > 0:
+            acc += np.int64(1 << (s - 1))
+            acc >>= np.int64(s)
+        else:
+            acc <<= np.int64(-s)
+        return acc
     a, s = fx.quant_shift(x, fx.QBITS)
     acc = group_dot(a, m) if a.shape[0] <= GROUPED_MAX_T else fx.exact_dot(a, m.q16)
     acc = fx.round_shift(acc, fx.ACC_DROP)
@@ -230,11 +241,10 @@ def step_order(cfg: LlamaConfig, n_prompt: int, n_positions: int) -> list[StepId
     """Canonical order of the steps for positions ``0..n_positions-1`` (LM head and SAMPLE only from
     position ``n_prompt - 1`` on)."""
     order: list[StepId] = []
-    per_layer = (Op.ATTN_NORM, Op.Q, Op.K, Op.V, Op.ATTN, Op.O, Op.RESID_ATTN, Op.FFN_NORM, Op.SWIGLU, Op.DOWN)
     for t in range(n_positions):
         order.append(StepId(t, 0, Op.EMBED))
         for ly in range(cfg.n_layers):
-            for op in (*per_layer, Op.RESID_FFN):
+            for op in _LAYER_OPS:
                 order.extend(StepId(t, ly, op, b) for b in range(len(blocks(cfg, op))))
         if t >= n_prompt - 1:
             order.append(StepId(t, 0, Op.FINAL_NORM))
@@ -323,10 +333,38 @@ def _split(
         return
     bl = blocks(cfg, op)
     y32 = y.astype(np.int32)  # a fresh array: each block is a (contiguous, disjoint) view of one of its rows
+    nb = range(len(bl))
     for i, t in enumerate(pos):
         row = y32[i]
-        for b, (r0, r1) in enumerate(bl):
-            rec[StepId(t, layer, op, b)] = row[r0:r1]
+        rec.update(zip([StepId(t, layer, op, b) for b in nb], [row[r0:r1] for r0, r1 in bl], strict=True))
+
+
+@lru_cache(maxsize=16)
+def _layer_blocks(cfg: LlamaConfig) -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...], int]:
+    """``(op, block)`` of the steps of one layer of one position in step order, each one's columns in the
+    concatenation of the layer's op outputs (in ``_LAYER_OPS`` order, each as wide as its blocks reach), and
+    the width of that concatenation."""
+    keys: list[tuple[int, int]] = []
+    spans: list[tuple[int, int]] = []
+    base = 0
+    for op in _LAYER_OPS:
+        bl = blocks(cfg, op)
+        keys.extend((op, b) for b in range(len(bl)))
+        spans.extend((base + r0, base + r1) for r0, r1 in bl)
+        base += bl[-1][1]
+    return tuple(keys), tuple(spans), base
+
+
+def _record_layer(rec: dict[StepId, np.ndarray], cfg: LlamaConfig, t: int, layer: int, ys: tuple[np.ndarray, ...]) -> None:
+    """:func:`_split` of the outputs ``ys`` [1, n] (``_LAYER_OPS`` order, int32-range values) of one layer of
+    one position ``t``: one int32 copy of them all, each block a (contiguous, disjoint) view of it."""
+    keys, spans, width = _layer_blocks(cfg)
+    row = np.concatenate(ys, axis=1, dtype=np.int32, casting="unsafe")[0]  # as .astype(np.int32) of each
+    if row.shape[0] != width:  # an output wider than its blocks reach: one op at a time
+        for op, y in zip(_LAYER_OPS, ys, strict=True):
+            _split(rec, cfg, [t], layer, op, y)
+        return
+    rec.update(zip([StepId(t, layer, op, b) for op, b in keys], [row[r0:r1] for r0, r1 in spans], strict=True))
 
 
 def _i64(x: np.ndarray) -> np.ndarray:
@@ -341,7 +379,15 @@ MatMul = Callable[[np.ndarray, tuple[str, ...]], np.ndarray]
 
 def numpy_matmul(model: IntModel) -> MatMul:
     """The NumPy :data:`MatMul` of ``model`` (:func:`mat_q8` on its cached BLAS layouts)."""
-    return lambda x, names: _i64(mat_q8(x, model.mat(*names)))
+
+    def mm(x: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        y = mat_q8(x, model.mat(*names))
+        if x.shape[0] == 1 and y.dtype == np.int64:  # a fresh array of one position: saturated in place
+            np.maximum(y, _I32_LO, out=y)
+            return np.minimum(y, _I32_HI, out=y)
+        return _i64(y)
+
+    return mm
 
 
 def _attention_heads(cfg: LlamaConfig, qh: np.ndarray, pos: np.ndarray, cache: _Cache, ly: int, n_s: int) -> np.ndarray:
@@ -355,12 +401,23 @@ def _attention_heads(cfg: LlamaConfig, qh: np.ndarray, pos: np.ndarray, cache: _
     dot = np.matmul(qa.astype(np.float64), ka.transpose(0, 2, 1)).astype(np.int64)  # exact, |dot| <= 2**34
     c = np.int64(math.isqrt((1 << 32) // hd))
     shift = np.minimum(32 - sq[:, :, None] - cache.sk[ly][:, None, :n_s], 62)
-    score = fx.round_shift(dot * c, shift)
     if t == 1 and int(pos[0]) == n_s - 1:  # one query after every cached key: nothing masked
-        e = (fx.exp_q30(score - score.max(axis=2, keepdims=True)) + _ROUND13) >> np.int64(fx.EXP_FRAC - 16)
+        dot *= c
+        if int(shift.min()) > 0:  # fixed.round_shift with every shift in 1..62
+            dot += (_ONE << shift) >> _ONE
+            dot >>= shift
+        else:
+            dot = fx.round_shift(dot, shift)
+        dot -= dot.max(axis=2, keepdims=True)  # score - max <= 0
+        e = fx.exp_q30_nonpos(dot)
+        e += _ROUND13
+        e >>= np.int64(fx.EXP_FRAC - 16)
         num = np.matmul(e, cache.v[ly][:, :n_s])
-        out = fx.round_div(num, e.sum(axis=2, keepdims=True))
-        return out.reshape(nkv, t, grp * hd).transpose(1, 0, 2).reshape(t, nkv * grp * hd)
+        d = e.sum(axis=2, keepdims=True)
+        num += d // 2
+        num //= d  # fixed.round_div
+        return num.reshape(1, nkv * grp * hd)  # [nkv, grp, hd] with t == 1: heads in order
+    score = fx.round_shift(dot * c, shift)
     mask = np.arange(n_s)[None, :] > np.repeat(np.asarray(pos, dtype=np.int64), grp)[:, None]
     mx = np.where(mask, np.iinfo(np.int64).min, score).max(axis=2, keepdims=True)
     z = np.where(mask, np.int64(-(1 << 40)), score - mx)
@@ -368,6 +425,28 @@ def _attention_heads(cfg: LlamaConfig, qh: np.ndarray, pos: np.ndarray, cache: _
     num = np.matmul(e, cache.v[ly][:, :n_s])  # exact int64
     out = fx.round_div(num, e.sum(axis=2, keepdims=True))  # [nkv, T*grp, hd]
     return out.reshape(nkv, t, grp * hd).transpose(1, 0, 2).reshape(t, nkv * grp * hd)
+
+
+_ONE60, _ROUND29, _ROUND15 = np.int64(1 << 60), np.int64(1 << 29), np.int64(1 << 15)
+_ONE30 = np.int64(1 << fx.EXP_FRAC)
+
+
+def _swiglu(g: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``sat32(round_shift(silu_q16(g) * u, 16))`` (int64) of int64 gate and up rows: the operations of
+    :func:`fixed.silu_q16` (through :func:`fixed.sigmoid_q30`), on one buffer in place."""
+    e = fx.exp_q30_nonpos(-np.abs(g))
+    den = e + _ONE30
+    e <<= np.int64(fx.EXP_FRAC)
+    num = np.where(g >= 0, _ONE60, e)
+    num += den >> _ONE  # den // 2 (den > 0)
+    num //= den  # sigmoid_q30
+    num *= g
+    num += _ROUND29
+    num >>= np.int64(fx.EXP_FRAC)  # silu_q16
+    num *= u
+    num += _ROUND15
+    num >>= np.int64(fx.ACT_FRAC)
+    return _sat(num)
 
 
 def _norm1(cfg: LlamaConfig, h: np.ndarray, gain: np.ndarray) -> np.ndarray:
@@ -392,10 +471,18 @@ def _rope1(x: np.ndarray, c: np.ndarray, s: np.ndarray) -> np.ndarray:
     x0 = x[:, 0::2]
     x1 = x[:, 1::2]
     half = np.int64(1 << (fx.ROPE_FRAC - 1))
+    sh = np.int64(fx.ROPE_FRAC)
     out = np.empty_like(x)
-    out[:, 0::2] = (x0 * c - x1 * s + half) >> np.int64(fx.ROPE_FRAC)
-    out[:, 1::2] = (x0 * s + x1 * c + half) >> np.int64(fx.ROPE_FRAC)
-    return _sat(out)
+    y = x0 * c
+    y -= x1 * s
+    y += half
+    out[:, 0::2] = y >> sh
+    y = x0 * s
+    y += x1 * c
+    y += half
+    out[:, 1::2] = y >> sh
+    np.maximum(out, _I32_LO, out=out)
+    return np.minimum(out, _I32_HI, out=out)  # _sat
 
 
 def _forward(
@@ -442,26 +529,16 @@ def _forward(
         h1 = _sat(h + o)
         x2 = _norm1(cfg, h1, model.gain64(p + "ffn_norm")) if one else _i64(k_norm(cfg, h1, model.gain(p + "ffn_norm")))
         gu = mm(x2, (p + "ffn_gate", p + "ffn_up"))
-        sw = fx.silu_q16(gu[:, : cfg.ffn_dim])
-        sw *= gu[:, cfg.ffn_dim :]
-        sw = _sat(_rs1(sw, fx.ACT_FRAC))
+        sw = _swiglu(gu[:, : cfg.ffn_dim], gu[:, cfg.ffn_dim :])
         dn = mm(sw, (p + "ffn_down",))
         h2 = _sat(h1 + dn)
         if rec is not None:
-            for op, y in (
-                (Op.ATTN_NORM, x),
-                (Op.Q, q),
-                (Op.K, k),
-                (Op.V, v),
-                (Op.ATTN, att),
-                (Op.O, o),
-                (Op.RESID_ATTN, h1),
-                (Op.FFN_NORM, x2),
-                (Op.SWIGLU, sw),
-                (Op.DOWN, dn),
-                (Op.RESID_FFN, h2),
-            ):
-                _split(rec, cfg, plist, ly, op, y)
+            ys = (x, q, k, v, att, o, h1, x2, sw, dn, h2)
+            if one:
+                _record_layer(rec, cfg, plist[0], ly, ys)
+            else:
+                for op, y in zip(_LAYER_OPS, ys, strict=True):
+                    _split(rec, cfg, plist, ly, op, y)
         h = h2
     cache.n += t_n
     return h
@@ -505,10 +582,14 @@ def _head(
             pad = np.full(len(bl) * size, np.iinfo(np.int64).max, dtype=np.int64)  # pads sort last
             pad[: cfg.vocab] = key
             tops = _topk_keys(pad.reshape(len(bl), size), min(TOPK, size))
-        for c, (r0, r1) in enumerate(bl):
-            n = min(TOPK, r1 - r0)
-            kc = tops[c] if tops is not None and n == tops.shape[1] else _topk_keys(key[r0:r1], n)
-            rec[StepId(t, 0, Op.LOGITS, c)] = np.stack([-(kc >> np.int64(bits)), kc & mask]).astype(np.int32)
+        if tops is not None and all(min(TOPK, r1 - r0) == tops.shape[1] for r0, r1 in bl):
+            both = np.stack([-(tops >> np.int64(bits)), tops & mask], axis=1).astype(np.int32)  # [blocks, 2, n]
+            rec.update((StepId(t, 0, Op.LOGITS, c), both[c]) for c in range(len(bl)))  # contiguous views
+        else:
+            for c, (r0, r1) in enumerate(bl):
+                n = min(TOPK, r1 - r0)
+                kc = tops[c] if tops is not None and n == tops.shape[1] else _topk_keys(key[r0:r1], n)
+                rec[StepId(t, 0, Op.LOGITS, c)] = np.stack([-(kc >> np.int64(bits)), kc & mask]).astype(np.int32)
         rec[StepId(t, 0, Op.FINAL_NORM)] = xf[0].astype(np.int32)
         rec[StepId(t, 0, Op.SAMPLE)] = np.array([tok], dtype=np.int32)
     return tok
