@@ -1,9 +1,9 @@
 """The miner's anonymous bidding (state/market/anon.py): its identity, its proofs, and the accept.
 
 The identity secret lives in ``<home>/keys/anon/identity.key`` (mode 0600); the miner registers its
-commitment once (``anon_identity``). For an anonymous-bid job it rebuilds the bidder tree from the local
-state, proves with snarkjs (an optional tool, node/zk_prover.py; without it anonymous jobs are skipped
-and the log says what to install) and sends the ``anon_bid`` from a key derived from the bid's nullifier: the job's
+commitment once (``anon_identity``). For an anonymous-bid job it reads its Merkle path from the local
+state (depth reads, no hashing), proves with snarkjs (an optional tool, node/zk_prover.py; without it
+anonymous jobs are skipped and the log says what to install) and sends the ``anon_bid`` from a key derived from the bid's nullifier: the job's
 escrow pays its fee, so nothing links the bid to this miner's account. When its bid is the pending one
 after the bid window, it opens the claim with ``anon_accept`` from the miner key and runs the job as any
 other. Blinds of open bids are kept in memory only: after a restart a pending bid is simply passed over.
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from state.market import zk_trees
 from state.types import Transaction
 from zk import anon_bid
-from zk.poseidon_tree import DictStore, PoseidonTree
 
 if TYPE_CHECKING:
     from .miner import MinerService
@@ -117,14 +117,12 @@ class AnonBidder:
         if bond < min_bond or memory < min_memory or my_kinds & kinds != kinds or backend not in (0, my_backend) \
                 or len(a.bids) >= a.max_bids:
             return False
-        size = anon.tree_size(get)
-        t = PoseidonTree(DictStore(), anon_bid.DEPTH)
-        for i in range(size):
-            t.append(anon.leaf_at(get, i) or 0)
-        siblings, bits = t.path(ident.index)
+        # this node's own state: read the path (the node learns nothing it did not know)
+        root = anon.root_of(get)
+        siblings, bits = zk_trees.path(get, anon.TREE_PREFIX, anon_bid.DEPTH, ident.index)
         secret = self._identity_secret()
         blind = anon_bid.new_secret()
-        st = anon_bid.Statement(job.job_id, price, t.root(), anon_bid.nullifier(job.job_id, secret),
+        st = anon_bid.Statement(job.job_id, price, root, anon_bid.nullifier(job.job_id, secret),
                                 anon_bid.claim(self.miner.pk, blind), min_bond, min_memory, kinds, backend)
         inputs = anon_bid.witness_inputs(st, secret, self.miner.pk, tuple(ident.standing), blind, siblings, bits)
         try:

@@ -135,5 +135,3 @@ def verify(vk: groth16.VerifyingKey, st: Statement, proof: groth16.Proof) -> Non
     """Raises :class:`ProofError` unless ``proof`` proves ``st`` (the caller checks the root is recent)."""
     groth16.verify(vk, proof, st.public_inputs())
 
-
-_ = field_of  # re-exported for the state machine

@@ -18,8 +18,6 @@ costs the sender its fee.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from zk import groth16, receipt, receipt_vkey
 from zk.errors import ProofError
 from zk.poseidon_tree import PoseidonTree
@@ -30,6 +28,7 @@ from ..types import Transaction
 from . import zk_trees
 from .ledger import Market, address, hex_id
 from .tree_queue import HANDLERS, enqueue
+from .zk_trees import GetObject
 
 TX_RECEIPT_ATTEST = "receipt_attest"
 ATTEST_PREFIX = b"mkt/t/"  # + job id -> owner commitment (32 bytes) ‖ leaf index (8 bytes, once paid)
@@ -39,7 +38,6 @@ NULLIFIER_PREFIX = b"zk/rn/"  # + scope field ‖ nullifier -> height (8 bytes)
 #: Dispute work units of one receipt_attest (bench/zk: a Groth16 verification is ~2 ms on one core, plus
 #: decoding and the public-input hashing).
 ATTEST_WORK = 3_000
-GetObject = Callable[[bytes], "bytes | None"]
 
 
 def tree_size(get_object: GetObject) -> int:

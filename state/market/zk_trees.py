@@ -20,15 +20,26 @@ def node_key(prefix: bytes, level: int, index: int) -> bytes:
     return prefix + (b"n" if level == META_LEVEL else bytes([level]) + index.to_bytes(4, "big"))
 
 
-class ObjectNodes:
+class ReadNodes:
+    """A read-only :class:`zk.poseidon_tree.NodeStore` over any ``get_object`` (committed state)."""
+
+    def __init__(self, get_object: GetObject, prefix: bytes) -> None:
+        self.get_object, self.prefix = get_object, prefix
+
+    def get(self, level: int, index: int) -> int | None:
+        raw = self.get_object(node_key(self.prefix, level, index))
+        return None if raw is None else int.from_bytes(raw, "big")
+
+    def put(self, level: int, index: int, value: int) -> None:
+        raise TypeError("a read-only tree store")
+
+
+class ObjectNodes(ReadNodes):
     """A :class:`zk.poseidon_tree.NodeStore` over an execution's state objects."""
 
     def __init__(self, ex: Execution, prefix: bytes) -> None:
-        self.ex, self.prefix = ex, prefix
-
-    def get(self, level: int, index: int) -> int | None:
-        raw = self.ex.get_object(node_key(self.prefix, level, index))
-        return None if raw is None else int.from_bytes(raw, "big")
+        super().__init__(ex.get_object, prefix)
+        self.ex = ex
 
     def put(self, level: int, index: int, value: int) -> None:
         size = 8 if level == META_LEVEL else 32
@@ -37,6 +48,11 @@ class ObjectNodes:
 
 def tree(ex: Execution, prefix: bytes, depth: int) -> PoseidonTree:
     return PoseidonTree(ObjectNodes(ex, prefix), depth)
+
+
+def path(get_object: GetObject, prefix: bytes, depth: int, index: int) -> tuple[list[int], list[int]]:
+    """The Merkle path of leaf ``index`` read from the stored nodes (``depth`` reads, no hashing)."""
+    return PoseidonTree(ReadNodes(get_object, prefix), depth).path(index)
 
 
 def size(get_object: GetObject, prefix: bytes) -> int:
