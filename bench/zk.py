@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench.common import machine
 from zk import auction, dleq, group, range_proof, seal
-from zk.pedersen import Opening
+from zk.pedersen import Opening, random_blinding
 from zk.transcript import Context
 
 CTX = Context("aitbc-bench", b"\x01" * 32, b"\x02" * 20)
@@ -204,7 +204,11 @@ def _anon(reps: int) -> dict:
     if public != st.public_inputs():
         raise RuntimeError("snarkjs public signals differ from the statement's")
     body = anon.anon_bid_body(st, proof)
-    check = _median_ms(lambda: anon.check_anon_bid(body), reps)
+    def check_uncached() -> None:  # what a node pays the first time it sees the bid
+        anon._VERIFIED.clear()
+        anon.check_anon_bid(body)
+
+    check = _median_ms(check_uncached, reps)
     budget = ChainParams().market.max_dispute_work_per_block
     fit = budget // anon.ANON_BID_WORK
     print("\n| Groth16 anonymous bid (BN254) | value |")
@@ -219,12 +223,13 @@ def _anon(reps: int) -> dict:
 
 
 def _sealed(reps: int, n_bids: int) -> dict:
-    """The ristretto proofs, sealed-bid validation, awards and blocks of sealed bids."""
+    """The sealed-bid proofs (BN254 G1 range proofs; ristretto255 DLEQ and sealing), sealed-bid
+    validation, awards and blocks of sealed bids."""
     rows: list[dict] = []
     print("\n| proof | bytes | prove ms | verify ms |")
     print("| --- | ---: | ---: | ---: |")
     for bits in (8, 12, 16, 24, 32):
-        o = Opening(2**bits - 1, group.random_scalar())
+        o = Opening(2**bits - 1, random_blinding())
         c, p = range_proof.prove(CTX, o, bits)
         prove = _median_ms(lambda o=o, bits=bits: range_proof.prove(CTX, o, bits), reps)
         verify = _median_ms(lambda c=c, p=p, bits=bits: range_proof.verify(CTX, c, p, bits=bits), reps)
@@ -238,7 +243,7 @@ def _sealed(reps: int, n_bids: int) -> dict:
         "prove_ms": _median_ms(lambda: dleq.prove(CTX, k, base), reps),
         "verify_ms": _median_ms(lambda: dleq.verify(CTX, key, base, share, dp), reps),
     })
-    o = Opening(1234, group.random_scalar())
+    o = Opening(1234, random_blinding())
     cm = o.commit()
     sealed = seal.seal(CTX, key, cm, o)
     rows.append({
@@ -282,7 +287,12 @@ def _sealed(reps: int, n_bids: int) -> dict:
     print("\n| block of sealed bids | txs | DWU | execute_block CPU ms | bids/s (one core) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     blocks = []
-    for bits, jobs in ((16, 3), (8, 5)):  # as many as fit in max_dispute_work_per_block
+    from state.genesis import ChainParams
+    from state.market import sealed
+
+    budget = ChainParams().market.max_dispute_work_per_block
+    for bits in (16, 8):  # as many jobs of 16 bids as fit in max_dispute_work_per_block
+        jobs = budget // (sealed.MAX_SEALED_BIDS * (sealed.BID_BASE_WORK + sealed.RANGE_WORK_PER_BIT * bits))
         with tempfile.TemporaryDirectory() as tmp:
             blocks.append(_block_of_bids(Path(tmp), bits, jobs, reps // 3 or 1))
         b = blocks[-1]

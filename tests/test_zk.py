@@ -1,4 +1,5 @@
-"""zk/: range proofs, DLEQ, sealed openings and the sealed-bid award — real libsodium ristretto255.
+"""zk/: range proofs and Pedersen commitments on BN254 G1 (real mcl), DLEQ and sealed openings on
+ristretto255 (real libsodium), and the sealed-bid award.
 
 Property tests: valid proofs accept; flipping any byte of a proof, changing any public input or the
 context (chain, job, party) rejects with a typed reason; out-of-range values cannot be proven. Golden
@@ -14,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zk import auction, dleq, group, range_proof, seal
+from zk import auction, bn254, dleq, g1, group, range_proof, seal
 from zk.errors import ProofError
-from zk.pedersen import Opening
+from zk.pedersen import Opening, random_blinding
 from zk.transcript import Context
 
 CTX = Context("aitbc-test", b"\x11" * 32, b"\x22" * 20)
@@ -44,40 +45,68 @@ def test_group_refuses_non_canonical_encodings() -> None:
     assert group.H != group.B and group.point(group.H) == group.H
 
 
+def _point(data: bytes) -> bytes:
+    return g1.encode(g1.decode(data))
+
+
+def test_g1_decoding_checks_the_curve_like_mcl_does() -> None:
+    """Our 3 µs on-curve check (mcl's field operations) agrees with mcl's own isValid, which also runs
+    an order check that BN254 G1 (cofactor 1) does not need."""
+    pts = [g1.encode(g1.msm((g1.V,), (g1.random_scalar(),))) for _ in range(20)]
+    for enc in pts:
+        assert _point(enc) == enc and bn254.LIB.mclBnG1_isValid(g1.decode(enc)) == 1
+        bad = bytearray(enc)
+        bad[5] ^= 1  # x changed: off the curve with overwhelming probability
+        with pytest.raises(ProofError) as e:
+            g1.decode(bytes(bad))
+        assert e.value.reason == "zk_malformed"
+    x = int.from_bytes(pts[0][:32], "little")
+    for bad in (pts[0][:63], pts[0] + b"\x00", (x + bn254.P).to_bytes(32, "little") + pts[0][32:], b"\xff" * 64,
+                bytes(32) + (1).to_bytes(32, "little")):
+        with pytest.raises(ProofError):
+            g1.decode(bad)
+    assert g1.is_identity(g1.decode(g1.IDENTITY)) and g1.encode(g1.decode(g1.IDENTITY)) == g1.IDENTITY
+    neg = pts[0][:32] + (bn254.P - int.from_bytes(pts[0][32:], "little")).to_bytes(32, "little")
+    assert g1.is_identity(g1.add(g1.decode(pts[0]), g1.decode(neg)))
+    with pytest.raises(ProofError):
+        g1.scalar(g1.R.to_bytes(32, "little"))
+    assert len({g1.encode(p) for p in (g1.V, g1.B, *g1.G)}) == 2 + g1.MAX_GENERATORS
+
+
 # ---------------------------------------------------------------------------------- range proofs
 @FAST
 @given(bits=st.integers(1, 20), data=st.data())
 def test_range_proof_accepts_every_value_in_range(bits: int, data: st.DataObject) -> None:
     value = data.draw(st.integers(0, 2**bits - 1))
-    commitment, proof = range_proof.prove(CTX, Opening(value, group.random_scalar()), bits)
+    commitment, proof = range_proof.prove(CTX, Opening(value, random_blinding()), bits)
     assert len(proof) == range_proof.proof_size(bits)
     range_proof.verify(CTX, commitment, proof, bits=bits)
 
 
 @pytest.mark.parametrize("value", [0, 1, 2**16 - 1])
 def test_range_proof_edges_and_context_binding(value: int) -> None:
-    commitment, proof = range_proof.prove(CTX, Opening(value, group.random_scalar()), 16)
+    commitment, proof = range_proof.prove(CTX, Opening(value, random_blinding()), 16)
     range_proof.verify(CTX, commitment, proof, bits=16)
     for other in OTHER_CONTEXTS:
         with pytest.raises(ProofError) as e:
             range_proof.verify(other, commitment, proof, bits=16)
         assert e.value.reason == "zk_invalid"
     with pytest.raises(ProofError):  # another commitment
-        range_proof.verify(CTX, group.add(commitment, group.H), proof, bits=16)
+        range_proof.verify(CTX, g1.encode(g1.add(g1.decode(commitment), g1.V)), proof, bits=16)
     with pytest.raises(ProofError):  # the verifier decides the bit length, not the proof
         range_proof.verify(CTX, commitment, proof, bits=15)
 
 
 def test_out_of_range_values_cannot_be_proven_or_faked() -> None:
     with pytest.raises(ProofError) as e:
-        range_proof.prove(CTX, Opening(2**8, group.random_scalar()), 8)
+        range_proof.prove(CTX, Opening(2**8, random_blinding()), 8)
     assert e.value.reason == "zk_out_of_range"
     with pytest.raises(ProofError):
-        range_proof.prove(CTX, Opening(-1, group.random_scalar()), 8)
-    # A proof for 255 does not stretch to a commitment to 256 (= C + H) or to -1 (= C - 256·H).
-    r = group.random_scalar()
-    c, proof = range_proof.prove(CTX, Opening(255, r), 8)
-    for forged in (group.add(c, group.H), group.sub(c, group.mul(group.from_int(256), group.H))):
+        range_proof.prove(CTX, Opening(-1, random_blinding()), 8)
+    # A proof for 255 does not stretch to a commitment to 256 (= C + V) or to -1 (= C - 256·V).
+    c, proof = range_proof.prove(CTX, Opening(255, random_blinding()), 8)
+    cp = g1.decode(c)
+    for forged in (g1.encode(g1.add(cp, g1.V)), g1.encode(g1.sub(cp, g1.msm((g1.V,), (256,))))):
         with pytest.raises(ProofError):
             range_proof.verify(CTX, forged, proof, bits=8)
 
@@ -95,12 +124,42 @@ def test_range_proof_rejects_any_tampered_byte(position: int, flip: int) -> None
 
 def test_range_proof_refuses_wrong_sizes_and_versions() -> None:
     commitment, proof = _fixed_range_proof()
-    for bad in (b"", proof[:-1], proof + b"\x00", b"\x02" + proof[1:], proof[:1] + b"\x00" + proof[2:]):
+    for bad in (b"", proof[:-1], proof + b"\x00", b"\x01" + proof[1:], proof[:1] + b"\x00" + proof[2:]):
         with pytest.raises(ProofError):
             range_proof.verify(CTX, commitment, bad, bits=8)
     with pytest.raises(ProofError) as e:  # a 64-bit claim is refused before any curve work
-        range_proof.RangeProof.decode(b"\x01\x40" + bytes(range_proof.proof_size(64) - 2), max_bits=16)
+        range_proof.RangeProof.decode(b"\x02\x40" + bytes(range_proof.proof_size(64) - 2), max_bits=16)
     assert e.value.reason == "zk_out_of_range"
+
+
+def _cheating_proof(bvec: list[int], r: int) -> tuple[bytes, bytes]:
+    """A prover that follows the protocol with a "bit" vector that is not all bits (so its commitment
+    may hold a value >= 2^n): what the second equation exists to catch."""
+    n = len(bvec)
+    value = sum(b << i for i, b in enumerate(bvec))
+    c = g1.encode(g1.msm((g1.V, g1.B), (value, r)))
+    a = [g1.random_scalar() for _ in range(n)]
+    ra, rb, rc, rd, re = (g1.random_scalar() for _ in range(5))
+    gens = (*g1.G[:n], g1.B)
+    pts = tuple(g1.encode(p) for p in (
+        g1.msm(gens, (*bvec, ra)), g1.msm(gens, (*a, rb)),
+        g1.msm(gens, (*(ai * (1 - 2 * bi) for ai, bi in zip(a, bvec, strict=True)), rc)),
+        g1.msm(gens, (*(-ai * ai for ai in a), rd)), g1.msm((g1.V, g1.B), (sum(ai << i for i, ai in enumerate(a)), re))))
+    x = range_proof._transcript(CTX, c, n, pts).challenge_mod(b"x", g1.R)
+    f = tuple((bi * x + ai) % g1.R for ai, bi in zip(a, bvec, strict=True))
+    z = ((ra * x + rb) % g1.R, (rc * x + rd) % g1.R, (r * x + re) % g1.R)
+    return c, range_proof.RangeProof(n, pts, f, z).encode()
+
+
+def test_a_prover_with_a_non_bit_is_caught() -> None:
+    r = g1.random_scalar()
+    c, proof = _cheating_proof([1, 0, 1, 1, 0, 0, 1, 0], r)  # honest bits: accepted
+    range_proof.verify(CTX, c, proof, bits=8)
+    for bvec in ([0, 0, 0, 0, 0, 0, 0, 2], [3, 0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1, g1.R - 1]):
+        c, proof = _cheating_proof(bvec, r)  # 256, 3 (a "3" bit), and -128 + 127 = -1
+        with pytest.raises(ProofError) as e:
+            range_proof.verify(CTX, c, proof, bits=8)
+        assert e.value.reason == "zk_invalid"
 
 
 _FIXED: dict[str, tuple[bytes, bytes]] = {}
@@ -109,7 +168,7 @@ _FIXED: dict[str, tuple[bytes, bytes]] = {}
 def _fixed_range_proof() -> tuple[bytes, bytes]:
     if "p" not in _FIXED:
         rand = counter_rand(b"golden-range")
-        _FIXED["p"] = range_proof.prove(CTX, Opening(201, rand()), 8, rand=rand)
+        _FIXED["p"] = range_proof.prove(CTX, Opening(201, g1.scalar_bytes(g1.hash_to_scalar(rand()))), 8, rand=rand)
     return _FIXED["p"]
 
 
@@ -122,20 +181,22 @@ def test_golden_vectors() -> None:
     share, dproof = dleq.prove(CTX, secret, base, rand=rand)
     rand = counter_rand(b"golden-seal")
     key = group.mul_base(rand())
-    opening = Opening(7, rand())
+    opening = Opening(7, g1.scalar_bytes(g1.hash_to_scalar(rand())))
     sealed = seal.seal(CTX, key, opening.commit(), opening, rand=rand)
     digests = {
         "range": hashlib.sha256(commitment + proof).hexdigest(),
         "dleq": hashlib.sha256(share + dproof).hexdigest(),
         "seal": hashlib.sha256(sealed).hexdigest(),
+        "g1_generators": hashlib.sha256(b"".join(g1.encode(p) for p in (g1.V, g1.B, *g1.G))).hexdigest(),
     }
     assert digests == GOLDEN
 
 
 GOLDEN = {
-    "range": "dc46df37d17cfd83ee0fbd0fa3b33875484a10f4188203a6ccd58ab829e26744",
+    "range": "6da4b0a500b01a4e4c146b1d122dbbba565e6f61c209b2251153ed185d2b397e",
     "dleq": "a5551fbc4c3cffef2a516c703c272a63f42f2ce253ddca743f786fb0928244e3",
-    "seal": "480a9c43694607d0793c4ce39e2747aa3d1604bb1441ab80337fd0c82c6d608e",
+    "seal": "decc99f4976d06c52946d84eed9122e141036425325849f4e07e325c0a329959",
+    "g1_generators": "6db4a9c98cd16abba990e9a498f8c826d7577d2ebf341d38579734f9c90e930a",
 }
 
 
@@ -164,7 +225,7 @@ def test_dleq_accepts_and_binds_everything() -> None:
 def test_sealed_opening_only_the_recipient_reads_and_disclosure_is_checked() -> None:
     k = group.random_scalar()
     key = group.mul_base(k)
-    opening = Opening(4242, group.random_scalar())
+    opening = Opening(4242, random_blinding())
     c = opening.commit()
     sealed = seal.seal(CTX, key, c, opening)
     assert seal.unseal(CTX, k, c, sealed) == opening

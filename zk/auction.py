@@ -9,7 +9,7 @@ Design (documented in docs/zk.md):
   opening sealed to ``K`` (:mod:`zk.seal`). Nobody but the client can read a price.
 * After the bid window the client posts the award: the winner's opening (the only price that ever
   becomes public) and, for every other bid, either a *comparison proof* — a range proof, made by the
-  client who knows both openings, that ``C_j − C_w`` (minus ``H`` for bids that came earlier, so ties
+  client who knows both openings, that ``C_j − C_w`` (minus ``V`` for bids that came earlier, so ties
   go to the earliest bid) holds a value in ``[0, 2^bits)`` — or a *fault disclosure* showing that the
   bid's sealed opening does not open its commitment. A faulty bidder loses its deposit; it cannot stall
   the auction, because the client needs nothing from it.
@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from zk import dleq, group, range_proof, seal
+from zk import dleq, g1, group, range_proof, seal
 from zk.errors import ProofError
-from zk.pedersen import Opening, opens
+from zk.pedersen import Opening, blinding_from, opens
 from zk.transcript import Context
 
 MIN_BITS = 4
@@ -73,7 +73,7 @@ def make_bid(
     draws blindings and nonces: deterministic only in golden vectors)."""
     check_bits(bits)
     ctx = bid_context(chain_id, job_id, bidder)
-    opening = Opening(tick, rand())
+    opening = Opening(tick, blinding_from(rand()))
     commitment, proof = range_proof.prove(ctx, opening, bits, rand=rand)
     return SealedBid(bidder, commitment, proof, seal.seal(ctx, client_key, commitment, opening, rand=rand)), opening
 
@@ -90,9 +90,9 @@ def award_context(chain_id: str, job_id: bytes, client: bytes) -> Context:
 
 
 def _difference(bids: list[SealedBid], j: int, ref: int) -> bytes:
-    """``C_j − C_ref`` (minus ``H`` when bid ``j`` came first: ties go to the earliest bid)."""
-    d = group.sub(bids[j].commitment, bids[ref].commitment)
-    return group.sub(d, group.H) if j < ref else d
+    """``C_j − C_ref`` (minus ``V`` when bid ``j`` came first: ties go to the earliest bid)."""
+    d = g1.sub(g1.decode(bids[j].commitment, f"bid {j} commitment"), g1.decode(bids[ref].commitment, "reference commitment"))
+    return g1.encode(g1.sub(d, g1.V) if j < ref else d)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +156,7 @@ def make_award(
             entries.append(Fault(shared, proof))
         elif r is not None:
             diff = o.value - r.value - (1 if j < ref else 0)
-            _, proof = range_proof.prove(actx, Opening(diff, group.s_sub(o.blinding, r.blinding)), bits, rand=rand)
+            _, proof = range_proof.prove(actx, Opening(diff, g1.scalar_bytes(g1.scalar(o.blinding) - g1.scalar(r.blinding))), bits, rand=rand)
             entries.append(proof)
     s = openings[second] if second is not None else None
     return Award(winner, w, tuple(entries), (second, s) if second is not None and s is not None else None)
@@ -184,7 +184,7 @@ def verify_award(
     if not 0 <= award.winner < len(bids):
         raise ProofError(f"winner index {award.winner} out of range", "zk_malformed")
     o = award.opening
-    group.scalar(o.blinding, "winner blinding")
+    g1.scalar(o.blinding, "winner blinding")
     if not 0 <= o.value < 2**bits:
         raise ProofError(f"winner tick {o.value} outside [0, 2^{bits})", "zk_out_of_range")
     if not opens(bids[award.winner].commitment, o):
@@ -194,7 +194,7 @@ def verify_award(
         second, so = award.second
         if not 0 <= second < len(bids) or second == award.winner:
             raise ProofError(f"runner-up index {second} out of range", "zk_malformed")
-        group.scalar(so.blinding, "runner-up blinding")
+        g1.scalar(so.blinding, "runner-up blinding")
         if not 0 <= so.value < 2**bits:
             raise ProofError(f"runner-up tick {so.value} outside [0, 2^{bits})", "zk_out_of_range")
         if not opens(bids[second].commitment, so):

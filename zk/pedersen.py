@@ -1,11 +1,14 @@
-"""Pedersen commitments ``C = v·H + r·B`` on ristretto255: hiding (``r`` uniform) and binding (nobody
-knows ``log_B H``)."""
+"""Pedersen commitments ``C = v·V + r·B`` on BN254 G1 (:mod:`zk.g1`): hiding (``r`` uniform mod ``R``)
+and binding (nobody knows ``log_B V``). A commitment is a 64-byte G1 encoding; a blinding, a canonical
+32-byte scalar below ``R``."""
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
-from zk import group
+from zk import g1
+from zk.errors import ProofError
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,11 +22,28 @@ class Opening:
         return commit(self.value, self.blinding)
 
 
+def commit_point(value: int, blinding: bytes) -> ctypes.Array:
+    return g1.msm((g1.V, g1.B), (value, g1.scalar(blinding, "blinding")))
+
+
 def commit(value: int, blinding: bytes) -> bytes:
-    """``value·H + blinding·B``."""
-    return group.add(group.mul(group.from_int(value), group.H), group.mul_base(blinding))
+    """``value·V + blinding·B`` (``blinding`` must be canonical)."""
+    return g1.encode(commit_point(value, blinding))
+
+
+def random_blinding() -> bytes:
+    return g1.scalar_bytes(g1.random_scalar())
+
+
+def blinding_from(seed: bytes) -> bytes:
+    """A blinding derived from 32 random bytes (a ristretto255 nonce source, e.g. golden vectors'
+    counter scalars), hashed so it is uniform modulo ``R``."""
+    return g1.scalar_bytes(g1.hash_to_scalar(b"aitbc/zk/v2/blinding" + seed))
 
 
 def opens(commitment: bytes, opening: Opening) -> bool:
-    """Whether ``opening`` opens ``commitment`` (both checked for canonical form by the caller)."""
-    return commit(opening.value, opening.blinding) == commitment
+    """Whether ``opening`` opens ``commitment`` (a non-canonical blinding opens nothing)."""
+    try:
+        return commit(opening.value, opening.blinding) == commitment
+    except ProofError:
+        return False

@@ -20,7 +20,7 @@ from nacl.bindings import (
 )
 from nacl.exceptions import CryptoError
 
-from zk import dleq, group
+from zk import dleq, g1, group
 from zk.errors import ProofError
 from zk.pedersen import Opening, opens
 from zk.transcript import Context
@@ -80,7 +80,7 @@ def open_with_share(ctx: Context, commitment: bytes, sealed: bytes, shared: byte
     except CryptoError:
         return None
     blinding = plain[8:]
-    if group.to_int(blinding) >= group.L:
+    if int.from_bytes(blinding, "little") >= g1.R:
         return None
     opening = Opening(int.from_bytes(plain[:8], "big"), blinding)
     return opening if opens(commitment, opening) else None

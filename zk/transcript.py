@@ -41,6 +41,15 @@ class Transcript:
         self.append(b"challenge/" + label, c)
         return c
 
+    def challenge_mod(self, label: bytes, order: int) -> int:
+        """A challenge as an integer modulo ``order`` (a 512-bit digest reduced: negligible bias), for
+        groups other than ristretto255 (BN254 G1); it is absorbed back as 32 little-endian bytes."""
+        h = self._h.copy()
+        h.update(_frame(b"challenge", label))
+        c = int.from_bytes(h.digest(), "little") % order
+        self.append(b"challenge/" + label, c.to_bytes(32, "little"))
+        return c
+
 
 @dataclass(frozen=True, slots=True)
 class Context:

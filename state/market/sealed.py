@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from zk import auction, range_proof, seal
+from zk import g1 as zk_g1
 from zk import group as zk_group
 from zk.errors import ProofError
 from zk.pedersen import Opening
@@ -28,12 +29,12 @@ from .bodies import TX_SEALED_AWARD, TX_SEALED_BID
 from .ledger import Market, address, hex_id, market_tx
 from .records import CANCELED, DUE_SEALED_SETTLE, EXPIRED, QUEUED, SEALED_PREFIX, Job, _Record, open_key
 
-MAX_SEALED_BIDS = 16  # an award proves every bid: 15 comparisons of 24 bits (108,000 DWU) fit in a block
+MAX_SEALED_BIDS = 16  # an award proves every bid: 15 comparisons of 24 bits (10,800 DWU)
 MAX_SETTLE_WINDOW = 1_000
-#: Dispute work units per bit of a range proof verified (bench/zk: a block of sealed bids costs ~0.3 ms
-#: per bit and ~0.24 ms per bid besides, at about 1 µs per DWU).
-RANGE_WORK_PER_BIT = 300
-BID_BASE_WORK = 300  # decode, sealed-opening form, bookkeeping
+#: Dispute work units per bit of a range proof verified (bench/zk: a block of sealed bids costs ~0.03 ms
+#: per bit and ~0.7 ms per bid besides — signature, decoding, state — at about 1 µs per DWU).
+RANGE_WORK_PER_BIT = 30
+BID_BASE_WORK = 700  # signature share, decode, sealed-opening form, bookkeeping
 FAULT_WORK = 400  # one DLEQ check and one decryption
 _MAX_PROOF = range_proof.proof_size(auction.MAX_BITS)
 
@@ -101,7 +102,7 @@ def check_sealed_bid(body: dict) -> None:
     if type(body) is not dict or body.keys() != {"job_id", "commitment", "proof", "sealed"}:
         raise _bad("sealed_bid body must be exactly {job_id, commitment, proof, sealed}")
     _bytes(body, "job_id", "sealed_bid", 32, 32)
-    _bytes(body, "commitment", "sealed_bid", 32, 32)
+    _bytes(body, "commitment", "sealed_bid", zk_g1.POINT_BYTES, zk_g1.POINT_BYTES)
     _bytes(body, "proof", "sealed_bid", range_proof.proof_size(auction.MIN_BITS), _MAX_PROOF)
     _bytes(body, "sealed", "sealed_bid", seal.SIZE, seal.SIZE)
 
