@@ -6,7 +6,10 @@ state (depth reads, no hashing), proves with snarkjs (an optional tool, node/zk_
 anonymous jobs are skipped and the log says what to install) and sends the ``anon_bid`` from a key derived from the bid's nullifier: the job's
 escrow pays its fee, so nothing links the bid to this miner's account. When its bid is the pending one
 after the bid window, it opens the claim with ``anon_accept`` from the miner key and runs the job as any
-other. Blinds of open bids are kept in memory only: after a restart a pending bid is simply passed over.
+other. A claim's blind is derived from the identity secret and the job (``anon_bid.claim_blind``), and
+the jobs with an open anonymous bid are listed in ``<home>/keys/anon/open_bids`` (mode 0600, written
+atomically before the bid is sent), so a miner restarted — or killed — between its bid and the accept
+still accepts.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class AnonBidder:
         self.miner = miner
         self._secret: int | None = None
         self._registered_at = -100
-        self._open: dict[bytes, tuple[int, int]] = {}  # job -> (blind, price) of this miner's anonymous bids
+        self._open: set[bytes] | None = None  # jobs with an open anonymous bid of this miner (loaded lazily)
         self._accepted: set[tuple[bytes, int]] = set()  # (job, accept deadline) anon_accept sent
         self._unavailable: str | None = None
 
@@ -67,6 +70,49 @@ class AnonBidder:
                 self._secret = secret
         return self._secret
 
+    def _open_path(self) -> Any:
+        return self.node.home.keys_dir / "anon" / "open_bids"
+
+    def _open_jobs(self) -> set[bytes]:
+        if self._open is None:
+            path = self._open_path()
+            jobs: set[bytes] = set()
+            if path.exists():
+                for line in path.read_text().split():
+                    try:
+                        job = bytes.fromhex(line)
+                    except ValueError:
+                        continue
+                    if len(job) == 32:
+                        jobs.add(job)
+            self._open = jobs
+        return self._open
+
+    def _save_open(self, jobs: list[bytes]) -> None:
+        """Replace the list atomically (write, fsync, rename, fsync the directory): a crash leaves the old
+        list or the new one."""
+        path = self._open_path()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(j.hex() + "\n" for j in sorted(jobs)))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    async def _set_open(self, job_id: bytes, is_open: bool) -> None:
+        jobs = self._open_jobs()
+        if (job_id in jobs) == is_open:
+            return
+        (jobs.add if is_open else jobs.discard)(job_id)
+        await trio.to_thread.run_sync(self._save_open, sorted(jobs))
+
     async def on_block(self, height: int) -> None:
         """Register the identity when missing; accept the jobs whose pending bid is ours."""
         from state.market import anon
@@ -78,14 +124,15 @@ class AnonBidder:
             commitment = anon_bid.field_bytes(anon_bid.identity(self._identity_secret()))
             if await self.miner._submit(anon.TX_ANON_IDENTITY, {"commitment": commitment}) is not None:
                 log.info("miner: registering an anonymous bidding identity")
-        for job_id, (blind, _price) in list(self._open.items()):
+        for job_id in sorted(self._open_jobs()):
             a = anon.get(get, job_id)
             job = load_job(get, job_id)
             if a is None or job is None or job.state != "QUEUED" or a.winner is not None:
-                self._open.pop(job_id, None)  # awarded, expired or canceled
+                await self._set_open(job_id, False)  # awarded, expired or canceled
                 continue
             if a.pending is None:
                 continue
+            blind = anon_bid.claim_blind(self._identity_secret(), job_id)
             mine = anon_bid.field_bytes(anon_bid.claim(self.miner.pk, blind))
             key = (job_id, a.accept_deadline)
             if a.bids[a.pending][1] == mine and key not in self._accepted:
@@ -93,7 +140,7 @@ class AnonBidder:
                 body = {"job_id": job_id, "blind": anon_bid.field_bytes(blind)}
                 if await self.miner._submit(anon.TX_ANON_ACCEPT, body) is not None:
                     log.info("miner: accepting the award of anonymous job %s", job_id.hex()[:16])
-                self._open.pop(job_id, None)
+                await self._set_open(job_id, False)
 
     async def bid(self, job: Any, a: Any, price: int) -> bool:
         """Prove and send an anonymous bid on ``job``; False when this miner cannot (yet)."""
@@ -101,7 +148,7 @@ class AnonBidder:
 
         from .zk_prover import ProverFailed, ProverMissing, prove
 
-        if not self.available() or job.job_id in self._open:
+        if not self.available() or job.job_id in self._open_jobs():
             return False
         get = self.miner.chain.get_object
         ident = anon.identity_of(get, self.miner.pk)
@@ -121,7 +168,7 @@ class AnonBidder:
         root = anon.root_of(get)
         siblings, bits = zk_trees.path(get, anon.TREE_PREFIX, anon_bid.DEPTH, ident.index)
         secret = self._identity_secret()
-        blind = anon_bid.new_secret()
+        blind = anon_bid.claim_blind(secret, job.job_id)
         st = anon_bid.Statement(job.job_id, price, root, anon_bid.nullifier(job.job_id, secret),
                                 anon_bid.claim(self.miner.pk, blind), min_bond, min_memory, kinds, backend)
         inputs = anon_bid.witness_inputs(st, secret, self.miner.pk, tuple(ident.standing), blind, siblings, bits)
@@ -136,10 +183,11 @@ class AnonBidder:
         body = anon.anon_bid_body(st, proof)
         sender = anon.sender_key(job.job_id, body["nullifier"])  # holds nothing, linked to nothing
         tx = Transaction.create(sender, self.node.genesis.chain_id, anon.TX_ANON_BID, 0, params.min_fee, body)
+        await self._set_open(job.job_id, True)  # before it can be on chain: a crash after the send still accepts
         (res,) = await self.node.submit_raw([tx.raw])
         if res.error is not None:
             log.warning("anon_bid refused by the mempool: %s (%s)", res.error, res.error.reason)
+            await self._set_open(job.job_id, False)
             return False
-        self._open[job.job_id] = (blind, price)
         log.info("anonymous bid on job %s", job.job_id.hex()[:16])
         return True

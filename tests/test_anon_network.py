@@ -2,8 +2,10 @@
 register bidding identities and bid anonymously (snarkjs proofs, throwaway senders) on a job of node0's
 client. The cheapest bidder is killed (-9) before it can accept: after its accept window the next price
 is pending, that miner reveals itself and does the job. No bid transaction, RPC view or event names a
-bidder before it accepts; the griefing bidder never appears anywhere. Every wait is bounded; every
-process is stopped by pid.
+bidder before it accepts; the griefing bidder never appears anywhere. Then a second job: the cheapest
+live bidder is killed (-9) right after its bid lands and restarted, and it still accepts and does the
+job (its claim's blind is derived from its identity, its open bids are on disk). Every wait is bounded;
+every process is stopped by pid.
 """
 
 from __future__ import annotations
@@ -76,3 +78,18 @@ def test_anonymous_bids_with_three_miners_and_a_bidder_that_never_accepts(make_n
     assert miners[1] not in view and miners[3] not in view
     for s in bid_senders:  # throwaway accounts: nothing in them
         assert int(net.rpc(node0, "state_getAccount", address=s)["balance"]) == 0
+
+    # A bidder killed (-9) after its bid and restarted still accepts: node2 is now the cheapest.
+    body2 = market.job_submit_body("matmul-u32", kind.version, {**PARAMS, "seed": b"\x07" * 32},
+                                   max_price=MAX_PRICE, max_units=units, bid_window=60, deadline=40,
+                                   anonymous={**spec, "accept_window": 40})
+    st = c.send("job_submit", body2)
+    assert st["status"] == "committed", st
+    job2 = st["hash"]
+    wait_job(net, job2, lambda j: len(j["anonymous"]["bids"]) == 2, timeout=90)
+    net.stop(net.nodes[2], sig=signal.SIGKILL, timeout=5)
+    net.start(net.nodes[2])
+    job = wait_job(net, job2, settled, timeout=150)
+    an = job["anonymous"]
+    assert (job["state"], job["miner"], int(job["price"])) == ("COMPLETED", miners[2], PRICES[2])
+    assert an["winner"] == miners[2] and an["passed"] == []

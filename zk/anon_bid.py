@@ -82,6 +82,15 @@ def claim(public_key: bytes, blind: int) -> int:
     return poseidon.hash2(addr_field(public_key), blind)
 
 
+def claim_blind(id_secret: int, job_id: bytes) -> int:
+    """The blind of this identity's claim on ``job_id``, derived from the identity secret (a domain-separated
+    SHA-256 of the secret and the job), so a miner that restarts between its bid and the accept can still open its claim; nobody
+    without the secret can tell it from a random field element. One bid per identity per job (the
+    nullifier) means one blind per job. Off chain only: the chain sees the claim and, at accept, the
+    blind."""
+    return to_field(b"aitbc/zk/v1/claim-blind", id_secret.to_bytes(32, "big") + job_id)
+
+
 @dataclass(frozen=True, slots=True)
 class Statement:
     """The public side of an anonymous bid."""
