@@ -62,6 +62,7 @@ from rpc.jsonrpc import (
     RpcMetrics,
     make_openrpc_provider,
 )
+from rpc.limits import REASONS as REFUSAL_REASONS
 from rpc.limits import ConnectionGate, HostCheck, RateLimiter, Refusal, RpcLimits, ip_key, is_loopback
 from rpc.subscriptions import SubscriberConnection, SubscriptionHub
 
@@ -219,7 +220,9 @@ class _LimitsCollector:
             g.add_metric([], fd.headroom(s.gate.tcp_total))
             yield g
         c = CounterMetricFamily("rpc_refusals", "Refused connections and calls, by reason", labels=["reason"])
-        merged = dict(s.gate.refusals)
+        merged = dict.fromkeys(REFUSAL_REASONS, 0)  # every reason from 0: rate() works before the first one
+        for reason, n in s.gate.refusals.items():
+            merged[reason] = merged.get(reason, 0) + n
         for reason, n in s.dispatcher.refusals.items():
             merged[reason] = merged.get(reason, 0) + n
         for reason, n in sorted(merged.items()):

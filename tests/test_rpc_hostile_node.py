@@ -33,6 +33,7 @@ from trio_websocket import (
 from gpu.encoding import encode_array
 from node.blobs import signed_blob_put_params
 from p2p.identity import peer_id_from_ed25519
+from rpc.limits import REASONS as REFUSAL_REASONS
 from state import market
 from state.crypto import SigningKey
 from state.types import Transaction, transfer
@@ -183,6 +184,10 @@ def test_per_ip_caps_and_rate_limit_on_a_node(node_factory) -> None:
         "AITBC_RPC_MAX_WS_PER_IP": "2", "AITBC_RPC_RATE_LIMIT": "20", "AITBC_RPC_RATE_BURST": "60",
     })  # fmt: skip
     body = {"jsonrpc": "2.0", "id": 1, "method": "system_health"}
+    # every refusal reason has a series from the start (0), so rate() and alerts see the first refusal
+    text = httpx.get(node.metrics_url, timeout=10).text
+    for reason in REFUSAL_REASONS:
+        assert f'rpc_refusals_total{{reason="{reason}"}} 0.0' in text, reason
     # rate: the burst goes, then 429 with -32005 rate_limited
     with httpx.Client(timeout=10) as c:
         statuses = [c.post(node.url, json=body).status_code for _ in range(200)]
