@@ -49,6 +49,19 @@ def _unhex(s: str) -> bytes:
     return bytes.fromhex(s[2:])
 
 
+MAX_HISTORY_PAGE = 100
+
+
+def _history_cursor(cursor: str | None) -> tuple[int, int] | None:
+    """``(height, index)`` of a ``chain_getAddressTransactions`` ``next_cursor`` (``"HEIGHT:INDEX"``)."""
+    if cursor is None:
+        return None
+    h, sep, i = cursor.partition(":")
+    if not sep or not h.isdigit() or not i.isdigit() or int(h) > U64_MAX or int(i) >= 2**32:
+        raise RpcError(RpcError.INVALID_PARAMS, "invalid params: 'cursor' must be the next_cursor of a previous page")
+    return int(h), int(i)
+
+
 def build_rpc(node: NodeApi) -> tuple[MethodRegistry, SubscriptionHub]:
     """Registry of every method of ``node`` (the node behind :class:`rpc.node_api.NodeApi`) and its
     subscription hub."""
@@ -151,6 +164,44 @@ def build_rpc(node: NodeApi) -> tuple[MethodRegistry, SubscriptionHub]:
             return {"hash": hash, "status": "pending", "block_height": None, "index": None, "result": None,
                     "tx": tx.to_json()}
         raise RpcError(NOT_FOUND, "transaction not found", {"hash": hash})
+
+    @reg.method(
+        "chain_getAddressTransactions",
+        params=[
+            Param("address", ADDRESS),
+            Param("cursor", {"type": "string", "maxLength": 40}, required=False,
+                  description="next_cursor of the previous page"),
+            Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY_PAGE}, required=False),
+        ],
+        summary="Committed transactions sent by or naming an address (transfer to, staking validator), "
+        "newest first; pages with cursor",
+        result=OBJ,
+    )
+    async def chain_get_address_transactions(address: str, cursor: str | None = None, limit: int = 25) -> dict:
+        pk = _pubkey(address)
+        before = _history_cursor(cursor)
+
+        def read() -> list[dict]:
+            out = []
+            for height, index, h in chain.address_history(pk, before, limit):
+                found = chain.tx_lookup(h)
+                if found is None:  # the index is written with the block: cannot happen
+                    raise InvariantError(f"history index names a missing transaction 0x{h.hex()}")
+                tx, _, _, res = found
+                item = {"hash": hx(h), "block_height": height, "index": index, "type": tx.type,
+                        "sender": encode_address(tx.sender), "result": result_json(res)}
+                body = tx.body if isinstance(tx.body, dict) else {}
+                to = body.get("to")
+                item["to"] = encode_address(to) if type(to) is bytes and len(to) == 32 else None
+                amount = body.get("amount")
+                item["amount"] = str(amount) if type(amount) is int else None
+                out.append(item)
+            return out
+
+        items = await trio.to_thread.run_sync(read)
+        nxt = f"{items[-1]['block_height']}:{items[-1]['index']}" if len(items) == limit else None
+        return {"address": encode_address(pk), "indexed_from": chain.addr_index_from, "transactions": items,
+                "next_cursor": nxt}
 
     # state_ -------------------------------------------------------------------------------------
     @reg.method(

@@ -293,6 +293,11 @@ RESULTS: dict[str, dict[str, Any]] = {
     "chain_getBlock": BLOCK,
     "chain_getCommit": COMMIT,
     "chain_getTransaction": TX_STATUS,
+    "chain_getAddressTransactions": obj({
+        "address": ADDRESS, "indexed_from": UINT, "next_cursor": CURSOR,
+        "transactions": arr(obj({"hash": HASH32, "block_height": UINT, "index": UINT, "type": STR, "sender": ADDRESS,
+                                 "to": nullable(ADDRESS), "amount": nullable(AMOUNT), "result": TX_RESULT})),
+    }),
     "chain_getSupply": obj(
         {"total": AMOUNT, "bonded": AMOUNT, "unbonding": AMOUNT, "circulating": AMOUNT, "market_escrow": AMOUNT,
          "miner_bonds": AMOUNT, "availability_bonds": AMOUNT, "dispute_bonds": AMOUNT, "sealed_deposits": AMOUNT, "height": UINT},

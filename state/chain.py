@@ -35,9 +35,11 @@ from .machine import (
 )
 from .smt import SmtProof, SparseMerkleTree, TreeUpdate
 from .store import (
+    K_ADDR_INDEX_FROM,
     K_GENESIS,
     K_HEAD,
     P_ACCOUNT,
+    P_ADDR_TX,
     P_BLOCK,
     P_COMMIT,
     P_HASH_BY_HEIGHT,
@@ -71,6 +73,24 @@ def validators_hash(validators: Sequence[tuple[bytes, int]]) -> bytes:
     return sha256(codec.encode([[pk, p] for pk, p in sorted(validators)]))
 
 
+#: Body fields that name an account besides the sender (transfer ``to``; staking ``validator``,
+#: redelegation ``from``/``to``): a transaction is in the history of each of them.
+_NAMED_FIELDS = ("to", "from", "validator")
+
+
+def named_accounts(tx: Transaction) -> set[bytes]:
+    """The accounts a transaction belongs to in the node's history index: its sender and the 32-byte
+    keys of :data:`_NAMED_FIELDS` in its body."""
+    out = {tx.sender}
+    body = tx.body
+    if isinstance(body, dict):
+        for f in _NAMED_FIELDS:
+            v = body.get(f)
+            if type(v) is bytes and len(v) == 32:
+                out.add(v)
+    return out
+
+
 class ChainState:
     """Committed chain state on top of a :class:`Store`."""
 
@@ -98,6 +118,9 @@ class ChainState:
         self.head: Head = head
         if self.tree.root != head.state_root:
             raise StoreError("state tree root does not match the head's state root (database damaged)")
+        if store.get(K_ADDR_INDEX_FROM) is None:  # a database from before the history index
+            store.write_batch({K_ADDR_INDEX_FROM: h8(head.height + 1)})
+        self.addr_index_from = int.from_bytes(store.get(K_ADDR_INDEX_FROM) or h8(1), "big")
 
     # genesis -----------------------------------------------------------------------------------
     def _init_genesis(self) -> None:
@@ -113,6 +136,7 @@ class ChainState:
         head = Head(0, g.hash, g.genesis_time, upd.root)
         puts[K_HEAD] = head.encode()
         puts[K_GENESIS] = g.hash
+        puts[K_ADDR_INDEX_FROM] = h8(1)
         puts[P_HASH_BY_HEIGHT + h8(0)] = g.hash
         self.store.write_batch(puts)
         self.tree.apply(upd)
@@ -308,6 +332,9 @@ class ChainState:
             }
             for i, (tx, res) in enumerate(zip(block.txs, pending.outcome.results, strict=True)):
                 puts[P_TX + tx.hash] = codec.encode([height, i, tx.raw, res.to_obj()])
+                pos = hb + i.to_bytes(4, "big")
+                for who in named_accounts(tx):
+                    puts[P_ADDR_TX + who + pos] = tx.hash
             for pk, acc in pending.outcome.accounts.items():
                 puts[P_ACCOUNT + pk] = acc.encode()
             for key, value in pending.outcome.objects.items():
@@ -351,6 +378,14 @@ class ChainState:
     def results_at(self, height: int) -> list[TxResult]:
         raw = self.store.results_raw(height)
         return [TxResult.from_obj(r) for r in cbor2.loads(raw)] if raw is not None else []
+
+    def address_history(
+        self, address: bytes, before: tuple[int, int] | None = None, limit: int = 25
+    ) -> list[tuple[int, int, bytes]]:
+        """``(height, index, tx hash)`` of committed transactions that name ``address`` (sender or a
+        :data:`_NAMED_FIELDS` field), newest first, before ``(height, index)``; from
+        ``addr_index_from`` on (a node-local index written with each block, not part of the state)."""
+        return self.store.address_txs(address, before, limit)
 
     def tx_lookup(self, tx_hash: bytes) -> tuple[Transaction, int, int, TxResult] | None:
         """(tx, height, index, result) of a committed transaction (one index read, no block decode)."""

@@ -33,8 +33,11 @@ P_TX = b"x"
 P_ACCOUNT = b"a"
 P_OBJECT = b"o"
 P_TREE = b"T"
+#: Node-local history index (not state): ``X ‖ address(32) ‖ height(8) ‖ index(4)`` → tx hash.
+P_ADDR_TX = b"X"
 K_HEAD = b"m:head"
 K_GENESIS = b"m:genesis"
+K_ADDR_INDEX_FROM = b"m:addr_index_from"  # the first height whose transactions are in P_ADDR_TX
 K_SCHEMA = b"m:schema"
 SCHEMA_VERSION = 1
 
@@ -163,6 +166,19 @@ class Store:
 
     def object(self, key: bytes) -> bytes | None:
         return self.db.get(P_OBJECT + key)
+
+    def address_txs(self, address: bytes, before: tuple[int, int] | None, limit: int) -> list[tuple[int, int, bytes]]:
+        """Up to ``limit`` ``(height, index, tx hash)`` naming ``address``, newest first, strictly before
+        the position ``before`` (``(height, index)``) when given."""
+        prefix = P_ADDR_TX + address
+        stop = prefix + (h8(before[0]) + before[1].to_bytes(4, "big") if before is not None else b"\xff" * 12)
+        out: list[tuple[int, int, bytes]] = []
+        with self.db.iterator(start=prefix, stop=stop, reverse=True) as it:
+            for key, value in it:
+                out.append((int.from_bytes(key[33:41], "big"), int.from_bytes(key[41:45], "big"), value))
+                if len(out) >= limit:
+                    break
+        return out
 
     def count_prefix(self, prefix: bytes, limit: int = 1 << 62) -> int:
         n = 0

@@ -18,6 +18,7 @@ from trio_websocket import open_websocket_url
 
 from node.blobs import signed_blob_put_params
 from rpc.schemas import validate
+from state.address import encode_address
 from state.crypto import SigningKey
 from state.types import transfer
 
@@ -98,6 +99,7 @@ def calls(p: dict[str, Any], node: NodeProcess, tag: str = "") -> dict[str, dict
         "chain_getBlock": {"height": 1, "full_transactions": True},
         "chain_getCommit": {"height": 1},
         "chain_getTransaction": {"hash": p["tx_hash"]},
+        "chain_getAddressTransactions": {"address": p["dev"], "limit": 2},
         "chain_getSupply": {},
         "state_getAccount": {"address": p["dev"], "proof": True},
         "tx_simulate": {"tx": "0x" + tx1.raw.hex()},  # dry run (rpc/simulate_methods.py): nothing pooled
@@ -255,6 +257,35 @@ def test_documented_errors_are_the_ones_answered(node: NodeProcess, prepared: di
                         headers={"origin": f"http://127.0.0.1:{node.rpc_port}"})
     assert r.status_code == 403 or r.json()["error"]["code"] == -32001
     assert -32001 in [e["code"] for e in methods["admin_peers"]["errors"]]
+
+
+def test_address_history_pages_newest_first(node: NodeProcess, prepared: dict) -> None:
+    """chain_getAddressTransactions: the sender's and the recipient's histories hold the transfer; pages
+    of one follow next_cursor without gaps or repeats; a made-up cursor is -32602."""
+    to = encode_address(prepared["to"])
+    res = node.rpc("chain_getAddressTransactions", address=to)
+    assert res["indexed_from"] == 1 and res["next_cursor"] is None
+    first = res["transactions"][-1]  # the oldest: the transfer of `prepared` (calls() may have sent more)
+    assert (first["hash"], first["type"], first["sender"], first["to"], first["amount"]) == (
+        prepared["tx_hash"], "transfer", prepared["dev"], to, "5")
+    assert first["result"]["ok"] is True
+    whole = node.rpc("chain_getAddressTransactions", address=prepared["dev"], limit=100)["transactions"]
+    assert prepared["tx_hash"] in [t["hash"] for t in whole]
+    assert any(t["type"] == "job_submit" for t in whole)
+    positions = [(t["block_height"], t["index"]) for t in whole]
+    assert positions == sorted(positions, reverse=True) and len(set(positions)) == len(positions)
+    paged, cursor = [], None
+    for _ in range(len(whole) + 1):
+        page = node.rpc("chain_getAddressTransactions", address=prepared["dev"], limit=1,
+                        **({"cursor": cursor} if cursor else {}))
+        paged += page["transactions"]
+        cursor = page["next_cursor"]
+        if cursor is None or len(paged) >= len(whole):
+            break
+    assert [t["hash"] for t in paged] == [t["hash"] for t in whole][: len(paged)] and len(paged) == len(whole)
+    for bad in ("12", "x:1", "1:-1", "99999999999999999999999:0"):
+        err = node.rpc_error("chain_getAddressTransactions", address=to, cursor=bad)
+        assert err["code"] == INVALID_PARAMS and "cursor" in err["message"], (bad, err)
 
 
 def test_unknown_methods_root_path_and_hosts(node: NodeProcess) -> None:

@@ -10,7 +10,7 @@ const liveBadge = document.getElementById("live");
 const live = new Live();
 const RECENT = 20; // blocks behind the overview's block time and tx/s
 const PAGE = 25; // blocks per page of the block list
-const SCAN = 100; // blocks the account page scans for the address's transactions (no history RPC)
+const HISTORY_PAGE = 25; // transactions per page of an account's history (chain_getAddressTransactions)
 const AMOUNT_KEYS = new Set(["amount", "fee", "bond", "price", "max_price", "self_bond", "unit_price", "paid",
   "refunded", "escrow", "tokens", "shares", "rewards", "slashed"]);
 const JOB_STATES = ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELED", "EXPIRED"];
@@ -290,11 +290,11 @@ async function account(ctx, [address]) {
     ok(miner) ? section("Miner", minerDl(miner)) : null,
     ok(val) ? section("Validator", h("p", {}, h("a", { href: `#/validator/${address}` }, `${val.moniker || "validator"}: ${val.status}, power ${val.power}, tokens ${ait(val.tokens)}`))) : null,
     ok(dels) && dels.delegations.length ? section("Delegations", delegationsTable(dels.delegations)) : null,
-    section("Transactions", h("div", { id: "account-txs" }, h("p", { class: "muted" }, "scanning…"))),
+    section("Transactions", h("div", { id: "account-txs" }, h("p", { class: "muted" }, "loading…"))),
     ok(asClient) && asClient.jobs.length ? section("Jobs submitted", jobsTable(asClient.jobs)) : null,
     ok(asMiner) && asMiner.jobs.length ? section("Jobs run as miner", jobsTable(asMiner.jobs)) : null);
   checkProof(address, acc, proofBox);
-  scanTransactions(address, page.querySelector("#account-txs"));
+  accountTransactions(address, page.querySelector("#account-txs"));
   ctx.onHead(throttle(async () => {
     const a = await call("state_getAccount", { address });
     setField(page, "balance", ait(a.balance));
@@ -332,38 +332,42 @@ async function checkProof(address, acc, box) {
   box.appendChild(details);
 }
 
-function mentions(tx, address) {
-  if (tx.sender === address) return true;
-  return JSON.stringify(tx.body || {}).includes(`"${address}"`);
-}
-
-async function scanTransactions(address, box) {
-  try {
-    const head = await call("chain_getHead");
-    const lo = Math.max(1, head.height - SCAN + 1);
-    const heights = [];
-    for (let x = head.height; x >= lo; x--) heights.push(x);
-    const headers = await batch(heights.map((height) => ["chain_getBlock", { height }]));
-    const withTxs = headers.filter((b) => !(b instanceof Error) && b.tx_count > 0).slice(0, 40);
-    const full = await batch(withTxs.map((b) => ["chain_getBlock", { height: b.height, full_transactions: true }]));
-    const rows = [];
-    for (const b of full) {
-      if (b instanceof Error) continue;
-      for (const t of b.transactions) {
-        if (!mentions(t, address)) continue;
-        const amount = t.body?.amount ?? t.body?.max_price;
-        rows.push(h("tr", { "data-tx": t.hash }, h("td", {}, txLink(t.hash)), h("td", {}, blockLink(b.height)), h("td", {}, t.type),
-          h("td", {}, t.sender === address ? "out" : "in"), h("td", {}, t.sender === address ? addr(t.body?.to) : addr(t.sender)),
-          h("td", {}, amount !== undefined && /^\d+$/.test(String(amount)) ? ait(amount) : "–"),
-          h("td", {}, t.result?.ok ? badge("ok") : badge(t.result?.reason || "failed", "failed"))));
+async function accountTransactions(address, box) {
+  const head = ["Hash", "Block", "Type", "Dir", "Counterparty", "Amount", "Result"];
+  const more = h("button", { type: "button", id: "account-txs-older" }, "Older");
+  const note = h("p", { class: "muted" });
+  let cursor = null;
+  let tbody = null;
+  const row = (t) => {
+    const out = t.sender === address;
+    return h("tr", { "data-tx": t.hash }, h("td", {}, txLink(t.hash)), h("td", {}, blockLink(t.block_height)), h("td", {}, t.type),
+      h("td", {}, out ? "out" : "in"), h("td", {}, out ? addr(t.to) : addr(t.sender)),
+      h("td", {}, t.amount !== null ? ait(t.amount) : "–"),
+      h("td", {}, t.result.ok ? badge("ok") : badge(t.result.reason || "failed", "failed")));
+  };
+  const load = async () => {
+    more.disabled = true;
+    try {
+      const params = cursor ? { address, cursor, limit: HISTORY_PAGE } : { address, limit: HISTORY_PAGE };
+      const res = await call("chain_getAddressTransactions", params);
+      const rows = res.transactions.map(row);
+      if (tbody === null) {
+        const tbl = table(head, rows, { id: "account-txs-table" });
+        tbody = tbl.querySelector("tbody");
+        note.textContent = `Newest first, from block ${res.indexed_from} on (the node indexes each address's transactions as it commits blocks).`;
+        box.replaceChildren(note, tbl, more);
+      } else {
+        for (const r of rows) tbody.appendChild(r);
       }
+      cursor = res.next_cursor;
+      more.hidden = cursor === null;
+    } catch (e) {
+      box.appendChild(h("p", { class: "bad" }, `history failed: ${e.message}`));
     }
-    box.replaceChildren(
-      h("p", { class: "muted" }, `In blocks ${lo}–${head.height} (the node keeps no per-address history, so this page scans the latest ${SCAN} blocks).`),
-      table(["Hash", "Block", "Type", "Dir", "Counterparty", "Amount", "Result"], rows, { id: "account-txs-table" }));
-  } catch (e) {
-    box.replaceChildren(h("p", { class: "bad" }, `scan failed: ${e.message}`));
-  }
+    more.disabled = false;
+  };
+  more.addEventListener("click", load);
+  await load();
 }
 
 // ----------------------------------------------------------------------------------------- validators
