@@ -158,7 +158,7 @@ def test_availability_challenge_through_the_cli(pos_miner_node: NodeProcess) -> 
     node = pos_miner_node
     out = cli(node, "job", "submit", "--from", "dev", "--kind", "matmul-u32",
               "--params", '{"m": 8, "n": 8, "k": 8}', "--max-price", "0.001", "--max-units", "1",
-              "--bid-window", "2", "--challenge-window", "60")
+              "--bid-window", "2", "--challenge-window", "600")  # 2 min of 200 ms blocks: ample on a loaded machine
     job_id = out.split()[1]
 
     def in_window() -> bool:
