@@ -250,6 +250,8 @@ def build_rpc(node: NodeApi) -> tuple[MethodRegistry, SubscriptionHub]:
         (res,) = await node.submit_raw([_unhex(tx)])
         if res.error is not None:
             data = {"reason": res.error.reason}
+            if (detail := getattr(res.error, "detail", None)) is not None:
+                data["detail"] = detail  # the refusing rule's finer reason (rpc/schemas.py, README)
             if res.hash is not None:
                 data["hash"] = hx(res.hash)
             raise RpcError(TX_REJECTED, f"transaction rejected: {res.error}", data)
@@ -283,6 +285,8 @@ def build_rpc(node: NodeApi) -> tuple[MethodRegistry, SubscriptionHub]:
             item: dict[str, Any] = {"hash": hx(r.hash) if r.hash is not None else None}
             if r.error is not None:
                 item["error"] = {"reason": r.error.reason, "message": str(r.error)}
+                if (detail := getattr(r.error, "detail", None)) is not None:
+                    item["error"]["detail"] = detail
             else:
                 accepted += 1
             out.append(item)

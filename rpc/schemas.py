@@ -72,7 +72,9 @@ ERROR_OBJECTS: dict[int, dict[str, Any]] = {
         "code": TX_REJECTED,
         "message": "transaction rejected",
         "data": {"reason": "malformed | bad_signature | wrong_chain | fee_too_low | nonce_too_low | nonce_gap | "
-                 "insufficient_balance | already_known | replacement_underpriced | mempool_full | queued_full | …"},
+                 "insufficient_balance | already_known | replacement_underpriced | mempool_full | queued_full | …",
+                 "detail": "with invalid_body: the refusing rule's finer reason (invalid_params, zk_malformed, …), "
+                           "when it has one"},
     },
     BLOB_REJECTED: {
         "code": BLOB_REJECTED,
@@ -308,7 +310,8 @@ RESULTS: dict[str, dict[str, Any]] = {
     "tx_submit": obj({"hash": HASH32}),
     "tx_submitBatch": obj({
         "accepted": UINT, "rejected": UINT,
-        "results": arr(obj({"hash": nullable(HASH32)}, {"error": obj({"reason": STR, "message": STR})})),
+        "results": arr(obj({"hash": nullable(HASH32)}, {"error": obj({"reason": STR, "message": STR},
+                                                                        {"detail": STR})})),
     }),
     "mempool_status": obj({
         "size": UINT, "bytes": UINT, "senders": UINT, "pending": UINT, "queued": UINT, "queued_bytes": UINT,

@@ -78,14 +78,17 @@ _HEAP_SLACK = 4096
 
 
 class MempoolError(TxError):
-    """A transaction refused by the pool; ``reason`` is one of :data:`REASONS`."""
+    """A transaction refused by the pool; ``reason`` is one of :data:`REASONS`. ``detail`` is the
+    refusing rule's own reason code where it has a finer one (an ``invalid_body`` refused by a body check
+    with ``invalid_params``, ``zk_malformed``, …), else None."""
 
     reason = "mempool"
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str, detail: str | None = None) -> None:
         if reason not in REASONS:
             raise ValueError(f"unknown mempool rejection reason {reason!r}")
         super().__init__(message, reason)
+        self.detail = detail
 
 
 @dataclass
@@ -370,7 +373,8 @@ class Mempool:
             self._check_body(tx)
             cost = self._cost(tx)
         except TxError as exc:
-            raise MempoolError(f"invalid body: {exc}", "invalid_body") from None
+            detail = exc.reason if exc.reason != "invalid_body" else None
+            raise MempoolError(f"invalid body: {exc}", "invalid_body", detail) from None
         except (KeyError, TypeError, ValueError) as exc:
             raise MempoolError(f"invalid body: {type(exc).__name__}: {exc}", "invalid_body") from None
         h = tx.hash

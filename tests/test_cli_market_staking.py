@@ -235,6 +235,7 @@ def test_market_and_staking_rpc_reject_bad_input(pos_miner_node: NodeProcess) ->
     tx = Transaction.create(key, node.rpc("system_info")["chain_id"], "job_submit", nonce, 1000, body)
     err = node.rpc_error("tx_submit", tx="0x" + tx.raw.hex())
     assert err["code"] == -32010 and err["data"]["reason"] == "invalid_body", err
+    assert err["data"]["detail"] == "invalid_params", err  # the body rule's own reason
     assert "matmul-u32" in err["message"] and "out_of_bounds" in err["message"], err
     assert node.alive() and node.height() > 0
 

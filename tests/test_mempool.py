@@ -125,8 +125,17 @@ def test_invalid_body_from_check_body() -> None:
 
     pool, _ = make(check_body=check)
     err = reject(pool, tx(A, 0, amount=0), "invalid_body")
-    assert str(err) == "invalid body: transfer 'amount' must be positive"
+    assert str(err) == "invalid body: transfer 'amount' must be positive" and err.detail is None
     pool.add(tx(A, 0, amount=1))
+
+
+def test_invalid_body_keeps_the_rules_finer_reason_as_detail() -> None:
+    def check(t: Transaction) -> None:
+        raise TxError("job params refused", "invalid_params")
+
+    pool, _ = make(check_body=check)
+    err = reject(pool, tx(A, 0, amount=1), "invalid_body")
+    assert err.detail == "invalid_params" and "job params refused" in str(err)
 
 
 def test_invalid_body_from_default_cost() -> None:
