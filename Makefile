@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: run test lint bench setup lock clean sysdeps zk-tools
+.PHONY: run test lint bench setup lock clean sysdeps zk-tools device-wheels
 
 setup: $(STAMP)
 
@@ -53,6 +53,21 @@ lock:
 	echo "wrote requirements.lock ($$(grep -c '==' requirements.lock) pins)"
 
 TEST_JOBS ?= auto  # pytest-xdist workers: one per core
+
+# Wheels for the GPU checks on a lent device (bench/device_check.sh; docs/gpu.md "On a lent GPU"): the
+# project's imports the device image lacks, at the lock's versions, for CPython 3.12, and PyCUDA with its
+# dependencies from ../shared/wheels. Git-ignored; carried with run(carry=[".device"]).
+DEVICE_PKGS := cbor2 pynacl cffi pycparser trio outcome sniffio sortedcontainers attrs idna pytest-trio plyvel rbcl barriers mclbn256
+SHARED_WHEELS ?= ../shared/wheels
+device-wheels: $(STAMP)
+	rm -rf .device/wheels && mkdir -p .device/wheels
+	pins=$$(for p in $(DEVICE_PKGS); do grep -i "^$$p==" requirements.lock; done); \
+	$(VENV)/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --abi cp312 --abi abi3 --abi none --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 --platform any -d .device/wheels $$pins
+	cp $(SHARED_WHEELS)/pycuda-*-cp312-*.whl $(SHARED_WHEELS)/siphash24-*-cp312-*.whl \
+	  $(SHARED_WHEELS)/pytools-*.whl $(SHARED_WHEELS)/platformdirs-*.whl $(SHARED_WHEELS)/mako-*.whl .device/wheels/
+	@ls .device/wheels | wc -l | xargs echo "wheels in .device/wheels:"; du -sh .device
 
 run: $(STAMP)
 	exec $(VENV)/bin/aitbc-peer run --dev $(ARGS)

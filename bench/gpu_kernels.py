@@ -254,7 +254,9 @@ def _fmt(row: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="small,medium", help="comma list of: small, medium, large")
-    ap.add_argument("--kinds", default=",".join(KINDS), help="comma list of kinds (default: all)")
+    sized = [k for k in KINDS if all(k in per_kind for per_kind in SIZES.values())]
+    ap.add_argument("--kinds", default=",".join(sized),
+                    help="comma list of kinds (default: every kind with sizes here; llm-generate: bench.gpu_llm)")
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median)")
     ap.add_argument("--cpu-limit", type=float, default=30.0, help="NumPy time limit per job in seconds")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of text")
@@ -267,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     for k in kinds:
         if k not in KINDS:
             ap.error(f"unknown kind {k!r}")
+        if k not in sized:
+            ap.error(f"kind {k!r} has no sizes here (llm-generate runs a model: python -m bench.gpu_llm)")
 
     from bench.common import machine
 
