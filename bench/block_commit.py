@@ -60,6 +60,8 @@ def main() -> None:
                       tuple((k.public_key, 10**15) for k in senders), (GenesisValidator(val.public_key, 1),))
     vs = ValidatorSet([Validator(val.public_key, 1)])
     sizes = [s for s in (10_000, 100_000, 1_000_000) if s <= args.max_accounts]
+    if not sizes:
+        raise SystemExit("--max-accounts must be at least 10,000 (the smallest state measured)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "db")

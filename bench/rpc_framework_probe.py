@@ -60,9 +60,9 @@ def _child(conn) -> None:
 
 def raw_http_client(port: int, n: int, body: bytes) -> float:
     """N sequential keep-alive POSTs over a plain blocking socket (near-zero client cost)."""
-    req = (
-        b"POST /rpc HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    req = (  # Host: the address itself (the server refuses unknown host names: DNS rebinding)
+        b"POST /rpc HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (port, len(body), body)
     )
 
     def connect() -> socket.socket:
