@@ -274,7 +274,9 @@ def _sealed(reps: int, n_bids: int) -> dict:
     print("\n| auction | make award ms | verify award ms |")
     print("| --- | ---: | ---: |")
     awards = []
-    for n in (3, 10, 16):  # 16 = MAX_SEALED_BIDS
+    from state.market import sealed
+
+    for n in (3, 16, sealed.MAX_SEALED_BIDS):
         bids = [auction.make_bid(chain, job, i.to_bytes(20, "big"), key, 16, 1000 + 7 * i)[0] for i in range(n)]
         t0 = time.thread_time()
         aw = auction.make_award(chain, job, b"\x09" * 20, k, 16, bids)
@@ -288,15 +290,14 @@ def _sealed(reps: int, n_bids: int) -> dict:
     print("| --- | ---: | ---: | ---: | ---: |")
     blocks = []
     from state.genesis import ChainParams
-    from state.market import sealed
 
     budget = ChainParams().market.max_dispute_work_per_block
-    for bits in (16, 8):  # as many jobs of 16 bids as fit in max_dispute_work_per_block
+    for bits in (16, 8):  # as many full jobs (MAX_SEALED_BIDS bids) as fit in max_dispute_work_per_block
         jobs = budget // (sealed.MAX_SEALED_BIDS * (sealed.BID_BASE_WORK + sealed.RANGE_WORK_PER_BIT * bits))
         with tempfile.TemporaryDirectory() as tmp:
             blocks.append(_block_of_bids(Path(tmp), bits, jobs, reps // 3 or 1))
         b = blocks[-1]
-        print(f"| {bits}-bit, {jobs} jobs × 16 miners | {b['txs']} | {b['dwu']:,} | {b['cpu_ms']:.1f} | "
+        print(f"| {bits}-bit, {jobs} jobs × {sealed.MAX_SEALED_BIDS} miners | {b['txs']} | {b['dwu']:,} | {b['cpu_ms']:.1f} | "
               f"{b['bids_per_s']:,.0f} |")
     return {"proofs": rows, "bids": throughput, "awards": awards, "blocks": blocks}
 

@@ -203,3 +203,22 @@ def test_second_price_with_a_lone_bidder_pays_max_price_and_first_price_refuses_
     m2.ok(CLIENT, sealed.TX_SEALED_AWARD, sealed.sealed_award_body(
         job2, auction.make_award(CHAIN, job2, CLIENT.public_key, secret2, BITS, lone, second_price=True)))
     assert m2.job(job2).price == 100  # the client's ceiling
+
+
+def test_the_largest_award_fits_one_transaction() -> None:
+    """MAX_SEALED_BIDS bids at the widest tick range: the award (a comparison proof per other bid, the
+    second-price one too) is one transaction under MAX_TX_BYTES, and every node verifies it."""
+    from state.types import MAX_TX_BYTES, Transaction
+    from zk import group as zk_group
+
+    secret = zk_group.random_scalar()
+    key = zk_group.mul_base(secret)
+    job_id = b"\x5e" * 32
+    bids = [auction.make_bid(CHAIN, job_id, bytes([i + 1]) * 32, key, auction.MAX_BITS, 2**auction.MAX_BITS - 1 - i)[0]
+            for i in range(sealed.MAX_SEALED_BIDS)]
+    award = auction.make_award(CHAIN, job_id, CLIENT.public_key, secret, auction.MAX_BITS, bids, second_price=True)
+    tx = Transaction.create(CLIENT, CHAIN, sealed.TX_SEALED_AWARD, 0, FEE, sealed.sealed_award_body(job_id, award))
+    assert 50_000 < len(tx.raw) < MAX_TX_BYTES, len(tx.raw)
+    sealed.check_sealed_award(tx.body)
+    out = auction.verify_award(CHAIN, job_id, CLIENT.public_key, key, auction.MAX_BITS, bids, award)
+    assert (out.winner, out.second_tick) == (sealed.MAX_SEALED_BIDS - 1, 2**auction.MAX_BITS - sealed.MAX_SEALED_BIDS + 1)
