@@ -252,6 +252,28 @@ def cmd_wallet(args: argparse.Namespace) -> int:
             print_kv([("address", acc["address"]), ("balance", ait(acc["balance"])), ("nonce", acc["nonce"]),
                       ("pending_nonce", acc.get("pending_nonce"))])
         return 0
+    if args.wallet_cmd == "history":
+        addr = _resolve_address(args, args.address)
+        params: dict = {"address": addr, "limit": args.limit}
+        if args.cursor:
+            params["cursor"] = args.cursor
+        with _client(args) as rpc:
+            page = rpc.call("chain_getAddressTransactions", **params)
+        if args.json:
+            _print(page)
+            return 0
+        from .cli_tx import ait, print_table
+
+        rows = []
+        for t in page["transactions"]:
+            out = t["sender"] == addr
+            rows.append([t["hash"], t["block_height"], t["type"], "out" if out else "in",
+                         (t["to"] or "-") if out else t["sender"], ait(t["amount"]) or "-",
+                         "ok" if t["result"]["ok"] else t["result"]["reason"] or "failed"])
+        print_table(["hash", "block", "type", "dir", "counterparty", "amount", "result"], rows)
+        if page["next_cursor"]:
+            print(f"older: --cursor {page['next_cursor']}", file=sys.stderr)
+        return 0
     # send: check the operator's input before touching the node or the keystore
     amount = parse_ait(args.amount)
     fee_arg = parse_ait(args.fee, "--fee") if args.fee else None
@@ -410,6 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
     wsub = sp.add_subparsers(dest="wallet_cmd", required=True)
     w = wsub.add_parser("balance", help="balance of an address or keystore key")
     w.add_argument("address")
+    w.add_argument("--json", action="store_true")
+    rpc_arg(w)
+    w = wsub.add_parser("history", help="transactions an address sent or is named in, newest first")
+    w.add_argument("address")
+    w.add_argument("--limit", type=int, default=20, choices=range(1, 101), metavar="1..100")
+    w.add_argument("--cursor", help="the cursor printed after the previous page")
     w.add_argument("--json", action="store_true")
     rpc_arg(w)
     w = wsub.add_parser("send", help="sign and submit a transfer")

@@ -78,7 +78,7 @@ def settled(job: dict) -> bool:
     return job["state"] in ("COMPLETED", "FAILED", "CANCELED", "EXPIRED") and job["payment"] != "escrowed"
 
 
-def submit_job(c: Client, kind: str, *, max_price: int = 5000, bid_window: int = 8, deadline: int = 20,
+def submit_job(c: Client, kind: str, *, max_price: int = 5000, bid_window: int = 16, deadline: int = 20,
                challenge_window: int | None = None, params: dict | None = None) -> str:
     body = market.job_submit_body(
         kind, get_kind(kind).version, params or PARAMS[kind], max_price=max_price,

@@ -287,6 +287,15 @@ def _balance(run: Run) -> None:
         assert amounts[0] == "12.5", amounts
 
 
+@check("aitbc-peer wallet history")
+def _history(run: Run) -> None:
+    lines = run.out.splitlines()
+    assert lines and lines[0].split()[:4] == ["HASH", "BLOCK", "TYPE", "DIR"], lines[:1]
+    rows = [ln.split() for ln in lines[1:]]
+    if words(run.line.command).split()[3] == "alice":  # after `wallet send … --amount 12.5`: one transfer in
+        assert [(r[2], r[3], r[5], r[6]) for r in rows] == [("transfer", "in", "12.5", "AIT")], rows
+
+
 @check("aitbc-peer keys new")
 def _keys_new(run: Run) -> None:
     addr = re.search(r"\bait1[0-9a-z]+", run.out)
