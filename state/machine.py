@@ -244,7 +244,9 @@ class TxKind:
     # Sponsored kinds (anonymous bids): the sender (a throwaway key) pays nothing; ``sponsor`` checks,
     # without writing, everything the transaction needs (raising TxError: it is then invalid, never
     # included, never charged), and ``apply`` moves ``tx.fee`` from the sponsor (a job's escrow) to the
-    # block's fees. Such a transaction cannot fail once included.
+    # block's fees. Such a transaction cannot fail once included. Its sender's account is not touched
+    # (no nonce bump, nothing written): ``sponsor`` must refuse a replay itself (an anonymous bid: its
+    # nullifier is recorded), so a throwaway key leaves nothing in state.
     sponsor: Callable[[Execution, Transaction], None] | None = None
     # A static check of the whole transaction beyond its body (an anonymous bid's sender is derived from
     # its nullifier, so the pool holds one per nullifier); run before the body check.
@@ -372,8 +374,8 @@ def apply_tx(ex: Execution, tx: Transaction, *, verified: bool = False) -> TxRes
     ex.work_used += work
     if kind.sponsor is None:
         sender.balance -= tx.fee
-    sender.nonce += 1
-    ex.dirty.add(tx.sender)
+        sender.nonce += 1
+        ex.dirty.add(tx.sender)
     ex.fees += tx.fee
     ex.journal.clear()
     try:

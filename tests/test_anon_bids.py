@@ -185,9 +185,8 @@ def test_two_anonymous_bidders_lowest_accepts_and_is_paid(scene: Scene) -> None:
     assert [b[2] for b in a.bids] == [50, 60] and a.fees_paid == 2 * FEE
     assert j.escrow == ESCROW + POOL - 2 * FEE  # the bids' fees came out of the job's escrow
     assert m.bal(CLIENT) == scene.c0 - FEE - ESCROW - POOL
-    for tk in scene.throwaways[:2]:  # the senders held nothing before and hold nothing after
-        acc = m.s.get_account(tk.public_key)
-        assert acc is not None and (acc.balance, acc.nonce) == (0, 1)
+    for tk in scene.throwaways[:2]:  # the senders held nothing before and leave nothing in state after
+        assert m.s.get_account(tk.public_key) is None
 
     m.advance(j.bid_close_height)
     a = _auction(m, jid)
@@ -233,14 +232,15 @@ def test_two_anonymous_bidders_lowest_accepts_and_is_paid(scene: Scene) -> None:
 # ------------------------------------------------------------------------------------------- replay
 def test_replays_and_tampered_bids_are_refused_at_block_level(scene: Scene) -> None:
     m, jid, bodies = copy.deepcopy(scene.two), scene.job_id, scene.bodies
-    # a replay comes from the same derived key, whose nonce has moved on: one envelope per bid
-    assert m.invalid(_sender(bodies["m2_50"]), anon.TX_ANON_BID, bodies["m2_50"]).reason == "wrong_sender"
+    # a replay comes from the same derived key (nonce 0: its account was never written) and its nullifier is
+    # recorded: one envelope per bid
+    assert m.invalid(_sender(bodies["m2_50"]), anon.TX_ANON_BID, bodies["m2_50"]).reason == "nullifier_used"
     # from any other key it is refused before its proof is even looked at
     assert m.invalid(SigningKey.generate(), anon.TX_ANON_BID, bodies["m2_50"]).reason == "wrong_sender"
     # the same miner again at another price (another message, the same nullifier)
     again, first = bodies["m1_70"], bodies["m1_60"]
     assert again["nullifier"] == first["nullifier"] and again["proof"] != first["proof"]
-    assert m.invalid(_sender(again), anon.TX_ANON_BID, again).reason == "wrong_sender"  # same nullifier, same key
+    assert m.invalid(_sender(again), anon.TX_ANON_BID, again).reason == "nullifier_used"  # same nullifier, same key
     # non-canonical encodings of a used nullifier cannot dodge the check
     alias = (int.from_bytes(first["nullifier"], "big") + R).to_bytes(32, "big")
     assert (
