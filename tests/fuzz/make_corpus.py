@@ -526,22 +526,22 @@ def corpus_gpu() -> dict[str, bytes]:
 
 
 def corpus_gpu_bugs() -> dict[str, bytes]:
-    """Inputs of the known bugs (fuzzlib.KNOWN_BUGS): written once, kept as ``bug-*``."""
+    """Inputs of bugs found by the fuzzers and since fixed: kept as ``edge-fixed-*`` regression seeds."""
     hdr = codec.encode
     return {
-        "bug-zero-size-huge-dim-uint8.bin": hdr(["uint8", [2**63, 0]]),
-        "bug-zero-size-dims-overflow-uint32.bin": hdr(["uint32", [2**40, 0, 2**40]]),
+        "edge-fixed-zero-size-huge-dim-uint8.bin": hdr(["uint8", [2**63, 0]]),
+        "edge-fixed-zero-size-dims-overflow-uint32.bin": hdr(["uint32", [2**40, 0, 2**40]]),
         # found by a random run (AITBC_FUZZ_SAVE=1): the same bug, a third numpy message
-        "bug-zero-size-reshape-float32.bin": hdr(["float32", [2, 2**62, 0]]),
+        "edge-fixed-zero-size-reshape-float32.bin": hdr(["float32", [2, 2**62, 0]]),
         # sized as the input of a matmul-u32 job with m = n = k = 1 (what job_submit checks)
-        "bug-matmul-input-zero-size-huge-dim.bin": (hdr(["uint32", [2**63, 0]]) + bytes(30))[
+        "edge-fixed-matmul-input-zero-size-huge-dim.bin": (hdr(["uint32", [2**63, 0]]) + bytes(30))[
             : 2 * len(encode_array(np.zeros((1, 1), np.uint32)))
         ],
     }
 
 
 def corpus_bodies_bugs() -> dict[str, bytes]:
-    """Inputs of the known bugs (fuzzlib.KNOWN_BUGS): written once, kept as ``bug-*``."""
+    """Inputs of bugs found by the fuzzers and since fixed: kept as ``edge-fixed-*`` regression seeds."""
     body = mkt.job_submit_body(
         "hash-chain",
         1,
@@ -551,15 +551,15 @@ def corpus_bodies_bugs() -> dict[str, bytes]:
         bid_window=1,
         deadline=2,
     )
-    return {"job_submit/bug-param-int-4305-digits.cbor": codec.encode(body)}
+    return {"job_submit/edge-fixed-param-int-4305-digits.cbor": codec.encode(body)}
 
 
 def corpus_rpc_bugs() -> dict[str, bytes]:
-    """Inputs of the known bugs (fuzzlib.KNOWN_BUGS): written once, kept as ``bug-*``."""
+    """Inputs of bugs found by the fuzzers and since fixed: kept as ``edge-fixed-*`` regression seeds."""
     return {
-        "payload/bug-id-1e400.json": b'{"jsonrpc":"2.0","id":1e400,"method":"system_health"}',
-        "payload/bug-invalid-request-id-1e400.json": b'{"jsonrpc":"1.0","id":-1e400}',
-        "payload/bug-batch-id-1e400.json": b'[{"jsonrpc":"2.0","id":1,"method":"mempool_status"},'
+        "payload/edge-fixed-id-1e400.json": b'{"jsonrpc":"2.0","id":1e400,"method":"system_health"}',
+        "payload/edge-fixed-invalid-request-id-1e400.json": b'{"jsonrpc":"1.0","id":-1e400}',
+        "payload/edge-fixed-batch-id-1e400.json": b'[{"jsonrpc":"2.0","id":1,"method":"mempool_status"},'
         b'{"jsonrpc":"2.0","id":1e400,"method":"tx_submit","params":{"tx":"0x00"}}]',
     }
 
