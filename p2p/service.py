@@ -80,16 +80,26 @@ class _DemoteBenignErrors(logging.Filter):
         ("MultiselectClient: invalid", ()),
         ("Error in handle_incoming for peer", ("ConnectionClosedError", "ClosedResourceError")),
         ("Failed to open TCP stream", ()),  # every failed dial; the dial loop reports it
+        # a connection still being set up when its task is cancelled (our stop, a dial given up): a
+        # WARNING with the traceback of the Cancelled, nothing failed
+        ("[ADDCONN_FAIL] add_conn failed", ("Cancelled(",)),
     )
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.WARNING:
             text = str(record.msg)
             for prefix, needles in self.RULES:
-                if text.startswith(prefix) and (not needles or any(n in text for n in needles)):
+                if text.startswith(prefix) and (not needles or any(n in _message(record) for n in needles)):
                     record.levelno, record.levelname = logging.DEBUG, "DEBUG"
                     return log.isEnabledFor(logging.DEBUG)
         return True
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except (TypeError, ValueError):  # a library's format string that does not fit its args
+        return str(record.msg)
 
 
 def _configure_libp2p_logging() -> None:
@@ -101,6 +111,7 @@ def _configure_libp2p_logging() -> None:
     logging.getLogger("libp2p.network.auto_connector").setLevel(logging.WARNING)
     for name in (
         "libp2p.host.basic_host",
+        "libp2p.network.swarm",
         "libp2p.protocol_muxer.multiselect_client",
         "libp2p.stream_muxer.yamux.yamux",
         "libp2p.transport.tcp.tcp",

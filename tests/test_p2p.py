@@ -78,6 +78,25 @@ async def receive(ch: trio.MemoryReceiveChannel, limit: float = 10.0) -> tuple[s
 # ---------------------------------------------------------------------------------------- identity
 
 
+def test_a_cancelled_connection_setup_is_not_reported_as_a_failure() -> None:
+    """py-libp2p logs a connection cancelled while it is being added (our stop, a dial given up) as a
+    WARNING with a traceback; the service's filter demotes exactly that, not other add_conn failures."""
+    import trio
+
+    from p2p.service import _DemoteBenignErrors
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        return logging.LogRecord("libp2p.network.swarm", logging.WARNING, __file__, 1,
+                                 "[ADDCONN_FAIL] add_conn failed for peer %s: %r\n%s", ("12D3Koo", exc, "Traceback…"),
+                                 None)
+
+    f = _DemoteBenignErrors()
+    cancelled = record(trio.Cancelled._create(source="explicit"))
+    assert f.filter(cancelled) is False and cancelled.levelno == logging.DEBUG  # dropped unless p2p logs DEBUG
+    other = record(RuntimeError("handshake failed"))
+    assert f.filter(other) is True and other.levelno == logging.WARNING
+
+
 def test_peer_id_is_the_node_key_identity_and_config_is_checked() -> None:
     key = SigningKey.from_seed(b"\x07" * 32)
     svc = P2PService(
