@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -220,11 +221,9 @@ class _LimitsCollector:
             g.add_metric([], fd.headroom(s.gate.tcp_total))
             yield g
         c = CounterMetricFamily("rpc_refusals", "Refused connections and calls, by reason", labels=["reason"])
-        merged = dict.fromkeys(REFUSAL_REASONS, 0)  # every reason from 0: rate() works before the first one
-        for reason, n in s.gate.refusals.items():
-            merged[reason] = merged.get(reason, 0) + n
-        for reason, n in s.dispatcher.refusals.items():
-            merged[reason] = merged.get(reason, 0) + n
+        merged = Counter(dict.fromkeys(REFUSAL_REASONS, 0))  # every reason from 0: rate() sees the first one
+        merged.update(s.gate.refusals)
+        merged.update(s.dispatcher.refusals)
         for reason, n in sorted(merged.items()):
             c.add_metric([reason], n)
         yield c

@@ -118,9 +118,11 @@ class ChainState:
         self.head: Head = head
         if self.tree.root != head.state_root:
             raise StoreError("state tree root does not match the head's state root (database damaged)")
-        if store.get(K_ADDR_INDEX_FROM) is None:  # a database from before the history index
-            store.write_batch({K_ADDR_INDEX_FROM: h8(head.height + 1)})
-        self.addr_index_from = int.from_bytes(store.get(K_ADDR_INDEX_FROM) or h8(1), "big")
+        raw = store.get(K_ADDR_INDEX_FROM)
+        if raw is None:  # a database from before the history index: its history starts after its head
+            raw = h8(head.height + 1)
+            store.write_batch({K_ADDR_INDEX_FROM: raw})
+        self.addr_index_from = int.from_bytes(raw, "big")
 
     # genesis -----------------------------------------------------------------------------------
     def _init_genesis(self) -> None:

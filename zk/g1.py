@@ -87,12 +87,6 @@ def encode(p: ctypes.Array) -> bytes:
     return buf.raw[:POINT_BYTES]
 
 
-def point(data: bytes, what: str = "point") -> bytes:
-    """``data`` if it encodes a point of G1 (the identity included)."""
-    decode(data, what)
-    return data
-
-
 def is_identity(p: ctypes.Array) -> bool:
     return LIB.mclBnG1_isZero(p) == 1
 

@@ -4,7 +4,6 @@ and binding (nobody knows ``log_B V``). A commitment is a 64-byte G1 encoding; a
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 
 from zk import g1
@@ -22,13 +21,9 @@ class Opening:
         return commit(self.value, self.blinding)
 
 
-def commit_point(value: int, blinding: bytes) -> ctypes.Array:
-    return g1.msm((g1.V, g1.B), (value, g1.scalar(blinding, "blinding")))
-
-
 def commit(value: int, blinding: bytes) -> bytes:
     """``value·V + blinding·B`` (``blinding`` must be canonical)."""
-    return g1.encode(commit_point(value, blinding))
+    return g1.encode(g1.msm((g1.V, g1.B), (value, g1.scalar(blinding, "blinding"))))
 
 
 def random_blinding() -> bytes:

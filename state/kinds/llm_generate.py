@@ -30,7 +30,17 @@ from functools import lru_cache
 from ..llm.config import FORMAT, MAX_VOCAB, LlamaConfig, LlmError
 from ..llm.config import MAX_CTX as LLM_MAX_CTX
 from ..llm.modelfile import CHUNK_SIZE, chunk_count, chunks_covering, tensor_rows_range
-from ..llm.steps import TOPK, Op, Sampling, StepId, blocks, dependencies, output_shape, weight_needs
+from ..llm.steps import (
+    LAYER_OPS,
+    TOPK,
+    Op,
+    Sampling,
+    StepId,
+    blocks,
+    dependencies,
+    output_shape,
+    weight_needs,
+)
 from . import llm_trace as lt
 from .base import (
     JobParamError,
@@ -331,7 +341,7 @@ def _static_bounds(mv: ModelView, head: bool) -> tuple[int, int]:
     n_prompt = 1 if head else 2
     cand: list[StepId] = []
     for ly in {0, cfg.n_layers - 1}:
-        for op in lt._LAYER_OPS:
+        for op in LAYER_OPS:
             if op == Op.ATTN:
                 continue
             bl = blocks(cfg, op)

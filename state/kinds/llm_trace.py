@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..llm.config import LlamaConfig
-from ..llm.steps import Op, StepId, blocks
+from ..llm.steps import LAYER_OPS, Op, StepId, blocks
 from ..merkle import merkle_multiproof
 from ..types import merkle_root
 
@@ -48,21 +48,6 @@ ZERO_ROW = bytes(ROW_BYTES)
 NO_TOKEN = -1
 _ROW = struct.Struct("<Iii32s")
 _LE_I4 = np.dtype("<i4")
-
-# Ops of one layer in step order (the order of state.llm.generate.step_order).
-_LAYER_OPS = (
-    Op.ATTN_NORM,
-    Op.Q,
-    Op.K,
-    Op.V,
-    Op.ATTN,
-    Op.O,
-    Op.RESID_ATTN,
-    Op.FFN_NORM,
-    Op.SWIGLU,
-    Op.DOWN,
-    Op.RESID_FFN,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +89,7 @@ def _layer_layout(cfg: LlamaConfig) -> tuple[dict[int, int], int, int]:
     """(offset of each op's first block within a layer, steps per layer, LOGITS blocks)."""
     off: dict[int, int] = {}
     n = 0
-    for op in _LAYER_OPS:
+    for op in LAYER_OPS:
         off[op] = n
         n += len(blocks(cfg, op))
     return off, n, len(blocks(cfg, Op.LOGITS))
@@ -152,7 +137,7 @@ def _position_layout(cfg: LlamaConfig, head: bool) -> tuple[tuple[tuple[int, int
     bytes of those three fields (the part of :func:`step_leaf` that does not depend on the position)."""
     out = [(0, Op.EMBED, 0)]
     for ly in range(cfg.n_layers):
-        for op in _LAYER_OPS:
+        for op in LAYER_OPS:
             out.extend((ly, op, b) for b in range(len(blocks(cfg, op))))
     if head:
         out.append((0, Op.FINAL_NORM, 0))

@@ -30,6 +30,7 @@ from . import fixed as fx
 from .config import LlamaConfig, LlmError
 from .modelfile import GROUP, ModelWeights, WRows, tensor_spec
 from .steps import (
+    LAYER_OPS,
     TOPK,
     Op,
     Sampling,
@@ -46,8 +47,6 @@ from .steps import (
 
 TRACE_FORMAT = "aitbc-llm-trace-v1"
 MAX_STOP_IDS = 16
-#: The ops of one layer in step order.
-_LAYER_OPS = (Op.ATTN_NORM, Op.Q, Op.K, Op.V, Op.ATTN, Op.O, Op.RESID_ATTN, Op.FFN_NORM, Op.SWIGLU, Op.DOWN, Op.RESID_FFN)
 
 
 GROUPED_MAX_T = 8  # passes of at most this many positions multiply with the float32 group layout
@@ -135,6 +134,12 @@ def _sat(x: np.ndarray) -> np.ndarray:
     """``fixed.sat32(x).astype(np.int64)`` of an int64 array (the same values, int64 throughout)."""
     y = np.maximum(x, _I32_LO)
     return np.minimum(y, _I32_HI, out=y)
+
+
+def _sat_inplace(x: np.ndarray) -> np.ndarray:
+    """:func:`_sat` of a fresh int64 array, written into it."""
+    np.maximum(x, _I32_LO, out=x)
+    return np.minimum(x, _I32_HI, out=x)
 
 
 def _shift1(mx: int, bits: int) -> int:
@@ -244,7 +249,7 @@ def step_order(cfg: LlamaConfig, n_prompt: int, n_positions: int) -> list[StepId
     for t in range(n_positions):
         order.append(StepId(t, 0, Op.EMBED))
         for ly in range(cfg.n_layers):
-            for op in _LAYER_OPS:
+            for op in LAYER_OPS:
                 order.extend(StepId(t, ly, op, b) for b in range(len(blocks(cfg, op))))
         if t >= n_prompt - 1:
             order.append(StepId(t, 0, Op.FINAL_NORM))
@@ -342,12 +347,12 @@ def _split(
 @lru_cache(maxsize=16)
 def _layer_blocks(cfg: LlamaConfig) -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...], int]:
     """``(op, block)`` of the steps of one layer of one position in step order, each one's columns in the
-    concatenation of the layer's op outputs (in ``_LAYER_OPS`` order, each as wide as its blocks reach), and
+    concatenation of the layer's op outputs (in ``LAYER_OPS`` order, each as wide as its blocks reach), and
     the width of that concatenation."""
     keys: list[tuple[int, int]] = []
     spans: list[tuple[int, int]] = []
     base = 0
-    for op in _LAYER_OPS:
+    for op in LAYER_OPS:
         bl = blocks(cfg, op)
         keys.extend((op, b) for b in range(len(bl)))
         spans.extend((base + r0, base + r1) for r0, r1 in bl)
@@ -356,12 +361,12 @@ def _layer_blocks(cfg: LlamaConfig) -> tuple[tuple[tuple[int, int], ...], tuple[
 
 
 def _record_layer(rec: dict[StepId, np.ndarray], cfg: LlamaConfig, t: int, layer: int, ys: tuple[np.ndarray, ...]) -> None:
-    """:func:`_split` of the outputs ``ys`` [1, n] (``_LAYER_OPS`` order, int32-range values) of one layer of
+    """:func:`_split` of the outputs ``ys`` [1, n] (``LAYER_OPS`` order, int32-range values) of one layer of
     one position ``t``: one int32 copy of them all, each block a (contiguous, disjoint) view of it."""
     keys, spans, width = _layer_blocks(cfg)
     row = np.concatenate(ys, axis=1, dtype=np.int32, casting="unsafe")[0]  # as .astype(np.int32) of each
     if row.shape[0] != width:  # an output wider than its blocks reach: one op at a time
-        for op, y in zip(_LAYER_OPS, ys, strict=True):
+        for op, y in zip(LAYER_OPS, ys, strict=True):
             _split(rec, cfg, [t], layer, op, y)
         return
     rec.update(zip([StepId(t, layer, op, b) for op, b in keys], [row[r0:r1] for r0, r1 in spans], strict=True))
@@ -383,8 +388,7 @@ def numpy_matmul(model: IntModel) -> MatMul:
     def mm(x: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
         y = mat_q8(x, model.mat(*names))
         if x.shape[0] == 1 and y.dtype == np.int64:  # a fresh array of one position: saturated in place
-            np.maximum(y, _I32_LO, out=y)
-            return np.minimum(y, _I32_HI, out=y)
+            return _sat_inplace(y)
         return _i64(y)
 
     return mm
@@ -446,7 +450,7 @@ def _swiglu(g: np.ndarray, u: np.ndarray) -> np.ndarray:
     num *= u
     num += _ROUND15
     num >>= np.int64(fx.ACT_FRAC)
-    return _sat(num)
+    return _sat_inplace(num)
 
 
 def _norm1(cfg: LlamaConfig, h: np.ndarray, gain: np.ndarray) -> np.ndarray:
@@ -481,8 +485,7 @@ def _rope1(x: np.ndarray, c: np.ndarray, s: np.ndarray) -> np.ndarray:
     y += x1 * c
     y += half
     out[:, 1::2] = y >> sh
-    np.maximum(out, _I32_LO, out=out)
-    return np.minimum(out, _I32_HI, out=out)  # _sat
+    return _sat_inplace(out)
 
 
 def _forward(
@@ -537,7 +540,7 @@ def _forward(
             if one:
                 _record_layer(rec, cfg, plist[0], ly, ys)
             else:
-                for op, y in zip(_LAYER_OPS, ys, strict=True):
+                for op, y in zip(LAYER_OPS, ys, strict=True):
                     _split(rec, cfg, plist, ly, op, y)
         h = h2
     cache.n += t_n

@@ -60,6 +60,11 @@ class Op(IntEnum):
     SAMPLE = 14
 
 
+#: The ops of one layer in step order (``generate.step_order``, the trace's leaf order).
+LAYER_OPS = (Op.ATTN_NORM, Op.Q, Op.K, Op.V, Op.ATTN, Op.O, Op.RESID_ATTN, Op.FFN_NORM, Op.SWIGLU, Op.DOWN,
+             Op.RESID_FFN)
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class StepId:
     """One step: position ``token``, ``layer`` (0 for per-token ops), ``op`` and ``block``."""
