@@ -484,7 +484,7 @@ def _warn_if_exposed(path: Path, *, dir_mode: bool = False, st: os.stat_result |
         )
 
 
-def _atomic_write(path: Path, data: bytes, *, overwrite: bool) -> None:
+def atomic_write(path: Path, data: bytes, *, overwrite: bool) -> None:
     """Write ``data`` to ``path`` atomically with mode 0600.
 
     Without ``overwrite`` the final step is a hard link, which fails if ``path`` already exists, so
@@ -680,7 +680,7 @@ class Keystore:
         _ensure_dir(self.directory)
         data = json.dumps(doc, indent=2).encode("ascii") + b"\n"
         try:
-            _atomic_write(path, data, overwrite=False)
+            atomic_write(path, data, overwrite=False)
         except KeyExists:
             raise KeyExists(f"key {doc['name']!r} already exists at {path}") from None
         log.info("stored key %r (%s) at %s", doc["name"], doc["address"], path)
@@ -817,7 +817,7 @@ def write_plain_key_file(path: str | os.PathLike[str], seed: bytes, *, overwrite
     p = Path(path)
     _ensure_dir(p.parent, warn=False)
     doc = {"type": PLAIN_KEY_TYPE, "public_key": _to_hex(sk.public_key), "seed": _to_hex(sk.seed)}
-    _atomic_write(p, json.dumps(doc, indent=2).encode("ascii") + b"\n", overwrite=overwrite)
+    atomic_write(p, json.dumps(doc, indent=2).encode("ascii") + b"\n", overwrite=overwrite)
     return sk
 
 

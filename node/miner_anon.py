@@ -89,22 +89,13 @@ class AnonBidder:
         return self._open
 
     def _save_open(self, jobs: list[bytes]) -> None:
-        """Replace the list atomically (write, fsync, rename, fsync the directory): a crash leaves the old
+        """Replace the list atomically (mode 0600, fsynced with its directory): a crash leaves the old
         list or the new one."""
+        from .keystore import atomic_write
+
         path = self._open_path()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(j.hex() + "\n" for j in sorted(jobs)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        atomic_write(path, "".join(j.hex() + "\n" for j in sorted(jobs)).encode(), overwrite=True)
 
     async def _set_open(self, job_id: bytes, is_open: bool) -> None:
         jobs = self._open_jobs()
