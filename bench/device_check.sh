@@ -16,6 +16,7 @@ DEPS=${DEPS:-/tmp/aitbc-deps}
 WHEELS=.device/wheels
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYCUDA_CACHE_DIR=/tmp/aitbc-pycuda-cache
+mkdir -p "$PYCUDA_CACHE_DIR"  # PyCUDA creates only its default cache folder
 
 {
   date -u

@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -40,6 +41,14 @@ GEN_MAX_BLOCKS = 4096
 GEMM_TILE = 64
 GEMM_THREADS = 256
 HASH_THREADS = 128
+
+
+def ensure_cache_dir() -> None:
+    """Create ``$PYCUDA_CACHE_DIR`` when it is set: PyCUDA creates only its default cache folder, and with a
+    missing one every ``SourceModule`` fails (it cannot write the cubin it just compiled)."""
+    cache = os.environ.get("PYCUDA_CACHE_DIR")
+    if cache and "PYCUDA_DISABLE_CACHE" not in os.environ:
+        os.makedirs(cache, exist_ok=True)
 
 
 class PyCudaBackend:
@@ -75,6 +84,7 @@ class PyCudaBackend:
         self._drv, self._ctx = drv, ctx
         ctx.push()
         try:
+            ensure_cache_dir()
             for module in NAMES:
                 self._module(module)
         except Exception as exc:
@@ -261,6 +271,7 @@ class PyCudaBackend:
                 why = f"{type(exc).__name__}: {exc}"
             if why is None:
                 self.llm, self.llm_reason = engine, f"self-test passed ({' '.join(options) or 'dp2a'})"
+                log.info("llm CUDA path enabled: %s", self.llm_reason)
                 return True
             try:
                 engine.release()
