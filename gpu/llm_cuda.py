@@ -41,6 +41,8 @@ log = logging.getLogger("gpu.llm_cuda")
 
 MODULE = "llm"
 KERNELS = ("llm_quant_rows", "llm_matmul_q8")  # the extern "C" __global__ entry points of llm.cu
+#: PyCUDA ``prepare`` formats of their parameters (P: a device pointer, i: int32), in order
+ARG_FORMATS = {"llm_quant_rows": "PPPiii", "llm_matmul_q8": "PPPPPPiii"}
 THREADS = 256  # LLM_THREADS
 ROWS = 8  # LLM_ROWS: output rows per block
 TB = 8  # LLM_TB: positions per block
@@ -238,7 +240,9 @@ class PyCudaLlm:
                 from .kernels import source
 
                 self._module = SourceModule(source(MODULE), no_extern_c=True, options=self.options or None)
-            fn = self._fns[name] = self._module.get_function(name)
+            fn = self._module.get_function(name)
+            fn.prepare(ARG_FORMATS[name])  # prepared_call packs the arguments without inspecting each one
+            self._fns[name] = fn
         return fn
 
     def _buf(self, name: str, nbytes: int) -> Any:
@@ -297,9 +301,9 @@ class PyCudaLlm:
         ad, sd, yd = self._buf("a", 2 * t * kp), self._buf("s", 4 * t), self._buf("y", 4 * t * o)
         drv.memcpy_htod(xd, np.ascontiguousarray(x, dtype=np.int32))
         block, grid = quant_launch(t)
-        self._fn("llm_quant_rows")(xd, ad, sd, np.int32(k), np.int32(kp), np.int32(fx.QBITS), block=block, grid=grid)
+        self._fn("llm_quant_rows").prepared_call(grid, block, xd, ad, sd, k, kp, fx.QBITS)
         block, grid = matmul_launch(t, o)
-        self._fn("llm_matmul_q8")(ad, sd, qd, ud, md, yd, np.int32(t), np.int32(o), np.int32(g), block=block, grid=grid)
+        self._fn("llm_matmul_q8").prepared_call(grid, block, ad, sd, qd, ud, md, yd, t, o, g)
         y = np.empty((t, o), dtype=np.int32)
         drv.memcpy_dtoh(y, yd)
         self.timings["matmul_s"] += time.perf_counter() - t0
@@ -392,6 +396,6 @@ def llm_self_test(engine: PyCudaLlm, *, cfg: LlamaConfig = SELFTEST_CFG, seed: i
 
 
 __all__ = [
-    "KERNELS", "PackedMat", "PyCudaLlm", "SELFTEST_CFG", "generate_with", "llm_self_test", "mat_keys",
+    "ARG_FORMATS", "KERNELS", "PackedMat", "PyCudaLlm", "SELFTEST_CFG", "generate_with", "llm_self_test", "mat_keys",
     "matmul_launch", "numpy_mm", "pack_q8r", "padded_k", "quant_launch", "random_model_bytes", "trace_mismatch",
 ]

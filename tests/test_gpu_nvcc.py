@@ -120,3 +120,17 @@ def test_llm_multiply_path(tmp_path: Path, options: tuple[str, ...], dp2a: bool)
     # own (bytes moved into place), so only the .hi form tells the two builds apart
     assert "dp2a.lo.s32.s32" in body
     assert ("dp2a.hi.s32.s32" in body) is dp2a
+
+
+def test_llm_prepared_formats_match_the_kernel_parameters(tmp_path: Path) -> None:
+    """``gpu/llm_cuda.ARG_FORMATS`` (PyCUDA ``prepare``: P = device pointer, i = int32) against the
+    parameter list nvcc gives each entry point in the PTX (.u64 pointers, .u32 ints)."""
+    r = _nvcc(tmp_path, "llm", (), "--ptx", "-arch", "sm_90", "-o", "llm.ptx")
+    assert r.returncode == 0, r.stderr
+    ptx = (tmp_path / "llm.ptx").read_text(encoding="utf-8")
+    want = {"P": ".u64", "i": ".u32"}
+    for name, fmt in llm_cuda.ARG_FORMATS.items():
+        m = re.search(r"\.entry " + name + r"\((.*?)\)", ptx, re.S)
+        assert m, name
+        params = re.findall(r"\.param (\.\w+) " + name + r"_param_\d+", m.group(1))
+        assert params == [want[c] for c in fmt], (name, params, fmt)
