@@ -408,8 +408,9 @@ class P2PConsensusTransport:
             pass
 
 
-_NEVER_FORWARDED = frozenset({"bad_signature", "malformed", "invalid_body", "zk_invalid", "zk_malformed",
-                               "wrong_sender"})
+# refusals no honest peer could have forwarded: their validity does not depend on the state (a sponsored
+# transaction's proof and sender are body checks too: invalid_body with zk_invalid, wrong_sender, … in detail)
+_NEVER_FORWARDED = frozenset({"bad_signature", "malformed", "invalid_body"})
 
 
 def _decode_tx_batch(data: bytes) -> list[bytes]:

@@ -28,7 +28,7 @@ from state.chain import ChainState, PendingBlock
 from state.errors import AitbcError, DecodeError, InvariantError, TxError
 from state.genesis import Genesis
 from state.machine import TX_KINDS, check_body, tx_cost
-from state.mempool import Mempool, MempoolConfig
+from state.mempool import Mempool, MempoolConfig, MempoolError
 from state.store import P_OBJECT, Store
 from state.types import Commit, Transaction
 
@@ -647,7 +647,8 @@ class Node:
 
 def _precheck_sponsored(chain: ChainState, txs: list[Transaction]) -> list[TxError | None]:
     """For each transaction (run in a worker thread): its body check, then its sponsor check on an
-    overlay of the head state at the next height; the refusal, or None."""
+    overlay of the head state at the next height; the refusal, or None. Refusals are reported as the
+    mempool reports its own: ``invalid_body`` or ``sponsor_refused``, the rule's reason in ``detail``."""
     from state.machine import BlockEnv, Execution
 
     out: list[TxError | None] = []
@@ -658,10 +659,20 @@ def _precheck_sponsored(chain: ChainState, txs: list[Transaction]) -> list[TxErr
         for tx in txs:
             try:
                 check_body(tx)
+            except TxError as exc:  # as the mempool reports a body check: the rule's reason in detail
+                detail = exc.reason if exc.reason != "invalid_body" else None
+                out.append(MempoolError(f"invalid body: {exc}", "invalid_body", detail))
+                continue
+            except (KeyError, TypeError, ValueError) as exc:
+                out.append(MempoolError(f"invalid body: {type(exc).__name__}: {exc}", "invalid_body"))
+                continue
+            try:
                 TX_KINDS[tx.type].sponsor(Execution(chain, env), tx)  # type: ignore[misc]
                 out.append(None)
             except TxError as exc:
-                out.append(TxError(f"{tx.type} refused: {exc} ({exc.reason})", exc.reason))
+                out.append(MempoolError(f"{tx.type} refused by its sponsor check: {exc}", "sponsor_refused",
+                                        exc.reason))
             except (KeyError, TypeError, ValueError) as exc:
-                out.append(TxError(f"invalid body: {type(exc).__name__}: {exc}", "invalid_body"))
+                out.append(MempoolError(f"{tx.type} refused by its sponsor check: {type(exc).__name__}: {exc}",
+                                        "sponsor_refused"))
     return out

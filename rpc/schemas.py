@@ -72,9 +72,10 @@ ERROR_OBJECTS: dict[int, dict[str, Any]] = {
         "code": TX_REJECTED,
         "message": "transaction rejected",
         "data": {"reason": "malformed | bad_signature | wrong_chain | fee_too_low | nonce_too_low | nonce_gap | "
-                 "insufficient_balance | already_known | replacement_underpriced | mempool_full | queued_full | …",
+                 "insufficient_balance | already_known | replacement_underpriced | mempool_full | queued_full | "
+                           "invalid_body | sponsor_refused | …",
                  "detail": "with invalid_body: the refusing rule's finer reason (invalid_params, zk_malformed, …), "
-                           "when it has one"},
+                           "when it has one; with sponsor_refused: the sponsor check's (unknown_job, zk_invalid, …)"},
     },
     BLOB_REJECTED: {
         "code": BLOB_REJECTED,

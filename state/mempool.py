@@ -66,6 +66,7 @@ REASONS = (
     "too_large",
     "invalid_body",
     "sender_limit",
+    "sponsor_refused",
 )
 
 # No signed transaction encodes in fewer bytes than this (7 keys, a 32-byte sender and a 64-byte

@@ -76,10 +76,13 @@ def test_the_node_refuses_anonymous_bids_that_could_not_go_in_the_next_block(nod
         return node.rpc("tx_submitBatch", txs=["0x" + tx.raw.hex()])["results"][0]
 
     res = submit(anon.sender_key(body["job_id"], body["nullifier"]), body)
-    assert res["error"]["reason"] == "unknown_job", res
+    assert (res["error"]["reason"], res["error"]["detail"]) == ("sponsor_refused", "unknown_job"), res
     res = submit(SigningKey.generate(), body)
-    assert res["error"]["reason"] == "wrong_sender", res
+    assert (res["error"]["reason"], res["error"]["detail"]) == ("invalid_body", "wrong_sender"), res
     broken = {**body, "proof": body["proof"][:100] + bytes([body["proof"][100] ^ 1]) + body["proof"][101:]}
     res = submit(anon.sender_key(broken["job_id"], broken["nullifier"]), broken)
-    assert res["error"]["reason"] in ("zk_invalid", "zk_malformed"), res
+    assert res["error"]["reason"] == "invalid_body" and res["error"]["detail"] in ("zk_invalid", "zk_malformed"), res
+    truncated = {**body, "proof": body["proof"][:-1]}  # a plain body rule (the proof's length): no finer reason
+    res = submit(anon.sender_key(truncated["job_id"], truncated["nullifier"]), truncated)
+    assert res["error"]["reason"] == "invalid_body" and "detail" not in res["error"], res
     assert node.rpc("mempool_status")["size"] == 0

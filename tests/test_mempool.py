@@ -92,7 +92,7 @@ def test_reasons_tuple() -> None:
     assert set(REASONS) == {
         "wrong_chain", "bad_signature", "fee_too_low", "nonce_too_low", "nonce_gap",
         "insufficient_balance", "already_known", "replacement_underpriced", "mempool_full",
-        "too_large", "invalid_body", "sender_limit", "queued_full",
+        "too_large", "invalid_body", "sender_limit", "queued_full", "sponsor_refused",
     }  # fmt: skip
     with pytest.raises(ValueError):
         MempoolError("x", "no_such_reason")
