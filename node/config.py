@@ -88,6 +88,9 @@ class P2pSection:
     max_peers: int = 32
     outbound_slots: int = -1  # of max_peers, kept for our own dials; -1: a quarter of max_peers
     max_requests_per_peer: int = 4
+    # Prove our validator key in the status exchange (peers keep validators a slot); false behind sentries.
+    prove_validator: bool = True
+    validator_probation_slots: int = 2  # extra connections a validator may use to prove itself when full
 
 
 @dataclass

@@ -443,6 +443,7 @@ def p2p_config(section: Any) -> P2PConfig:
         max_peers=section.max_peers,
         outbound_slots=section.outbound_slots if section.outbound_slots >= 0 else None,
         max_requests_per_peer=section.max_requests_per_peer,
+        validator_probation_slots=section.validator_probation_slots,
     )
 
 

@@ -308,6 +308,8 @@ class Node:
             blocks_provider=lambda start, count: serve_blocks(chain, start, count),
             metrics_registry=self.metrics.registry,
             blob_provider=self.blobs.aget if self.blobs is not None else None,
+            validator_key=self.validator_key if c.prove_validator and self.cfg.validator.enabled else None,
+            is_validator=self.is_current_validator,
         )
         transport = P2PConsensusTransport(self.p2p, self.genesis.chain_id, node=self)
         self.tx_gossip = TxGossip(self.p2p, lambda raws: self.submit_raw(raws, gossip=False))
@@ -527,10 +529,13 @@ class Node:
 
     def is_validator(self) -> bool:
         """Whether this node's validator key votes on the next height."""
-        vk = self.validator_key.public_key
+        return self.is_current_validator(self.validator_key.public_key)
+
+    def is_current_validator(self, public_key: bytes) -> bool:
+        """Whether ``public_key`` votes on the next height (p2p: peers proving it get a protected slot)."""
         if self.engine is not None and self.chain is not None:
-            return vk in self.engine.schedule.validators(self.chain.head.height + 1)
-        return vk in self.validators
+            return public_key in self.engine.schedule.validators(self.chain.head.height + 1)
+        return public_key in self.validators
 
     def scan_objects(self, prefix: bytes):
         """(key, value) of committed state objects whose key starts with ``prefix``, in key order."""

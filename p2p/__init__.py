@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ProtocolUnsupported,
         RemoteError,
         RequestTimeout,
+        ValidatorProof,
     )
 
 _EXPORTS = {
@@ -39,6 +40,7 @@ _EXPORTS = {
     "RemoteError": "wire",
     "RequestTimeout": "wire",
     "BadResponse": "wire",
+    "ValidatorProof": "wire",
 }
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "ProtocolUnsupported",
     "RemoteError",
     "RequestTimeout",
+    "ValidatorProof",
     "Verdict",
     "decode_batch",
     "protocol_name",

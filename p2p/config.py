@@ -75,6 +75,10 @@ class P2PConfig:
     #: outbound_slots`` at most (Lighthouse's outbound target, CometBFT's max_num_outbound_peers).
     #: None: a quarter of ``max_peers`` (at least 2, and below ``max_peers``).
     outbound_slots: int | None = None
+    #: Connections admitted beyond the slot limits only to prove a validator key in the status exchange
+    #: (a validator that finds every slot taken still gets in; one that does not prove it is dropped at
+    #: its status). Used when the node checks validator proofs at all.
+    validator_probation_slots: int = 2
     peer_exchange: bool = True  # ask peers for their peers (``/aitbc/<chain>/peers/1``)
     pex_interval: float = 30.0  # seconds between peer-exchange rounds while below target_peers
     max_known_peers: int = 256  # size of the address book (bootstrap entries are never evicted)
@@ -155,6 +159,8 @@ class P2PConfig:
             raise ValueError("need 0 <= target_peers <= max_peers and max_peers >= 1")
         if self.outbound_slots is not None and not 0 <= self.outbound_slots < self.max_peers:
             raise ValueError("need 0 <= outbound_slots < max_peers")
+        if not 0 <= self.validator_probation_slots <= 64:
+            raise ValueError("need 0 <= validator_probation_slots <= 64")
         if not 1 <= self.degree_low <= self.gossip_degree <= self.degree_high:
             raise ValueError("need 1 <= degree_low <= gossip_degree <= degree_high")
         if self.heartbeat_interval <= 0:

@@ -124,7 +124,7 @@ class Discovery:
             and k.addrs
             and not self._is_banned(s)
         ]
-        unprotected = sum(1 for st in self._peers.values() if not st.protected)
+        unprotected = sum(1 for st in self._peers.values() if not st.protected and not st.probation)
         dialing = len(self._dialing)
         need = min(
             self.cfg.target_peers - self._trusted_peers() - dialing,

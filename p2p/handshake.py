@@ -27,6 +27,7 @@ from .wire import (
     P2PError,
     ProtocolUnsupported,
     RemoteError,
+    ValidatorProof,
     error,
     ok,
 )
@@ -35,6 +36,8 @@ log = logging.getLogger("aitbc.p2p")
 
 MISMATCH_PREFIXES = ("genesis mismatch", "chain id mismatch")
 HANDSHAKE_PENALTY = 5.0  # score points for a peer that connects but never completes the status exchange
+MAX_PEERS_PER_VALIDATOR = 2  # protected peers one validator key may vouch for (its node and a sentry)
+BAD_PROOF_PENALTY = 20.0  # score points for a validator proof that does not verify (forged or replayed)
 
 
 class StatusHandshake:
@@ -46,7 +49,7 @@ class StatusHandshake:
         status = await self._exchange_status(pid)
         st = self._peers.get(peer_id)
         if st is not None and not self._accept_status(peer_id, st, status):
-            raise P2PError(f"peer {peer_id} is on another chain (disconnected)")
+            raise P2PError(f"peer {peer_id} was refused at its status (disconnected)")
         return status
 
     def on_peer_status(self, callback: Callable[[str, ChainStatus], None]) -> None:
@@ -57,7 +60,8 @@ class StatusHandshake:
     def _our_status(self) -> ChainStatus:
         try:
             s = self._status_provider()
-            return ChainStatus(self.chain_id, self.genesis_hash, s.height, s.head_hash, s.finalized_height)
+            return ChainStatus(self.chain_id, self.genesis_hash, s.height, s.head_hash, s.finalized_height,
+                               self._validator_proof)
         except Exception as exc:
             log.warning("status_provider failed: %s", exc)
             raise P2PError(f"our status is unavailable: {exc}") from None
@@ -74,6 +78,8 @@ class StatusHandshake:
         if reason is not None:
             self._reject(s, reason)
             return False
+        if not self._check_validator(s, st, status.validator):
+            return False
         st.last_status_at = time.monotonic()
         if st.handshake != "ok":
             st.handshake = "ok"
@@ -85,6 +91,31 @@ class StatusHandshake:
                     cb(s, status)
                 except Exception:
                     log.exception("on_peer_status callback failed")
+        return True
+
+    def _check_validator(self, s: str, st: _PeerState, proof: ValidatorProof | None) -> bool:
+        """Protect a peer that proves a current validator's key; unprotect one that no longer does; drop a
+        peer on probation that does not (False). A proof that does not verify for this peer id is a lie."""
+        pk = None
+        if proof is not None and self._is_validator is not None:
+            if not proof.verify(self.chain_id, self.genesis_hash, s):
+                self._add_penalty(s, BAD_PROOF_PENALTY, "a validator proof that does not verify", logging.INFO)
+            elif self._is_validator(proof.public_key) and sum(
+                1 for o, k in self._validator_peers.items() if k == proof.public_key and o != s
+            ) < MAX_PEERS_PER_VALIDATOR:
+                pk = proof.public_key
+        if pk is not None:
+            if self._validator_peers.get(s) != pk:
+                log.info("peer %s proved validator %s: protected", s, pk.hex()[:16])
+            self._validator_peers[s] = pk
+            st.protected, st.probation = True, False
+            return True
+        if self._validator_peers.pop(s, None) is not None:
+            log.info("peer %s no longer proves a validator key: unprotected", s)
+            st.protected = s in self._protected
+        if st.probation and self._peers.get(s) is st:
+            self._dismiss(s, "admitted beyond the slot limits on probation, and proved no validator key")
+            return False
         return True
 
     async def _exchange_status(self, pid: ID) -> ChainStatus:
@@ -123,6 +154,9 @@ class StatusHandshake:
                 self._accept_status(s, st, status)
         finally:
             st.handshake_done.set()
+        if st.probation and st.handshake == "observer" and self._peers.get(s) is st:
+            self._dismiss(s, "on probation, and it speaks no status protocol to prove a validator key")
+            return
         if st.handshake == "pending" and self._peers.get(s) is st:
             st.handshake = "failed"
             if refused:

@@ -39,7 +39,8 @@ class PeerInfo:
     connected_since: float  # unix time
     direction: str  # "inbound" | "outbound" | "unknown"
     handshake: str  # "pending" | "ok" | "observer" (no status protocol) | "failed" (being dropped)
-    protected: bool = False  # a bootstrap or persistent peer: admitted beyond the slot limits
+    protected: bool = False  # a bootstrap or persistent peer, or a proven validator: outside the slot limits
+    validator: bytes | None = None  # the current validator key it proved at its last status
 
 
 @dataclass
@@ -53,7 +54,8 @@ class _PeerState:
     handshake_done: trio.Event = field(default_factory=trio.Event)
     last_status_at: float = 0.0
     pubsub_retry_at: float = 0.0  # time.monotonic() of the last repair of a missing gossip stream
-    protected: bool = False  # bootstrap / persistent: outside the slot limits
+    protected: bool = False  # bootstrap / persistent / a proven validator: outside the slot limits
+    probation: bool = False  # admitted beyond the limits to prove a validator key at its status
 
 
 @dataclass
@@ -109,6 +111,7 @@ class PeerTable:
                     direction=st.direction,
                     handshake=st.handshake,
                     protected=st.protected,
+                    validator=self._validator_peers.get(s),
                 )
             )
         return out
@@ -219,7 +222,7 @@ class PeerTable:
         not dialed by us: idle identities that cost nothing cannot take the slots of our own dials."""
         if s in self._protected:
             return None
-        unprotected = [st for st in self._peers.values() if not st.protected]
+        unprotected = [st for st in self._peers.values() if not st.protected and not st.probation]
         if len(unprotected) >= self.cfg.max_peers:
             return f"max_peers ({self.cfg.max_peers}) reached"
         if direction != "outbound":
@@ -244,11 +247,17 @@ class PeerTable:
         if direction == "unknown":
             direction = self._direction_of(pid)
         refusal = self._slot_refusal(s, direction)
-        if refusal is not None:
+        probation = False
+        if refusal is not None and self._is_validator is not None and (
+            sum(1 for p in self._peers.values() if p.probation) < self.cfg.validator_probation_slots
+        ):
+            probation = True  # it may be a validator: kept only if its status proves it
+            log.debug("admitting %s peer %s on probation (%s)", direction, s, refusal)
+        elif refusal is not None:
             log.debug("refusing %s peer %s: %s", direction, s, refusal)
             self._spawn(self._drop, s)
             return None
-        st = _PeerState(pid=pid, direction=direction, protected=s in self._protected)
+        st = _PeerState(pid=pid, direction=direction, probation=probation, protected=s in self._protected)
         self._peers[s] = st
         self.metrics.set_peers(len(self._peers))
         log.debug("peer %s connected (%s)", s, direction)
@@ -279,6 +288,7 @@ class PeerTable:
         st = self._peers.pop(s, None)
         if st is None:
             return
+        self._validator_peers.pop(s, None)  # proven again at its next status, if it comes back
         st.handshake_done.set()
         self._gossip_budgets.pop(s, None)
         self._budget_logged.pop(s, None)

@@ -56,7 +56,7 @@ from .peers import PeerInfo, PeerTable, _KnownPeer, _PeerState, _split_p2p, pars
 from .reqresp import ReqResp
 from .swarm import install as install_slot_fix
 from .util import _guarded
-from .wire import ChainStatus
+from .wire import ChainStatus, ValidatorProof
 
 log = logging.getLogger("aitbc.p2p")
 
@@ -159,7 +159,12 @@ class P2PService(PeerTable, StatusHandshake, ReqResp, Discovery, GossipTopics):
         blocks_provider: BlocksProvider,
         blob_provider: BlobProvider | None = None,
         metrics_registry: Any = None,
+        validator_key: SigningKey | None = None,
+        is_validator: Callable[[bytes], bool] | None = None,
     ) -> None:
+        """``validator_key``: our validator's key, proven to peers in our status (:class:`ValidatorProof`);
+        ``is_validator(public_key)``: whether a key is in the current validator set — peers that prove one
+        get a protected slot (and probation slots let them in when the others are full)."""
         cfg.validate()
         self.cfg = cfg
         self.chain_id = check_chain_id(chain_id)
@@ -194,6 +199,13 @@ class P2PService(PeerTable, StatusHandshake, ReqResp, Discovery, GossipTopics):
         # Bootstrap and persistent peers: admitted beyond the slot limits (the status exchange carries no
         # proof of a validator key, so configured peers are the reserved class).
         self._protected: set[str] = set(self._known)
+        # Peers that proved a current validator's key at their last status: protected as well.
+        self._validator_peers: dict[str, bytes] = {}
+        self._is_validator = is_validator
+        self._validator_proof = (
+            ValidatorProof.make(validator_key, self.chain_id, self.genesis_hash, self.peer_id)
+            if validator_key is not None else None
+        )
         self._peers: dict[str, _PeerState] = {}
         self._bans: dict[str, tuple[float, str]] = {}
         self._penalties: dict[str, tuple[float, float]] = {}  # peer -> (points, time.monotonic())
@@ -344,7 +356,7 @@ class P2PService(PeerTable, StatusHandshake, ReqResp, Discovery, GossipTopics):
         # admits at most ``max_connections - min_connections`` inbound ones: the rest is kept for our
         # dials to outbound and protected peers.
         reserved = 2 * (cfg.reserved_outbound + len(self._protected)) + 8
-        conns = 2 * cfg.max_peers + 8 + reserved
+        conns = 2 * (cfg.max_peers + cfg.validator_probation_slots) + 8 + reserved
         host = libp2p.new_host(
             key_pair=kp,
             sec_opt={

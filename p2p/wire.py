@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from state import codec
+from state.crypto import PUBKEY_LEN, SIG_LEN, SigningKey, verify
 from state.errors import AitbcError, DecodeError
 
 U63 = (1 << 63) - 1
@@ -23,6 +24,8 @@ MAX_PEERS_RESPONSE_BYTES = 64 * 1024
 MAX_PEX_ENTRIES = 32
 MAX_ADDRS_PER_PEER = 8
 MAX_ADDR_CHARS = 256
+#: Signature purpose of a validator proof (``state.crypto``: ``aitbc/p2p-validator/v1\0<chain id>``).
+KIND_P2P_VALIDATOR = "p2p-validator"
 
 
 # ------------------------------------------------------------------------------------------ errors
@@ -86,23 +89,65 @@ def _hash(v: Any, name: str) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class ValidatorProof:
+    """A validator's consensus key vouching for its node's libp2p peer id, sent in the status exchange:
+    ``signature`` = the key's domain-separated signature (:data:`KIND_P2P_VALIDATOR`, the chain id) over
+    ``codec.encode([genesis_hash, peer_id])``. The peer id is the one the secure channel authenticated, so a
+    proof replayed from another connection does not verify; whether the key is a validator now is the
+    receiver's question (its validator set), asked at every status."""
+
+    public_key: bytes
+    signature: bytes
+
+    @staticmethod
+    def encoding(genesis_hash: bytes, peer_id: str) -> bytes:
+        return codec.encode([genesis_hash, peer_id])
+
+    @classmethod
+    def make(cls, key: SigningKey, chain_id: str, genesis_hash: bytes, peer_id: str) -> ValidatorProof:
+        return cls(key.public_key, key.sign(KIND_P2P_VALIDATOR, chain_id, cls.encoding(genesis_hash, peer_id)))
+
+    def verify(self, chain_id: str, genesis_hash: bytes, peer_id: str) -> bool:
+        return verify(KIND_P2P_VALIDATOR, chain_id, self.public_key, self.encoding(genesis_hash, peer_id),
+                      self.signature)
+
+    def to_obj(self) -> list[bytes]:
+        return [self.public_key, self.signature]
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> ValidatorProof:
+        if (type(obj) is not list or len(obj) != 2 or type(obj[0]) is not bytes or len(obj[0]) != PUBKEY_LEN
+                or type(obj[1]) is not bytes or len(obj[1]) != SIG_LEN):
+            raise DecodeError(f"status.validator: expected [public key ({PUBKEY_LEN} bytes), signature ({SIG_LEN} bytes)]")
+        return cls(obj[0], obj[1])
+
+
+_STATUS_KEYS = frozenset({"chain_id", "genesis_hash", "height", "head_hash", "finalized_height"})
+
+
+@dataclass(frozen=True, slots=True)
 class ChainStatus:
-    """What a peer says about its chain: identity (chain id, genesis hash) and its head."""
+    """What a peer says about its chain: identity (chain id, genesis hash) and its head; a validator's node
+    adds its :class:`ValidatorProof` (key ``validator``, absent otherwise)."""
 
     chain_id: str
     genesis_hash: bytes
     height: int
     head_hash: bytes
     finalized_height: int
+    validator: ValidatorProof | None = None
 
     def to_obj(self) -> dict[str, Any]:
-        return {
+        obj: dict[str, Any] = {
             "chain_id": self.chain_id,
             "genesis_hash": self.genesis_hash,
             "height": self.height,
             "head_hash": self.head_hash,
             "finalized_height": self.finalized_height,
         }
+        if self.validator is not None:
+            obj["validator"] = self.validator.to_obj()
+        return obj
 
     def encode(self) -> bytes:
         """Canonical CBOR."""
@@ -110,15 +155,10 @@ class ChainStatus:
 
     @classmethod
     def from_obj(cls, obj: Any) -> ChainStatus:
-        if type(obj) is not dict or set(obj) != {
-            "chain_id",
-            "genesis_hash",
-            "height",
-            "head_hash",
-            "finalized_height",
-        }:
+        if type(obj) is not dict or not (set(obj) == _STATUS_KEYS or set(obj) == _STATUS_KEYS | {"validator"}):
             raise DecodeError(
-                "status: expected a map with chain_id, genesis_hash, height, head_hash, finalized_height"
+                "status: expected a map with chain_id, genesis_hash, height, head_hash, finalized_height "
+                "(and validator)"
             )
         chain_id = obj["chain_id"]
         if type(chain_id) is not str or not 0 < len(chain_id) <= 64:
@@ -129,6 +169,7 @@ class ChainStatus:
             height=_uint(obj["height"], "height"),
             head_hash=_hash(obj["head_hash"], "head_hash"),
             finalized_height=_uint(obj["finalized_height"], "finalized_height"),
+            validator=ValidatorProof.from_obj(obj["validator"]) if "validator" in obj else None,
         )
         if st.finalized_height > st.height:
             raise DecodeError("status: finalized_height > height")

@@ -24,6 +24,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from state.address import encode_address
+
 from .errors import RpcError
 from .jsonrpc import MethodRegistry
 from .params import Param
@@ -76,7 +78,8 @@ def _peer_id(p2p: NetworkApi, peer_id: str) -> str:
 
 def register_admin_methods(reg: MethodRegistry, node: NodeApi) -> None:
     @reg.method("admin_peers", admin=True, result=OBJ,
-                summary="Admin: connected peers (id, addresses, direction, handshake, score, head) and banned ones")
+                summary="Admin: connected peers (id, addresses, direction, handshake, score, head, protected, "
+                "the validator it proved) and banned ones")
     async def admin_peers() -> dict:
         p2p = _p2p(node)
         peers = []
@@ -90,6 +93,8 @@ def register_admin_methods(reg: MethodRegistry, node: NodeApi) -> None:
                 "connected_since": p.connected_since,
                 "score": round(p.score, 2),
                 "height": st.height if st is not None else None,
+                "protected": p.protected,
+                "validator": encode_address(p.validator) if p.validator is not None else None,
             })
         return {"peers": peers, "banned": dict(p2p.banned_peers())}
 

@@ -378,7 +378,7 @@ RESULTS: dict[str, dict[str, Any]] = {
         "peers": arr(obj({
             "peer_id": PEER_ID, "addrs": arr(STR), "direction": _t("string", enum=["inbound", "outbound", "unknown"]),
             "handshake": _t("string", enum=["pending", "ok", "observer", "failed"]), "connected_since": NUM,
-            "score": NUM, "height": nullable(UINT),
+            "score": NUM, "height": nullable(UINT), "protected": BOOL, "validator": nullable(ADDRESS),
         })),
         "banned": _t("object", additionalProperties=STR),
     }),

@@ -78,6 +78,8 @@ def make_service(
     validators: dict[str, Any] | None = None,
     max_bytes: dict[str, int] | None = None,
     registry: Any = None,
+    validator_key: SigningKey | None = None,
+    is_validator: Callable[[bytes], bool] | None = None,
     **cfg: Any,
 ) -> tuple[P2PService, FakeChain]:
     chain = chain or FakeChain()
@@ -90,6 +92,8 @@ def make_service(
         blocks_provider=chain.blocks,
         blob_provider=chain.blob,
         metrics_registry=registry,
+        validator_key=validator_key,
+        is_validator=is_validator,
     )
     validators = validators or {}
     for kind in ("tx", "vote", "block", "receipt"):

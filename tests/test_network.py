@@ -18,9 +18,13 @@ from testnet.network import TestnetError, create
 
 
 def test_four_validators_agree_and_survive_one_failure(make_net) -> None:
-    net = make_net(4)
+    net = make_net(4, env={0: {"AITBC_RPC_ADMIN": "true"}})
     wait_heights(net, net.nodes, 5, 90)
     assert assert_no_fork(net) >= 5
+    # each validator's node proved its validator key to node0 in the status exchange (p2p.prove_validator)
+    want = {net.rpc(n, "system_info")["validator"] for n in net.nodes[1:]}
+    peers = net.rpc(net.nodes[0], "admin_peers")["peers"]
+    assert {p["validator"] for p in peers} == want and all(p["protected"] for p in peers), peers
     # every validator proposes in turn
     proposers = {net.rpc(net.nodes[0], "chain_getBlock", height=h)["proposer"] for h in range(1, 9)
                  if head(net, net.nodes[0]) >= h}

@@ -661,3 +661,28 @@ async def test_listener_addresses_survive_the_listener_closing() -> None:
     assert listener.get_addrs() == ()  # upstream TCPListener.get_addrs: OSError EBADF
     with pytest.raises(OSError):
         TCPListener.get_addrs(listener)
+
+
+def test_status_carries_an_optional_validator_proof_bound_to_the_peer_id() -> None:
+    from p2p import ChainStatus, ValidatorProof
+    from p2p.identity import peer_id_from_ed25519
+    from state.errors import DecodeError
+
+    vkey, node = SigningKey.from_seed(b"\x71" * 32), peer_id_from_ed25519(SigningKey.from_seed(b"\x72" * 32).public_key)
+    plain = FakeChain().status()
+    proof = ValidatorProof.make(vkey, CHAIN, plain.genesis_hash, node)
+    with_proof = ChainStatus(plain.chain_id, plain.genesis_hash, plain.height, plain.head_hash, plain.finalized_height,
+                             proof)
+    assert "validator" not in plain.to_obj()  # a node without a proof sends the status as before
+    assert ChainStatus.decode(with_proof.encode()) == with_proof and ChainStatus.decode(plain.encode()) == plain
+    assert proof.verify(CHAIN, plain.genesis_hash, node)
+    other = peer_id_from_ed25519(vkey.public_key)
+    assert not proof.verify(CHAIN, plain.genesis_hash, other)  # replayed by another peer
+    assert not proof.verify(CHAIN + "x", plain.genesis_hash, node)
+    assert not proof.verify(CHAIN, b"\x00" * 32, node)
+    for bad in ([proof.public_key], [proof.public_key[:31], proof.signature], [proof.public_key, proof.signature + b"x"],
+                {"pk": proof.public_key}, [proof.public_key.hex(), proof.signature]):
+        with pytest.raises(DecodeError, match="status.validator"):
+            ChainStatus.from_obj({**plain.to_obj(), "validator": bad})
+    with pytest.raises(DecodeError):
+        ChainStatus.from_obj({**plain.to_obj(), "validators": proof.to_obj()})

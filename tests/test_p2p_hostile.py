@@ -167,6 +167,44 @@ async def test_idle_identities_cannot_take_outbound_or_persistent_slots() -> Non
         n.cancel_scope.cancel()
 
 
+async def test_validators_prove_their_key_for_a_protected_slot() -> None:
+    """A keeps one inbound slot; a stranger holds it. A validator's node still gets in (probation) and,
+    having proven its key in its status, a protected slot. A node replaying that proof (it names another
+    peer id) is penalised and dropped; a node proving a key outside the set is dropped, not penalised. When
+    the key leaves the set, the validator's next status unprotects it."""
+    members = {VALIDATOR.public_key}
+    a, _ = make_service(1, max_peers=2, outbound_slots=1, target_peers=0, peer_exchange=False,
+                        is_validator=lambda pk: pk in members, validator_probation_slots=1)
+    s_, _ = make_service(2, peer_exchange=False)
+    v, _ = make_service(3, peer_exchange=False, validator_key=VALIDATOR)
+    f, _ = make_service(4, peer_exchange=False)
+    o, _ = make_service(5, peer_exchange=False, validator_key=OUTSIDER)
+    f._validator_proof = v._validator_proof  # a hostile peer replays V's proof as its own
+    async with trio.open_nursery() as n:
+        for svc in (a, s_, v, f, o):
+            await n.start(svc.run)
+        await connect(s_._host, a)
+        await wait_until(lambda: handshaken(a, s_), what="the stranger in the inbound slot")
+        await connect(v._host, a)
+        await wait_until(lambda: handshaken(a, v) and peer_ids(a)[v.peer_id].protected, what="validator protected")
+        assert not peer_ids(a)[s_.peer_id].protected
+
+        await connect(f._host, a)  # on probation (the slot is A's only one), then dropped at its status
+        await wait_until(lambda: a.score(f.peer_id) < 0 and f.peer_id not in peer_ids(a), what="replayer dropped")
+        await connect(o._host, a)
+        await wait_until(lambda: o.peer_id not in peer_ids(a) and not o._host.get_network().get_connections(a._id),
+                         what="outsider dropped")
+        assert a.score(o.peer_id) == 0 and o.peer_id not in a.banned_peers()
+        async with bare_host(0x63) as idle:  # speaks no status protocol: cannot keep a probation slot
+            await connect(idle, a)
+            await wait_until(lambda: not idle.get_network().get_connections(a._id), what="idle identity dropped")
+        assert set(peer_ids(a)) == {s_.peer_id, v.peer_id}
+
+        members.clear()  # VALIDATOR leaves the set: unprotected at its next status (it keeps its connection)
+        await wait_until(lambda: not peer_ids(a)[v.peer_id].protected, what="validator unprotected", limit=15)
+        n.cancel_scope.cancel()
+
+
 async def test_peer_that_never_completes_the_status_exchange_is_dropped() -> None:
     async def stall(stream: Any) -> None:  # accepts the status stream, never answers
         with trio.move_on_after(30):

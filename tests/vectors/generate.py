@@ -96,7 +96,7 @@ from state.types import (
 )
 
 #: Bump when a change of the recorded bytes is intended, then regenerate with --write.
-VERSION = 7
+VERSION = 8
 GOLDEN_PATH = Path(__file__).with_name("golden.json")
 REGENERATE = "python -m tests.vectors.generate --write"
 
@@ -215,7 +215,18 @@ def wire_vectors() -> dict:
     other = Vote.create(V1, CHAIN_ID, 5, 1, PREVOTE, sha256(b"golden other block"))
     ev = DuplicateVote.from_votes(prevote, other)
     assert DuplicateVote.decode(ev.encode()) == ev
+    # the p2p status of a validator's node: V1 vouches for the peer id of node key BOB
+    from p2p.identity import peer_id_from_ed25519
+    from p2p.wire import ChainStatus, ValidatorProof
+
+    genesis, node = sha256(b"golden genesis"), peer_id_from_ed25519(BOB.public_key)
+    proof = ValidatorProof.make(V1, CHAIN_ID, genesis, node)
+    assert proof.verify(CHAIN_ID, genesis, node) and not proof.verify(CHAIN_ID, genesis, peer_id_from_ed25519(V1.public_key))
+    status = ChainStatus(CHAIN_ID, genesis, 9, bh, 8, proof)
+    assert ChainStatus.decode(status.encode()) == status
     return {
+        "p2p_status": {"peer_id": node, "proof_encoding": h(ValidatorProof.encoding(genesis, node)),
+                       "proof_sig": h(proof.signature), "status": h(status.encode())},
         "transfer": {"signing_bytes": h(tx.signing_bytes()), "sig": h(tx.sig), "raw": h(tx.raw), "hash": h(tx.hash)},
         "prevote": {"sign_bytes": h(prevote.sign_bytes()), "sig": h(prevote.sig), "encoding": h(prevote.encode())},
         "nil_precommit": {"sign_bytes": h(nil.sign_bytes()), "sig": h(nil.sig), "encoding": h(nil.encode())},
