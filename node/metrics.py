@@ -63,6 +63,11 @@ class NodeMetrics:
         self.tx_rejected = Counter(
             "tx_rejected_total", "Transactions rejected on submission, by reason", ["reason"], registry=r
         )
+        self.tx_stem = Counter(
+            "tx_stem_total", "Sponsored transactions on the stem path (node/stem.py), by event", ["event"], registry=r
+        )
+        for event in ("sent", "received", "relayed", "fluffed", "embargo", "refused"):
+            self.tx_stem.labels(event)
         self.sync_blocks = Counter("sync_blocks_received_total", "Blocks applied by block sync", registry=r)
         self.sync_target = Gauge("sync_target_height", "Highest finalized height reported by peers", registry=r)
         self.rounds_per_height = Histogram(

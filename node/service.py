@@ -36,6 +36,7 @@ from .blobs import BlobLimits, BlobStore, run_blob_gc
 from .config import Config
 from .home import Home, load_node_keys, remove_rpc_url, write_rpc_url
 from .metrics import MINER_SLASH_REASONS, SETTLE_EVENTS, NodeMetrics
+from .stem import StemRelay, is_stemmed
 
 log = logging.getLogger("aitbc.node")
 
@@ -110,6 +111,7 @@ class Node:
         self.p2p = None  # p2p.P2PService when [p2p] enabled
         self.sync = None  # node.sync.BlockSync when p2p is enabled
         self.tx_gossip = None  # node.network.TxGossip when p2p is enabled
+        self.stem = None  # node.stem.StemRelay when p2p is enabled (sponsored transactions)
         self.wal: WAL | None = None
         self.rpc_port: int | None = None
         self.started_at = time.time()
@@ -310,12 +312,16 @@ class Node:
             blob_provider=self.blobs.aget if self.blobs is not None else None,
             validator_key=self.validator_key if c.prove_validator and self.cfg.validator.enabled else None,
             is_validator=self.is_current_validator,
+            stem_provider=self._on_stem,
         )
         transport = P2PConsensusTransport(self.p2p, self.genesis.chain_id, node=self)
         self.tx_gossip = TxGossip(self.p2p, lambda raws: self.submit_raw(raws, gossip=False))
+        self.stem = StemRelay(self.p2p, lambda raws: self.submit_raw(raws, gossip=False), self.tx_gossip.queue,
+                              lambda h: self.mempool is not None and h in self.mempool, self.metrics)
         await nursery.start(self.p2p.run)
         await nursery.start(transport.run)
         await nursery.start(self.tx_gossip.run)
+        await nursery.start(self.stem.run)
         log.info("p2p: peer id %s listening on %s", self.p2p.peer_id, ", ".join(self.p2p.listen_addrs()))
         return transport
 
@@ -625,7 +631,11 @@ class Node:
             if r.error is not None:
                 m.tx_rejected.labels(r.error.reason).inc()
         if gossip and accepted and self.tx_gossip is not None:
-            self.tx_gossip.queue([raws[i] for i, r in enumerate(results) if r.error is None])
+            # sponsored transactions (anonymous bids) leave by the stem, not under our peer id (node/stem.py)
+            stemmed = {i for i, t in txs if is_stemmed(t)} if self.stem is not None else set()
+            self.tx_gossip.queue([raws[i] for i, r in enumerate(results) if r.error is None and i not in stemmed])
+            if stemmed:
+                self.stem.send_own([raws[i] for i in sorted(stemmed) if results[i].error is None])
         if accepted:
             m.tx_accepted.inc(accepted)
             m.mempool_size.set(len(self.mempool))
@@ -633,6 +643,12 @@ class Node:
             if self.engine is not None:
                 self.engine.notify_tx()
         return results
+
+    async def _on_stem(self, peer_id: str, raw: bytes) -> str | None:
+        """The p2p layer's stem provider (a peer hands us a sponsored transaction)."""
+        if self.stem is None:
+            return "unavailable"
+        return await self.stem.on_stem(peer_id, raw)
 
     async def _verify_signatures(self, txs: list[Transaction]) -> list[bool]:
         if len(txs) < PARALLEL_VERIFY_MIN:

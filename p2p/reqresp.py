@@ -30,6 +30,7 @@ from .wire import (
     P2PError,
     PeerNotConnected,
     ProtocolUnsupported,
+    RemoteError,
     RequestTimeout,
     error,
     ok,
@@ -41,6 +42,8 @@ from .wire import (
 log = logging.getLogger("aitbc.p2p")
 
 BLOB_MAX_CHUNK = 4 << 20  # largest blob chunk frame accepted from a peer
+MAX_STEM_TX_BYTES = MAX_REQUEST_BYTES - 64  # one transaction per stem request, in one request frame
+MAX_STEM_REASON = 64
 STATUS_REQUESTS_PER_PEER = 2  # concurrent inbound status requests one peer may have open
 
 
@@ -108,6 +111,22 @@ class ReqResp:
             if hashlib.sha256(data).digest() != blob_hash:
                 raise BadResponse("blob: content does not match its hash")
             return data
+
+    async def send_stem(self, peer_id: str, tx: bytes) -> str | None:
+        """Hand one transaction to a peer on the stem path (``/aitbc/<chain>/stem/1``, Dandelion-style
+        relaying of sponsored transactions: it is not gossiped under our peer id). None when the peer took
+        it; else its refusal reason (``already_known``, ``unsupported``, a mempool reason, …)."""
+        if not isinstance(tx, bytes) or not 0 < len(tx) <= MAX_STEM_TX_BYTES:
+            raise ValueError(f"a stem transaction is 1..{MAX_STEM_TX_BYTES} bytes")
+        try:
+            val = await self._request(parse_peer_id(peer_id), "stem", {"tx": tx}, max_resp=256)
+        except RemoteError as exc:
+            return exc.code
+        if type(val) is not dict or set(val) != {"refused"} or not (
+            val["refused"] is None or (type(val["refused"]) is str and 0 < len(val["refused"]) <= MAX_STEM_REASON)
+        ):
+            raise BadResponse("stem: malformed response")
+        return val["refused"]
 
     @asynccontextmanager
     async def _client_stream(self, pid: ID, proto: str) -> AsyncIterator[_Frames]:
@@ -260,6 +279,23 @@ class ReqResp:
             )
             return
         await frames.send(ok(out), self.cfg.max_blocks_response_bytes)
+
+    async def _serve_stem(self, s: str, req: Any, frames: _Frames) -> None:
+        req = req_map(req, {"tx"})
+        tx = req["tx"]
+        if type(tx) is not bytes or not 0 < len(tx) <= MAX_STEM_TX_BYTES:
+            raise BadRequest(f"tx must be 1..{MAX_STEM_TX_BYTES} bytes")
+        if self._stem_provider is None:
+            await frames.send(error("unsupported", "this node relays no stem transactions"), MAX_REQUEST_BYTES)
+            return
+        try:
+            refused = await self._call_provider(self._stem_provider, s, tx)
+        except Exception as exc:
+            log.warning("stem_provider failed: %s", exc)
+            refused = "unavailable"
+        if refused is not None:
+            refused = str(refused)[:MAX_STEM_REASON] or "refused"
+        await frames.send(ok({"refused": refused}), 256)
 
     async def _serve_blob(self, s: str, req: Any, frames: _Frames) -> None:
         req = req_map(req, {"hash"})

@@ -65,6 +65,7 @@ RPC_OVERHEAD = 64 << 10  # pubsub RPC framing, signature, key, topic and sender 
 StatusProvider = Callable[[], ChainStatus]
 BlocksProvider = Callable[[int, int], "list[bytes] | Awaitable[list[bytes]]"]
 BlobProvider = Callable[[bytes], "bytes | None | Awaitable[bytes | None]"]
+StemProvider = Callable[[str, bytes], Awaitable["str | None"]]
 
 __all__ = ["P2PService", "PeerInfo", "Validator", "Verdict", "parse_peer_id"]
 
@@ -161,10 +162,13 @@ class P2PService(PeerTable, StatusHandshake, ReqResp, Discovery, GossipTopics):
         metrics_registry: Any = None,
         validator_key: SigningKey | None = None,
         is_validator: Callable[[bytes], bool] | None = None,
+        stem_provider: StemProvider | None = None,
     ) -> None:
         """``validator_key``: our validator's key, proven to peers in our status (:class:`ValidatorProof`);
         ``is_validator(public_key)``: whether a key is in the current validator set — peers that prove one
-        get a protected slot (and probation slots let them in when the others are full)."""
+        get a protected slot (and probation slots let them in when the others are full).
+        ``stem_provider(peer_id, tx)``: takes a transaction a peer hands us on the stem path (None) or
+        says why not (a reason code); without it the stem protocol answers ``unsupported``."""
         cfg.validate()
         self.cfg = cfg
         self.chain_id = check_chain_id(chain_id)
@@ -174,6 +178,7 @@ class P2PService(PeerTable, StatusHandshake, ReqResp, Discovery, GossipTopics):
         self._status_provider = status_provider
         self._blocks_provider = blocks_provider
         self._blob_provider = blob_provider
+        self._stem_provider = stem_provider
         self.metrics = P2PMetrics(metrics_registry)
 
         self._key_pair = create_new_key_pair(node_key.seed)
@@ -183,7 +188,7 @@ class P2PService(PeerTable, StatusHandshake, ReqResp, Discovery, GossipTopics):
             raise RuntimeError("libp2p peer id does not match p2p.identity.peer_id_from_ed25519")
 
         self._protos = {
-            n: TProtocol(protocol_name(self.chain_id, n)) for n in ("status", "blocks", "blob", "peers")
+            n: TProtocol(protocol_name(self.chain_id, n)) for n in ("status", "blocks", "blob", "peers", "stem")
         }
         self._topics: dict[str, _Topic] = {}
         self._by_name: dict[str, _Topic] = {}
@@ -313,6 +318,7 @@ class P2PService(PeerTable, StatusHandshake, ReqResp, Discovery, GossipTopics):
             ("blocks", self._serve_blocks),
             ("blob", self._serve_blob),
             ("peers", self._serve_peers),
+            ("stem", self._serve_stem),
         ):
             host.set_stream_handler(self._protos[name], self._server(name, fn))
         network = host.get_network()

@@ -80,6 +80,7 @@ def make_service(
     registry: Any = None,
     validator_key: SigningKey | None = None,
     is_validator: Callable[[bytes], bool] | None = None,
+    stem_provider: Callable[[str, bytes], Any] | None = None,
     **cfg: Any,
 ) -> tuple[P2PService, FakeChain]:
     chain = chain or FakeChain()
@@ -94,6 +95,7 @@ def make_service(
         metrics_registry=registry,
         validator_key=validator_key,
         is_validator=is_validator,
+        stem_provider=stem_provider,
     )
     validators = validators or {}
     for kind in ("tx", "vote", "block", "receipt"):

@@ -14,7 +14,9 @@ import json
 import signal
 import time
 
+import httpx
 from net_helpers import wait_heights
+from prometheus_client.parser import text_string_to_metric_families
 from test_market_network import FAST, Client, settled, wait_job
 from zk_tools import requires_snarkjs
 
@@ -27,6 +29,13 @@ pytestmark = requires_snarkjs
 PRICES = {1: 1337, 2: 2671, 3: 3889}  # base units per unit of work; node1 is cheapest, then node2
 MAX_PRICE = 5_000
 PARAMS = {"m": 16, "n": 16, "k": 16, "seed": b"\x06" * 32}
+
+
+def _stem_counts(node) -> dict[str, float]:
+    """The node's ``tx_stem_total`` counters by event, from its /metrics."""
+    text = httpx.get(node.rpc_url.removesuffix("/rpc") + "/metrics", timeout=10).text
+    return {s.labels["event"]: s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+            if s.name == "tx_stem_total"}
 
 
 def test_anonymous_bids_with_three_miners_and_a_bidder_that_never_accepts(make_net) -> None:
@@ -52,6 +61,11 @@ def test_anonymous_bids_with_three_miners_and_a_bidder_that_never_accepts(make_n
     job_id = st["hash"]
     job = wait_job(net, job_id, lambda j: len(j["anonymous"]["bids"]) == 3, timeout=90)
     assert sorted(int(b["price"]) for b in job["anonymous"]["bids"]) == sorted(PRICES.values())
+    # every miner's bid left its node by the stem (node/stem.py), not as gossip under its own peer id,
+    # and some other node put each on the gossip (or it reached a proposer on the stem)
+    stem = {n.index: _stem_counts(n) for n in net.nodes}
+    assert all(stem[i]["sent"] >= 1 for i in (1, 2, 3)), stem
+    assert sum(c["received"] for c in stem.values()) >= 3, stem
     # the cheapest bidder disappears before the award: it cannot accept
     net.stop(net.nodes[1], sig=signal.SIGKILL, timeout=5)
     job = wait_job(net, job_id, settled, timeout=120)
