@@ -1,5 +1,6 @@
-"""``llm-generate`` on the PyCUDA backend: the integer matmuls on the GPU (``gpu/kernels/llm.cu``), bit-exact
-with :func:`state.llm.fixed.matmul_q8`; everything else of :func:`state.llm.generate.generate` on the host.
+"""``llm-generate`` on the PyCUDA backend: the integer matmuls and the attention over the KV cache on the GPU
+(``gpu/kernels/llm.cu``), bit-exact with :func:`state.llm.fixed.matmul_q8` and ``generate``'s
+``_attention_heads``; everything else of :func:`state.llm.generate.generate` on the host.
 
 On the device: for every product of the forward pass (Q/K/V stacked, O, gate/up stacked, down, and the
 LM head) the per-row :func:`~state.llm.fixed.quant_shift` of the activations (``llm_quant_rows``) and the
@@ -7,12 +8,19 @@ exact int64 matmul with the requantisation and int32 saturation (``llm_matmul_q8
 (int8 ``q``, uint8 group sub-scales ``u``, int32 row scales ``m``) are uploaded once per loaded model and
 kept while that model is in the kind's model cache (at most as many models as the cache holds).
 
-On the host (NumPy, the same code as ``generate``): embedding, RMSNorm (its ``isqrt`` needs integers beyond
-128 bits in corner cases), RoPE, attention over the KV cache, SwiGLU, residual adds, top-k and sampling.
+Attention (``llm_attention``, heads of ``head_dim <= 256``): each generation keeps its own KV cache on the
+device (per layer int32 ``[max_ctx, n_kv_heads, 2 * hd + 1]``: the key through quant_shift, the value, the
+key's exponent; :func:`pack_kv_rows`), the new positions uploaded as the host cache gets them; one block per
+query row and KV head computes the scores, the exp weights (``fixed._exp_r16_table`` on the device) and
+the rounded weighted sum, with NumPy's int64 semantics (floor division, shifts by 64 or more).
 
-:func:`generate_with` is ``generate`` with the matmul passed in: with :func:`numpy_mm` it is ``generate``
-itself (``tests/test_gpu.py`` checks the trace roots), with :meth:`PyCudaLlm.generate` the matmuls run on the
-GPU. The backend uses the CUDA path only after :func:`llm_self_test` (a seeded tiny model with awkward
+On the host (NumPy, the same code as ``generate``): embedding, RMSNorm (its ``isqrt`` needs integers beyond
+128 bits in corner cases), RoPE, SwiGLU, residual adds, top-k and sampling; the host KV cache is kept too
+(the trace and a fallback read it).
+
+:func:`generate_with` is ``generate`` with the matmul (and attention) passed in: with :func:`numpy_mm` it is
+``generate`` itself (``tests/test_gpu.py`` checks the trace roots), with :meth:`PyCudaLlm.generate` both run
+on the GPU. The backend uses the CUDA path only after :func:`llm_self_test` (a seeded tiny model with awkward
 sizes: prefill over two position tiles and partial row tiles, then decode steps) gave every step output
 bit for bit equal to NumPy; otherwise it logs one line and the kind runs with NumPy.
 """
@@ -27,22 +35,24 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from state.llm import fixed as fx
 from state.llm.config import LlamaConfig, LlmError
-from state.llm.generate import IntModel, MatMul, Trace, generate, numpy_matmul
+from state.llm.generate import Attention, IntModel, MatMul, Trace, generate, numpy_matmul
 from state.llm.modelfile import GROUP, encode_i32, encode_q8r, layout, tensor_spec
 from state.llm.steps import Sampling
 
 log = logging.getLogger("gpu.llm_cuda")
 
 MODULE = "llm"
-KERNELS = ("llm_quant_rows", "llm_matmul_q8")  # the extern "C" __global__ entry points of llm.cu
-#: PyCUDA ``prepare`` formats of their parameters (P: a device pointer, i: int32), in order
-ARG_FORMATS = {"llm_quant_rows": "PPPiii", "llm_matmul_q8": "PPPPPPiii"}
+KERNELS = ("llm_quant_rows", "llm_matmul_q8", "llm_attention")  # the extern "C" __global__ entry points of llm.cu
+#: PyCUDA ``prepare`` formats of their parameters (P: a device pointer, i: int32, q: int64), in order
+ARG_FORMATS = {"llm_quant_rows": "PPPiii", "llm_matmul_q8": "PPPPPPiii", "llm_attention": "PPPPPPiiiiqq"}
+ATTN_MAX_HD = 256  # the attention kernel keeps a query row in shared memory
 THREADS = 256  # LLM_THREADS
 ROWS = 8  # LLM_ROWS: output rows per block
 TB = 8  # LLM_TB: positions per block
@@ -71,6 +81,28 @@ def quant_launch(t: int) -> tuple[tuple[int, int, int], tuple[int, int]]:
 def matmul_launch(t: int, o: int) -> tuple[tuple[int, int, int], tuple[int, int]]:
     """(block, grid) of ``llm_matmul_q8`` for ``t`` positions and ``o`` output rows."""
     return (THREADS, 1, 1), (math.ceil(o / ROWS), math.ceil(t / TB))
+
+
+def attention_launch(t: int, grp: int, nkv: int) -> tuple[tuple[int, int, int], tuple[int, int]]:
+    """(block, grid) of ``llm_attention`` for ``t`` positions: one block per query row and KV head."""
+    return (THREADS, 1, 1), (max(1, t * grp), nkv)
+
+
+def pack_kv_rows(cache: Any, layer: int, s0: int, s1: int) -> np.ndarray:
+    """Positions ``s0 .. s1 - 1`` of a :class:`state.llm.generate._Cache` layer as ``llm_attention`` reads
+    them: int32 [s1 - s0, n_kv_heads, 2 * hd + 1] = (the key through quant_shift, the value, its exponent)."""
+    ka, v, sk = cache.ka[layer][:, s0:s1], cache.v[layer][:, s0:s1], cache.sk[layer][:, s0:s1]
+    nkv, n, hd = ka.shape
+    out = np.empty((n, nkv, 2 * hd + 1), dtype=np.int32)
+    out[:, :, :hd] = ka.transpose(1, 0, 2)
+    out[:, :, hd : 2 * hd] = v.transpose(1, 0, 2)
+    out[:, :, 2 * hd] = sk.T
+    return out
+
+
+def attention_constants(head_dim: int) -> tuple[int, int]:
+    """``(c, ln2)`` of ``llm_attention``: ``isqrt(2**32 // hd)`` and ``ln 2`` in Q32 (``fixed.exp_tables``)."""
+    return math.isqrt((1 << 32) // head_dim), int(fx.exp_tables()[2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +185,12 @@ def generate_with(
     mm: MatMul,
     record: bool = True,
     on_token: Callable[[int], None] | None = None,
+    attn: Attention | None = None,
 ) -> tuple[list[int], Trace]:
-    """:func:`state.llm.generate.generate` with the matmul ``mm`` (same arguments, same result): the one
-    forward pass of ``state/llm/generate.py``, only its products on the device."""
-    return generate(model, prompt_ids, max_new_tokens, sampling, stop_ids, record=record, mm=mm, on_token=on_token)
+    """:func:`state.llm.generate.generate` with the matmul ``mm`` (and the attention ``attn``) passed in
+    (same arguments, same result): the one forward pass of ``state/llm/generate.py``, those on the device."""
+    return generate(model, prompt_ids, max_new_tokens, sampling, stop_ids, record=record, mm=mm, on_token=on_token,
+                    attn=attn)
 
 
 # -- seeded random models (self-test, tests, bench) -----------------------------------------------------------
@@ -208,6 +242,28 @@ class _DeviceModel:
         self.mats.clear()
 
 
+class _DeviceKV:
+    """One generation's KV cache on the device: per layer int32 [max_ctx, n_kv_heads, 2 * hd + 1]
+    (:func:`pack_kv_rows`), allocated on first use, positions uploaded as the host cache gets them."""
+
+    def __init__(self, drv: Any, cfg: LlamaConfig) -> None:
+        self.drv, self.cfg = drv, cfg
+        self.n = [0] * cfg.n_layers
+        self._bufs: list[Any] = [None] * cfg.n_layers
+
+    def layer(self, ly: int) -> Any:
+        if self._bufs[ly] is None:
+            cfg = self.cfg
+            self._bufs[ly] = self.drv.mem_alloc(4 * cfg.max_ctx * cfg.n_kv_heads * (2 * cfg.head_dim + 1))
+        return self._bufs[ly]
+
+    def free(self) -> None:
+        for b in self._bufs:
+            if b is not None:
+                b.free()
+        self._bufs = [None] * self.cfg.n_layers
+
+
 class PyCudaLlm:
     """The CUDA path of ``llm-generate`` on a :class:`~gpu.pycuda_backend.PyCudaBackend`: compiles
     ``llm.cu`` on first use, keeps up to ``max_models`` models' weights on the device and runs
@@ -222,7 +278,8 @@ class PyCudaLlm:
         self._models: OrderedDict[int, _DeviceModel] = OrderedDict()
         self._scratch: dict[str, tuple[Any, int]] = {}
         self.uploads = 0
-        self.timings: dict[str, float] = {"matmul_s": 0.0, "calls": 0}
+        self.timings: dict[str, float] = {"matmul_s": 0.0, "calls": 0, "attention_s": 0.0}
+        self._exp_d: Any = None  # fixed._exp_r16_table on the device (llm_attention)
 
     # -- GPU thread only -------------------------------------------------------------------------------------
     def _on_gpu(self) -> bool:
@@ -310,6 +367,37 @@ class PyCudaLlm:
         self.timings["calls"] += 1
         return y.astype(np.int64)
 
+    def _exp_table(self) -> Any:
+        if self._exp_d is None:
+            self._exp_d = self.backend._drv.to_device(np.ascontiguousarray(fx._exp_r16_table(), dtype=np.int64))
+        return self._exp_d
+
+    def _attention(self, kv: _DeviceKV, ly: int, qh: np.ndarray, pos: np.ndarray, cache: Any, n_s: int) -> np.ndarray:
+        """``_attention_heads`` on the device, over its copy of the KV cache (the new positions uploaded)."""
+        cfg = kv.cfg
+        drv = self.backend._drv
+        t0 = time.perf_counter()
+        s0 = kv.n[ly]
+        if n_s > s0:
+            rows = pack_kv_rows(cache, ly, s0, n_s)
+            drv.memcpy_htod(int(kv.layer(ly)) + s0 * rows[0].nbytes, rows)
+            kv.n[ly] = n_s
+        t, nh, hd = qh.shape
+        grp, nkv = cfg.group, cfg.n_kv_heads
+        qd = self._buf("attn_q", 4 * t * nh * hd + 4 * t)
+        drv.memcpy_htod(qd, np.concatenate([np.ascontiguousarray(qh, dtype=np.int32).reshape(-1),
+                                            np.asarray(pos, dtype=np.int32)]))
+        ed = self._buf("attn_e", 8 * nkv * t * grp * n_s)
+        od = self._buf("attn_out", 8 * t * nh * hd)
+        c, ln2 = attention_constants(hd)
+        block, grid = attention_launch(t, grp, nkv)
+        self._fn("llm_attention").prepared_call(grid, block, qd, int(qd) + 4 * t * nh * hd, kv.layer(ly),
+                                                self._exp_table(), ed, od, n_s, nkv, grp, hd, c, ln2)
+        out = np.empty((t, nh * hd), dtype=np.int64)
+        drv.memcpy_dtoh(out, od)
+        self.timings["attention_s"] += time.perf_counter() - t0
+        return out
+
     def forget(self, model: IntModel) -> None:
         """Free ``model``'s weights on the device now (they are re-uploaded if it runs again)."""
 
@@ -335,6 +423,9 @@ class PyCudaLlm:
             for buf, _n in self._scratch.values():
                 buf.free()
             self._scratch.clear()
+            if self._exp_d is not None:
+                self._exp_d.free()
+                self._exp_d = None
             self._fns.clear()
             self._module = None
 
@@ -355,8 +446,14 @@ class PyCudaLlm:
 
         def job() -> tuple[list[int], Trace]:
             dm = self._device_model(model)
-            return generate_with(model, prompt_ids, max_new_tokens, sampling, stop_ids,
-                                 lambda x, names: self._mm(model, dm, x, names), record, on_token)
+            kv = _DeviceKV(self.backend._drv, model.cfg) if model.cfg.head_dim <= ATTN_MAX_HD else None
+            try:
+                attn = None if kv is None else partial(self._attention, kv)
+                return generate_with(model, prompt_ids, max_new_tokens, sampling, stop_ids,
+                                     lambda x, names: self._mm(model, dm, x, names), record, on_token, attn)
+            finally:
+                if kv is not None:
+                    kv.free()
 
         return self._run(job)
 
@@ -396,6 +493,6 @@ def llm_self_test(engine: PyCudaLlm, *, cfg: LlamaConfig = SELFTEST_CFG, seed: i
 
 
 __all__ = [
-    "ARG_FORMATS", "KERNELS", "PackedMat", "PyCudaLlm", "SELFTEST_CFG", "generate_with", "llm_self_test", "mat_keys",
+    "ARG_FORMATS", "ATTN_MAX_HD", "KERNELS", "PackedMat", "attention_constants", "attention_launch", "pack_kv_rows", "PyCudaLlm", "SELFTEST_CFG", "generate_with", "llm_self_test", "mat_keys",
     "matmul_launch", "numpy_mm", "pack_q8r", "padded_k", "quant_launch", "random_model_bytes", "trace_mismatch",
 ]

@@ -960,7 +960,19 @@ static std::vector<char> slurp(const char* p) {
     while ((n = fread(b, 1, sizeof b, f)) > 0) v.insert(v.end(), b, b + n); fclose(f); return v; }
 static void dump(const char* p, const void* d, size_t n) { FILE* f = fopen(p, "wb"); fwrite(d, 1, n, f); fclose(f); }
 // llm_mm T O K G bits x.bin q.bin u.bin m.bin y.bin a.bin s.bin
+// llm_mm attn T nkv grp hd n_s c ln2 q.bin pos.bin kv.bin exp.bin out.bin
 int main(int, char** argv) {
+    if (std::string(argv[1]) == "attn") {
+        int T = atoi(argv[2]), nkv = atoi(argv[3]), grp = atoi(argv[4]), hd = atoi(argv[5]), ns = atoi(argv[6]);
+        long long c = atoll(argv[7]), ln2 = atoll(argv[8]);
+        auto Qv = slurp(argv[9]), P = slurp(argv[10]), KV = slurp(argv[11]), E = slurp(argv[12]);
+        std::vector<long long> scratch((size_t)nkv * T * grp * ns + 1), out((size_t)T * nkv * grp * hd);
+        launch({(unsigned)(T * grp), (unsigned)nkv, 1}, {256, 1, 1}, [&] {
+            llm_attention((const int*)Qv.data(), (const int*)P.data(), (const int*)KV.data(),
+                          (const long long*)E.data(), scratch.data(), out.data(), ns, nkv, grp, hd, c, ln2); });
+        dump(argv[13], out.data(), 8 * out.size());
+        return 0;
+    }
     int T = atoi(argv[1]), O = atoi(argv[2]), K = atoi(argv[3]), G = atoi(argv[4]), bits = atoi(argv[5]);
     auto X = slurp(argv[6]), Q = slurp(argv[7]), U = slurp(argv[8]), M = slurp(argv[9]);
     int Kp = 32 * G;
@@ -1039,6 +1051,47 @@ def test_llm_kernels_on_cpu_emulator_match_matmul_q8(llm_emulator: Path) -> None
         assert np.array_equal(s, ws) and np.array_equal(a[:, :k], wa) and not a[:, k:].any()
         w = q[:, :k].astype(np.int64) * np.repeat(u.astype(np.int64), 32, axis=1)[:, :k]
         assert np.array_equal(y, fx.sat32(fx.matmul_q8(x, m.astype(np.int64), w))), (t, o, k)
+
+
+def test_llm_attention_on_cpu_emulator_matches_numpy(llm_emulator: Path) -> None:
+    """``llm_attention`` against generate's ``_attention_heads`` over the same KV cache: a prefill (causal
+    mask, several query rows) and a decode step, on odd sizes and on extreme values (tiny queries and keys:
+    left shifts; int32-range ones: the largest scores)."""
+    from gpu.llm_cuda import attention_constants, pack_kv_rows
+    from state.llm import fixed as fx
+    from state.llm.config import LlamaConfig
+    from state.llm.generate import _attention_heads, _Cache
+
+    rng = np.random.default_rng(4)
+    for nkv, grp, hd, n_prev, t, scale in ((2, 3, 18, 0, 7, 1 << 20), (1, 2, 8, 5, 1, 1 << 30), (3, 1, 64, 40, 3, 3),
+                                           (2, 2, 4, 0, 1, 1 << 31)):
+        cfg = LlamaConfig(vocab=50, dim=nkv * grp * hd, n_layers=1, n_heads=nkv * grp, n_kv_heads=nkv, head_dim=hd,
+                          ffn_dim=16, max_ctx=64, rope_base=10000, norm_eps_num=1, norm_eps_den=100000,
+                          tied_embeddings=True, bos_id=0, eos_id=1)
+        cache = _Cache(cfg)
+        lim = min(scale, 1 << 31)
+        for n_new in (n_prev, t):
+            if n_new:
+                k = rng.integers(-lim, lim, (n_new, nkv, hd), dtype=np.int64)
+                v = rng.integers(-lim, lim, (n_new, nkv, hd), dtype=np.int64)
+                n_s = cache.append(0, k, v)
+                cache.n = n_s
+        n_s = cache.n
+        pos = np.arange(n_s - t, n_s, dtype=np.int64)
+        q = rng.integers(-lim, lim, (t, nkv * grp, hd), dtype=np.int64)
+        q[0, 0] = 0  # a zero query row
+        want = _attention_heads(cfg, q, pos, cache, 0, n_s)
+        d = llm_emulator
+        q.astype(np.int32).tofile(d / "aq.bin")
+        pos.astype(np.int32).tofile(d / "apos.bin")
+        pack_kv_rows(cache, 0, 0, n_s).tofile(d / "akv.bin")
+        fx._exp_r16_table().astype(np.int64).tofile(d / "aexp.bin")
+        c, ln2 = attention_constants(hd)
+        subprocess.run([str(d / "emu"), "attn", *map(str, (t, nkv, grp, hd, n_s, c, ln2)),
+                        *(str(d / f) for f in ("aq.bin", "apos.bin", "akv.bin", "aexp.bin", "aout.bin"))],
+                       check=True, timeout=120)
+        got = np.fromfile(d / "aout.bin", np.int64).reshape(t, -1)
+        assert np.array_equal(got, want), (nkv, grp, hd, n_prev, t, scale)
 
 
 def test_llm_generation_on_cpu_emulator_is_bit_exact(llm_emulator: Path) -> None:

@@ -39,6 +39,7 @@ LAUNCHES: dict[str, dict[str, int]] = {
     "llm": {
         "llm_quant_rows": llm_cuda.quant_launch(1)[0][0],
         "llm_matmul_q8": llm_cuda.matmul_launch(1, 1)[0][0],
+        "llm_attention": llm_cuda.attention_launch(1, 1, 1)[0][0],
     },
 }
 VARIANTS = [(m, ()) for m in NAMES] + [(m, ()) for m in OPTIONAL] + [("llm", ("-DLLM_PLAIN_MAC",))]
@@ -128,7 +129,7 @@ def test_llm_prepared_formats_match_the_kernel_parameters(tmp_path: Path) -> Non
     r = _nvcc(tmp_path, "llm", (), "--ptx", "-arch", "sm_90", "-o", "llm.ptx")
     assert r.returncode == 0, r.stderr
     ptx = (tmp_path / "llm.ptx").read_text(encoding="utf-8")
-    want = {"P": ".u64", "i": ".u32"}
+    want = {"P": ".u64", "i": ".u32", "q": ".u64"}
     for name, fmt in llm_cuda.ARG_FORMATS.items():
         m = re.search(r"\.entry " + name + r"\((.*?)\)", ptx, re.S)
         assert m, name

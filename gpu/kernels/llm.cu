@@ -142,3 +142,134 @@ llm_matmul_q8(const short* __restrict__ a, const int* __restrict__ s, const sign
         y[(size_t)t * O + o] = llm_sat32(llm_round_shift(r, LLM_W_FRAC - LLM_ACC_DROP - s[t]));
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Attention over the KV cache (state/llm/generate.py::_attention_heads = fixed.attention_q16_keys per KV
+// head), bit-exact. One block per (query row r, KV head h): r = t * grp + g is query head h * grp + g of
+// position t (pos[t]); keys 0 .. n_s - 1 of head h, those after pos[t] masked.
+//   kv int32 [cap][nkv][2 * hd + 1]: per cached position and KV head, ka (the key through quant_shift,
+//      |ka| <= 2**14), v (int32), then sk (the key's exponent);
+//   q int32 [T][n_heads][hd] (already roped and saturated); exp_t int64 [65536] (fixed._exp_r16_table);
+//   scratch int64 [nkv][T * grp][n_s]: the scores, then the weights e; out int64 [T][n_heads * hd].
+// score_j = round_shift(dot(qa, ka_j) * c, min(32 - sq - sk_j, 62)), c = isqrt(2**32 // hd);
+// e_j = round_shift(exp_q30(score_j - max score), 14); out = round_div(sum e_j v_j, sum e_j) (floor).
+// Every int64 step is the NumPy one: shifts by 64 or more give 0 (as NumPy's), divisions floor.
+
+__device__ __forceinline__ llm_i64 llm_shl(llm_i64 x, int n)  // NumPy's int64 << n (n >= 0)
+{
+    return n >= 64 ? 0 : (llm_i64)((llm_u64)x << n);
+}
+
+__device__ __forceinline__ llm_i64 llm_shr(llm_i64 x, int n)  // NumPy's int64 >> n (n >= 0): arithmetic
+{
+    return n >= 64 ? (x < 0 ? -1 : 0) : (x >> n);
+}
+
+__device__ __forceinline__ llm_i64 llm_round_shift_np(llm_i64 x, int s)  // fixed.round_shift, any s
+{
+    if (s > 0) return llm_shr((llm_i64)((llm_u64)x + (llm_u64)llm_shl(1, s - 1)), s);
+    return llm_shl(x, -s);
+}
+
+__device__ __forceinline__ llm_i64 llm_floordiv(llm_i64 a, llm_i64 b)  // b > 0
+{
+    llm_i64 q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+__device__ __forceinline__ llm_i64 llm_exp_q30(llm_i64 z, const llm_i64* __restrict__ exp_t, llm_i64 ln2)
+{
+    const llm_i64 nz = -z < (1LL << 40) ? -z : (1LL << 40);  // z <= 0
+    const llm_i64 n32 = nz << 16;
+    const llm_i64 k = n32 / ln2;  // both >= 0: floor
+    const llm_i64 r16 = (n32 - k * ln2 + (1LL << 15)) >> 16;
+    const llm_i64 e = exp_t[r16];
+    const int kk = k < 40 ? (int)k : 40;
+    return (((e << 1) >> kk) + 1) >> 1;
+}
+
+// grid = (T * grp, nkv), block = 256
+extern "C" __global__ void __launch_bounds__(LLM_THREADS)
+llm_attention(const int* __restrict__ q, const int* __restrict__ pos, const int* __restrict__ kv,
+              const llm_i64* __restrict__ exp_t, llm_i64* __restrict__ scratch, llm_i64* __restrict__ out,
+              int n_s, int nkv, int grp, int hd, llm_i64 c, llm_i64 ln2)
+{
+    __shared__ llm_i64 red[LLM_THREADS];
+    __shared__ int qa[256];
+    __shared__ int sq_s;
+    const int tid = threadIdx.x, r = blockIdx.x, h = blockIdx.y;
+    const int t = r / grp, g = r - t * grp;
+    const int head = h * grp + g, nh = nkv * grp;
+    const int* qr = q + ((size_t)t * nh + head) * hd;
+    const llm_i64 qpos = pos[t];
+    const int w = 2 * hd + 1;
+    llm_i64* e = scratch + ((size_t)h * gridDim.x + r) * n_s;
+
+    // quant_shift of the query row (QBITS = 14)
+    llm_i64 mx = 0;
+    for (int k = tid; k < hd; k += LLM_THREADS) {
+        llm_i64 v = qr[k];
+        v = v < 0 ? -v : v;
+        mx = v > mx ? v : mx;
+    }
+    red[tid] = mx;
+    __syncthreads();
+    for (int s2 = LLM_THREADS / 2; s2 > 0; s2 >>= 1) {
+        if (tid < s2 && red[tid + s2] > red[tid]) red[tid] = red[tid + s2];
+        __syncthreads();
+    }
+    if (tid == 0) {
+        int s = llm_bit_length((llm_u64)red[0]) - 14;
+        sq_s = s < -16 ? -16 : (s > 48 ? 48 : s);
+    }
+    __syncthreads();
+    const int sq = sq_s;
+    for (int k = tid; k < hd; k += LLM_THREADS) qa[k] = (int)llm_round_shift_np((llm_i64)qr[k], sq);
+    __syncthreads();
+
+    // scores (kept in e[]) and their maximum over the unmasked keys
+    llm_i64 best = (llm_i64)(-9223372036854775807LL - 1);
+    for (int j = tid; j < n_s; j += LLM_THREADS) {
+        if (j > qpos) continue;
+        const int* kr = kv + ((size_t)j * nkv + h) * w;
+        llm_i64 dot = 0;
+        for (int k = 0; k < hd; ++k) dot += (llm_i64)qa[k] * kr[k];
+        int sh = 32 - sq - kr[2 * hd];
+        sh = sh < 62 ? sh : 62;
+        const llm_i64 sc = llm_round_shift_np((llm_i64)((llm_u64)dot * (llm_u64)c), sh);
+        e[j] = sc;
+        best = sc > best ? sc : best;
+    }
+    red[tid] = best;
+    __syncthreads();
+    for (int s2 = LLM_THREADS / 2; s2 > 0; s2 >>= 1) {
+        if (tid < s2 && red[tid + s2] > red[tid]) red[tid] = red[tid + s2];
+        __syncthreads();
+    }
+    const llm_i64 top = red[0];
+    __syncthreads();
+
+    // weights and their sum
+    llm_i64 sum = 0;
+    for (int j = tid; j < n_s; j += LLM_THREADS) {
+        llm_i64 ej = 0;
+        if (j <= qpos) ej = (llm_exp_q30(e[j] - top, exp_t, ln2) + (1LL << 13)) >> 14;
+        e[j] = ej;
+        sum += ej;
+    }
+    red[tid] = sum;
+    __syncthreads();
+    for (int s2 = LLM_THREADS / 2; s2 > 0; s2 >>= 1) {
+        if (tid < s2) red[tid] += red[tid + s2];
+        __syncthreads();
+    }
+    const llm_i64 d = red[0];
+
+    // out = round_div(sum_j e_j v_j, d)
+    llm_i64* o = out + (size_t)t * nh * hd + (size_t)head * hd;
+    for (int k = tid; k < hd; k += LLM_THREADS) {
+        llm_i64 num = 0;
+        for (int j = 0; j <= qpos && j < n_s; ++j) num += e[j] * (llm_i64)kv[((size_t)j * nkv + h) * w + hd + k];
+        o[k] = llm_floordiv(num + d / 2, d);
+    }
+}

@@ -381,6 +381,12 @@ def _i64(x: np.ndarray) -> np.ndarray:
 #: own, which must give the same bits.
 MatMul = Callable[[np.ndarray, tuple[str, ...]], np.ndarray]
 
+#: Attention over the KV cache in the forward pass: ``(layer, q, pos, cache, n_s)`` with ``q`` int64
+#: [T, n_heads, hd] (roped, int32-range) at positions ``pos`` [T], after ``cache.append`` of those positions
+#: (``n_s`` held): Q16 int64 [T, n_heads * hd], as :func:`_attention_heads`. Another backend
+#: (``gpu/llm_cuda.py``) passes its own, which must give the same bits.
+Attention = Callable[[int, np.ndarray, np.ndarray, "_Cache", int], np.ndarray]
+
 
 def numpy_matmul(model: IntModel) -> MatMul:
     """The NumPy :data:`MatMul` of ``model`` (:func:`mat_q8` on its cached BLAS layouts)."""
@@ -495,6 +501,7 @@ def _forward(
     cache: _Cache,
     rec: dict[StepId, np.ndarray] | None,
     mm: MatMul,
+    attn: Attention | None = None,
 ) -> np.ndarray:
     """Run positions ``pos`` (contiguous, after those in ``cache``); returns the final residual [T, dim]."""
     cfg = model.cfg
@@ -526,7 +533,8 @@ def _forward(
             k = _i64(fx.rope_q16(qkv[:, qd : qd + kvd].reshape(t_n, -1, hd), rpos, cos, sin).reshape(t_n, -1))
         v = qkv[:, qd + kvd :]
         n_s = cache.append(ly, k.reshape(t_n, nkv, hd), v.reshape(t_n, nkv, hd))
-        att = _attention_heads(cfg, q.reshape(t_n, cfg.n_heads, hd), pos, cache, ly, n_s)
+        qh = q.reshape(t_n, cfg.n_heads, hd)
+        att = _attention_heads(cfg, qh, pos, cache, ly, n_s) if attn is None else attn(ly, qh, pos, cache, n_s)
         att = _sat(att)
         o = mm(att, (p + "attn_output",))
         h1 = _sat(h + o)
@@ -616,10 +624,12 @@ def generate(
     record: bool = True,
     mm: MatMul | None = None,
     on_token: Callable[[int], None] | None = None,
+    attn: Attention | None = None,
 ) -> tuple[list[int], Trace]:
     """Generate up to ``max_new_tokens`` tokens after ``prompt_ids`` (stopping after a token of
     ``stop_ids``); returns ``(new tokens, trace)``. With ``record=False`` the trace stays empty. ``mm``
-    replaces the NumPy matrix products (same bits required: see :data:`MatMul`). ``on_token`` is called
+    replaces the NumPy matrix products and ``attn`` the attention (same bits required: see :data:`MatMul`,
+    :data:`Attention`). ``on_token`` is called
     with each new token before the next forward pass; whatever it raises stops the generation (a
     miner's deadline)."""
     cfg = model.cfg
@@ -633,7 +643,7 @@ def generate(
     trace = Trace(cfg, n)
     rec = trace.outputs if record else None
     cache = _Cache(cfg)
-    h = _forward(model, np.array(prompt_ids, dtype=np.int64), np.arange(n, dtype=np.int64), cache, rec, mm)
+    h = _forward(model, np.array(prompt_ids, dtype=np.int64), np.arange(n, dtype=np.int64), cache, rec, mm, attn)
     t = n - 1
     out: list[int] = []
     while True:
@@ -644,7 +654,7 @@ def generate(
         if on_token is not None:
             on_token(tok)
         t += 1
-        h = _forward(model, np.array([tok], dtype=np.int64), np.array([t], dtype=np.int64), cache, rec, mm)
+        h = _forward(model, np.array([tok], dtype=np.int64), np.array([t], dtype=np.int64), cache, rec, mm, attn)
     trace.n_positions = t + 1
     return out, trace
 
