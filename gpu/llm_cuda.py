@@ -1,6 +1,6 @@
-"""``llm-generate`` on the PyCUDA backend: the integer matmuls and the attention over the KV cache on the GPU
-(``gpu/kernels/llm.cu``), bit-exact with :func:`state.llm.fixed.matmul_q8` and ``generate``'s
-``_attention_heads``; everything else of :func:`state.llm.generate.generate` on the host.
+"""``llm-generate`` on the PyCUDA backend: the integer matmuls, the attention over the KV cache and SwiGLU on the
+GPU (``gpu/kernels/llm.cu``), bit-exact with :func:`state.llm.fixed.matmul_q8` and ``generate``'s
+``_attention_heads`` and ``_swiglu``; everything else of :func:`state.llm.generate.generate` on the host.
 
 On the device: for every product of the forward pass (Q/K/V stacked, O, gate/up stacked, down, and the
 LM head) the per-row :func:`~state.llm.fixed.quant_shift` of the activations (``llm_quant_rows``) and the
@@ -14,8 +14,11 @@ key's exponent; :func:`pack_kv_rows`), the new positions uploaded as the host ca
 query row and KV head computes the scores, the exp weights (``fixed._exp_r16_table`` on the device) and
 the rounded weighted sum, with NumPy's int64 semantics (floor division, shifts by 64 or more).
 
+SwiGLU (``llm_swiglu``) runs on the gate/up product's output buffer right after ``llm_matmul_q8``: only its
+result comes back (the ``gate_up`` hook of ``generate``).
+
 On the host (NumPy, the same code as ``generate``): embedding, RMSNorm (its ``isqrt`` needs integers beyond
-128 bits in corner cases), RoPE, SwiGLU, residual adds, top-k and sampling; the host KV cache is kept too
+128 bits in corner cases), RoPE, residual adds, top-k and sampling; the host KV cache is kept too
 (the trace and a fallback read it).
 
 :func:`generate_with` is ``generate`` with the matmul (and attention) passed in: with :func:`numpy_mm` it is
@@ -42,16 +45,27 @@ import numpy as np
 
 from state.llm import fixed as fx
 from state.llm.config import LlamaConfig, LlmError
-from state.llm.generate import Attention, IntModel, MatMul, Trace, generate, numpy_matmul
+from state.llm.generate import (
+    Attention,
+    GateUpSwiGLU,
+    IntModel,
+    MatMul,
+    Trace,
+    generate,
+    numpy_matmul,
+    swiglu_halves,
+)
 from state.llm.modelfile import GROUP, encode_i32, encode_q8r, layout, tensor_spec
 from state.llm.steps import Sampling
 
 log = logging.getLogger("gpu.llm_cuda")
 
 MODULE = "llm"
-KERNELS = ("llm_quant_rows", "llm_matmul_q8", "llm_attention")  # the extern "C" __global__ entry points of llm.cu
+#: the extern "C" __global__ entry points of llm.cu
+KERNELS = ("llm_quant_rows", "llm_matmul_q8", "llm_attention", "llm_swiglu")
 #: PyCUDA ``prepare`` formats of their parameters (P: a device pointer, i: int32, q: int64), in order
-ARG_FORMATS = {"llm_quant_rows": "PPPiii", "llm_matmul_q8": "PPPPPPiii", "llm_attention": "PPPPPPiiiiqq"}
+ARG_FORMATS = {"llm_quant_rows": "PPPiii", "llm_matmul_q8": "PPPPPPiii", "llm_attention": "PPPPPPiiiiqq",
+               "llm_swiglu": "PPPiiq"}
 ATTN_MAX_HD = 256  # the attention kernel keeps a query row in shared memory
 THREADS = 256  # LLM_THREADS
 ROWS = 8  # LLM_ROWS: output rows per block
@@ -86,6 +100,11 @@ def matmul_launch(t: int, o: int) -> tuple[tuple[int, int, int], tuple[int, int]
 def attention_launch(t: int, grp: int, nkv: int) -> tuple[tuple[int, int, int], tuple[int, int]]:
     """(block, grid) of ``llm_attention`` for ``t`` positions: one block per query row and KV head."""
     return (THREADS, 1, 1), (max(1, t * grp), nkv)
+
+
+def swiglu_launch(t: int, f: int) -> tuple[tuple[int, int, int], tuple[int, int]]:
+    """(block, grid) of ``llm_swiglu`` for ``t`` positions of ``f`` FFN units: one thread per output."""
+    return (THREADS, 1, 1), (max(1, math.ceil(t * f / THREADS)), 1)
 
 
 def pack_kv_rows(cache: Any, layer: int, s0: int, s1: int) -> np.ndarray:
@@ -186,11 +205,13 @@ def generate_with(
     record: bool = True,
     on_token: Callable[[int], None] | None = None,
     attn: Attention | None = None,
+    gate_up: GateUpSwiGLU | None = None,
 ) -> tuple[list[int], Trace]:
-    """:func:`state.llm.generate.generate` with the matmul ``mm`` (and the attention ``attn``) passed in
-    (same arguments, same result): the one forward pass of ``state/llm/generate.py``, those on the device."""
+    """:func:`state.llm.generate.generate` with the matmul ``mm`` (and the attention ``attn``, the gate/up
+    product with SwiGLU ``gate_up``) passed in (same arguments, same result): the one forward pass of
+    ``state/llm/generate.py``, those on the device."""
     return generate(model, prompt_ids, max_new_tokens, sampling, stop_ids, record=record, mm=mm, on_token=on_token,
-                    attn=attn)
+                    attn=attn, gate_up=gate_up)
 
 
 # -- seeded random models (self-test, tests, bench) -----------------------------------------------------------
@@ -349,11 +370,38 @@ class PyCudaLlm:
         x = np.asarray(x, dtype=np.int64)
         if x.size and (int(x.min()) < I32_MIN or int(x.max()) > I32_MAX):  # never in generate: inputs are sat32
             return numpy_mm(model)(x, names)
+        t0 = time.perf_counter()
+        yd, (t, o) = self._product(dm, x, names)
+        y = np.empty((t, o), dtype=np.int32)
+        self.backend._drv.memcpy_dtoh(y, yd)
+        self.timings["matmul_s"] += time.perf_counter() - t0
+        self.timings["calls"] += 1
+        return y.astype(np.int64)
+
+    def _gate_up(self, model: IntModel, dm: _DeviceModel, x: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """The gate/up product and its SwiGLU on the device (``llm_swiglu`` on the product's output buffer):
+        only the SwiGLU output comes back."""
+        x = np.asarray(x, dtype=np.int64)
+        if x.size and (int(x.min()) < I32_MIN or int(x.max()) > I32_MAX):  # never in generate: inputs are sat32
+            return swiglu_halves(numpy_mm(model)(x, names))
+        t0 = time.perf_counter()
+        yd, (t, o) = self._product(dm, x, names)
+        f = o // 2
+        swd = self._buf("sw", 4 * t * f)
+        block, grid = swiglu_launch(t, f)
+        self._fn("llm_swiglu").prepared_call(grid, block, yd, self._exp_table(), swd, t, f, int(fx.exp_tables()[2]))
+        sw = np.empty((t, f), dtype=np.int32)
+        self.backend._drv.memcpy_dtoh(sw, swd)
+        self.timings["matmul_s"] += time.perf_counter() - t0
+        self.timings["calls"] += 1
+        return sw.astype(np.int64)
+
+    def _product(self, dm: _DeviceModel, x: np.ndarray, names: tuple[str, ...]) -> tuple[Any, tuple[int, int]]:
+        """Upload ``x`` (int32-range rows) and run quant + matmul into the ``y`` scratch buffer (not read back)."""
         qd, ud, md, (o, g) = dm.mats[names]
         t, k = x.shape
         kp = g * GROUP
         drv = self.backend._drv
-        t0 = time.perf_counter()
         xd = self._buf("x", 4 * t * k)
         ad, sd, yd = self._buf("a", 2 * t * kp), self._buf("s", 4 * t), self._buf("y", 4 * t * o)
         drv.memcpy_htod(xd, np.ascontiguousarray(x, dtype=np.int32))
@@ -361,11 +409,7 @@ class PyCudaLlm:
         self._fn("llm_quant_rows").prepared_call(grid, block, xd, ad, sd, k, kp, fx.QBITS)
         block, grid = matmul_launch(t, o)
         self._fn("llm_matmul_q8").prepared_call(grid, block, ad, sd, qd, ud, md, yd, t, o, g)
-        y = np.empty((t, o), dtype=np.int32)
-        drv.memcpy_dtoh(y, yd)
-        self.timings["matmul_s"] += time.perf_counter() - t0
-        self.timings["calls"] += 1
-        return y.astype(np.int64)
+        return yd, (t, o)
 
     def _exp_table(self) -> Any:
         if self._exp_d is None:
@@ -450,7 +494,8 @@ class PyCudaLlm:
             try:
                 attn = None if kv is None else partial(self._attention, kv)
                 return generate_with(model, prompt_ids, max_new_tokens, sampling, stop_ids,
-                                     lambda x, names: self._mm(model, dm, x, names), record, on_token, attn)
+                                     lambda x, names: self._mm(model, dm, x, names), record, on_token, attn,
+                                     lambda x, names: self._gate_up(model, dm, x, names))
             finally:
                 if kv is not None:
                     kv.free()
@@ -493,6 +538,6 @@ def llm_self_test(engine: PyCudaLlm, *, cfg: LlamaConfig = SELFTEST_CFG, seed: i
 
 
 __all__ = [
-    "ARG_FORMATS", "ATTN_MAX_HD", "KERNELS", "PackedMat", "attention_constants", "attention_launch", "pack_kv_rows", "PyCudaLlm", "SELFTEST_CFG", "generate_with", "llm_self_test", "mat_keys",
+    "ARG_FORMATS", "ATTN_MAX_HD", "KERNELS", "PackedMat", "attention_constants", "attention_launch", "pack_kv_rows", "swiglu_launch", "PyCudaLlm", "SELFTEST_CFG", "generate_with", "llm_self_test", "mat_keys",
     "matmul_launch", "numpy_mm", "pack_q8r", "padded_k", "quant_launch", "random_model_bytes", "trace_mismatch",
 ]

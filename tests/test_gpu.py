@@ -961,7 +961,18 @@ static std::vector<char> slurp(const char* p) {
 static void dump(const char* p, const void* d, size_t n) { FILE* f = fopen(p, "wb"); fwrite(d, 1, n, f); fclose(f); }
 // llm_mm T O K G bits x.bin q.bin u.bin m.bin y.bin a.bin s.bin
 // llm_mm attn T nkv grp hd n_s c ln2 q.bin pos.bin kv.bin exp.bin out.bin
+// llm_mm swiglu T F ln2 gu.bin exp.bin sw.bin
 int main(int, char** argv) {
+    if (std::string(argv[1]) == "swiglu") {
+        int T = atoi(argv[2]), F = atoi(argv[3]);
+        long long ln2 = atoll(argv[4]);
+        auto GU = slurp(argv[5]), E = slurp(argv[6]);
+        std::vector<int> sw((size_t)T * F);
+        launch({(unsigned)((T * F + 255) / 256), 1, 1}, {256, 1, 1}, [&] {
+            llm_swiglu((const int*)GU.data(), (const long long*)E.data(), sw.data(), T, F, ln2); });
+        dump(argv[7], sw.data(), 4 * sw.size());
+        return 0;
+    }
     if (std::string(argv[1]) == "attn") {
         int T = atoi(argv[2]), nkv = atoi(argv[3]), grp = atoi(argv[4]), hd = atoi(argv[5]), ns = atoi(argv[6]);
         long long c = atoll(argv[7]), ln2 = atoll(argv[8]);
@@ -1092,6 +1103,27 @@ def test_llm_attention_on_cpu_emulator_matches_numpy(llm_emulator: Path) -> None
                        check=True, timeout=120)
         got = np.fromfile(d / "aout.bin", np.int64).reshape(t, -1)
         assert np.array_equal(got, want), (nkv, grp, hd, n_prev, t, scale)
+
+
+def test_llm_swiglu_on_cpu_emulator_matches_numpy(llm_emulator: Path) -> None:
+    """``llm_swiglu`` against generate's ``_swiglu`` on random and extreme gate/up values (int32 limits,
+    zero, ±1, values where the product saturates)."""
+    from state.llm import fixed as fx
+    from state.llm.generate import swiglu_halves
+
+    rng = np.random.default_rng(6)
+    edge = np.array([fx.I32_MIN, fx.I32_MIN + 1, -(1 << 20), -1, 0, 1, 1 << 20, fx.I32_MAX], dtype=np.int64)
+    for t, f in ((1, 1), (3, 37), (2, 300)):
+        gu = rng.integers(fx.I32_MIN, fx.I32_MAX, (t, 2 * f), dtype=np.int64, endpoint=True)
+        gu[:, : min(f, 8)] = edge[: min(f, 8)]
+        gu[-1, f : f + min(f, 8)] = edge[::-1][: min(f, 8)]
+        d = llm_emulator
+        gu.astype(np.int32).tofile(d / "gu.bin")
+        fx._exp_r16_table().astype(np.int64).tofile(d / "sexp.bin")
+        subprocess.run([str(d / "emu"), "swiglu", str(t), str(f), str(int(fx.exp_tables()[2])), str(d / "gu.bin"),
+                        str(d / "sexp.bin"), str(d / "sw.bin")], check=True, timeout=60)
+        got = np.fromfile(d / "sw.bin", np.int32).reshape(t, f).astype(np.int64)
+        assert np.array_equal(got, swiglu_halves(gu)), (t, f)
 
 
 def test_llm_generation_on_cpu_emulator_is_bit_exact(llm_emulator: Path) -> None:

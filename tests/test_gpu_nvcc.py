@@ -40,6 +40,7 @@ LAUNCHES: dict[str, dict[str, int]] = {
         "llm_quant_rows": llm_cuda.quant_launch(1)[0][0],
         "llm_matmul_q8": llm_cuda.matmul_launch(1, 1)[0][0],
         "llm_attention": llm_cuda.attention_launch(1, 1, 1)[0][0],
+        "llm_swiglu": llm_cuda.swiglu_launch(1, 1)[0][0],
     },
 }
 VARIANTS = [(m, ()) for m in NAMES] + [(m, ()) for m in OPTIONAL] + [("llm", ("-DLLM_PLAIN_MAC",))]

@@ -273,3 +273,25 @@ llm_attention(const int* __restrict__ q, const int* __restrict__ pos, const int*
         o[k] = llm_floordiv(num + d / 2, d);
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// SwiGLU of the stacked gate/up product (state/llm/generate.py::_swiglu), bit-exact: gu int32 [T][2F] (gate
+// then up, as llm_matmul_q8 wrote them), sw int32 [T][F] = sat32(round_shift(silu_q16(g) * u, 16)) with
+// silu_q16(g) = round_shift(g * sigmoid_q30(g), 30), sigmoid_q30(g) = round_div(g >= 0 ? 2**60 : e * 2**30,
+// 2**30 + e), e = exp_q30(-|g|). grid = ceil(T * F / 256), block = 256.
+extern "C" __global__ void __launch_bounds__(LLM_THREADS)
+llm_swiglu(const int* __restrict__ gu, const llm_i64* __restrict__ exp_t, int* __restrict__ sw, int T, int F,
+           llm_i64 ln2)
+{
+    const size_t i = (size_t)blockIdx.x * LLM_THREADS + threadIdx.x;
+    if (i >= (size_t)T * F) return;
+    const size_t t = i / F, f = i - t * F;
+    const llm_i64 g = gu[t * 2 * F + f], u = gu[t * 2 * F + F + f];
+    const llm_i64 e = llm_exp_q30(g < 0 ? g : -g, exp_t, ln2);
+    const llm_i64 den = e + (1LL << 30);
+    llm_i64 num = g >= 0 ? (1LL << 60) : (e << 30);
+    num = (num + (den >> 1)) / den;  // both positive: floor
+    num = (num * g + (1LL << 29)) >> 30;
+    num = (num * u + (1LL << 15)) >> 16;
+    sw[i] = llm_sat32(num);
+}

@@ -387,6 +387,10 @@ MatMul = Callable[[np.ndarray, tuple[str, ...]], np.ndarray]
 #: (``gpu/llm_cuda.py``) passes its own, which must give the same bits.
 Attention = Callable[[int, np.ndarray, np.ndarray, "_Cache", int], np.ndarray]
 
+#: The gate/up product of a layer followed by SwiGLU: ``(x [T, dim], (gate, up) tensor names)`` -> int64
+#: [T, ffn_dim], as :func:`_swiglu` of the two halves of ``mm(x, names)``. Another backend passes its own.
+GateUpSwiGLU = Callable[[np.ndarray, tuple[str, ...]], np.ndarray]
+
 
 def numpy_matmul(model: IntModel) -> MatMul:
     """The NumPy :data:`MatMul` of ``model`` (:func:`mat_q8` on its cached BLAS layouts)."""
@@ -459,6 +463,12 @@ def _swiglu(g: np.ndarray, u: np.ndarray) -> np.ndarray:
     return _sat_inplace(num)
 
 
+def swiglu_halves(gu: np.ndarray) -> np.ndarray:
+    """:func:`_swiglu` of a stacked gate/up product ``gu`` int64 [T, 2 * ffn_dim] (gate first)."""
+    f = gu.shape[1] // 2
+    return _swiglu(gu[:, :f], gu[:, f:])
+
+
 def _norm1(cfg: LlamaConfig, h: np.ndarray, gain: np.ndarray) -> np.ndarray:
     """``sat32(k_norm(cfg, h, gain))`` (int64) of one row ``h`` [1, d] in the int32 range: the operations
     of :func:`fixed.rmsnorm_q16` with Python-int scalars."""
@@ -502,6 +512,7 @@ def _forward(
     rec: dict[StepId, np.ndarray] | None,
     mm: MatMul,
     attn: Attention | None = None,
+    gate_up: GateUpSwiGLU | None = None,
 ) -> np.ndarray:
     """Run positions ``pos`` (contiguous, after those in ``cache``); returns the final residual [T, dim]."""
     cfg = model.cfg
@@ -539,8 +550,11 @@ def _forward(
         o = mm(att, (p + "attn_output",))
         h1 = _sat(h + o)
         x2 = _norm1(cfg, h1, model.gain64(p + "ffn_norm")) if one else _i64(k_norm(cfg, h1, model.gain(p + "ffn_norm")))
-        gu = mm(x2, (p + "ffn_gate", p + "ffn_up"))
-        sw = _swiglu(gu[:, : cfg.ffn_dim], gu[:, cfg.ffn_dim :])
+        if gate_up is None:
+            gu = mm(x2, (p + "ffn_gate", p + "ffn_up"))
+            sw = _swiglu(gu[:, : cfg.ffn_dim], gu[:, cfg.ffn_dim :])
+        else:
+            sw = gate_up(x2, (p + "ffn_gate", p + "ffn_up"))
         dn = mm(sw, (p + "ffn_down",))
         h2 = _sat(h1 + dn)
         if rec is not None:
@@ -625,11 +639,12 @@ def generate(
     mm: MatMul | None = None,
     on_token: Callable[[int], None] | None = None,
     attn: Attention | None = None,
+    gate_up: GateUpSwiGLU | None = None,
 ) -> tuple[list[int], Trace]:
     """Generate up to ``max_new_tokens`` tokens after ``prompt_ids`` (stopping after a token of
     ``stop_ids``); returns ``(new tokens, trace)``. With ``record=False`` the trace stays empty. ``mm``
-    replaces the NumPy matrix products and ``attn`` the attention (same bits required: see :data:`MatMul`,
-    :data:`Attention`). ``on_token`` is called
+    replaces the NumPy matrix products, ``attn`` the attention and ``gate_up`` the gate/up product with its
+    SwiGLU (same bits required: see :data:`MatMul`, :data:`Attention`, :data:`GateUpSwiGLU`). ``on_token`` is called
     with each new token before the next forward pass; whatever it raises stops the generation (a
     miner's deadline)."""
     cfg = model.cfg
@@ -643,7 +658,7 @@ def generate(
     trace = Trace(cfg, n)
     rec = trace.outputs if record else None
     cache = _Cache(cfg)
-    h = _forward(model, np.array(prompt_ids, dtype=np.int64), np.arange(n, dtype=np.int64), cache, rec, mm, attn)
+    h = _forward(model, np.array(prompt_ids, dtype=np.int64), np.arange(n, dtype=np.int64), cache, rec, mm, attn, gate_up)
     t = n - 1
     out: list[int] = []
     while True:
@@ -654,7 +669,7 @@ def generate(
         if on_token is not None:
             on_token(tok)
         t += 1
-        h = _forward(model, np.array([tok], dtype=np.int64), np.array([t], dtype=np.int64), cache, rec, mm, attn)
+        h = _forward(model, np.array([tok], dtype=np.int64), np.array([t], dtype=np.int64), cache, rec, mm, attn, gate_up)
     trace.n_positions = t + 1
     return out, trace
 

@@ -64,7 +64,7 @@ std::map<std::string, Launcher*>& kernels() {
         {"matmul_u32", launcher(matmul_u32)}, {"sgemm_bias_act", launcher(sgemm_bias_act)},
         {"hash_chain", launcher(hash_chain)},
         {"llm_quant_rows", launcher(llm_quant_rows)}, {"llm_matmul_q8", launcher(llm_matmul_q8)},
-        {"llm_attention", launcher(llm_attention)},
+        {"llm_attention", launcher(llm_attention)}, {"llm_swiglu", launcher(llm_swiglu)},
     };
     return t;
 }
