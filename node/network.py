@@ -459,9 +459,12 @@ class TxGossip:
         flush_interval: float = 0.05,
         max_batch: int = 2_000,
         max_batch_bytes: int = 2 << 20,
+        on_batch: Callable[[Sequence[bytes]], None] | None = None,
     ) -> None:
+        """``on_batch(raws)``: told of every batch peers gossip, before it is submitted (the stem's embargo)."""
         self.p2p = p2p
         self.submit = submit
+        self.on_batch = on_batch
         p2p.register_topic("tx", _check_tx_batch_async, require_cbor=False)  # decode_batch is strict
         self._batcher = GossipBatcher(
             p2p, "tx", max_items=max_batch, max_bytes=max_batch_bytes, max_delay=flush_interval
@@ -490,6 +493,8 @@ class TxGossip:
                     raws = _decode_tx_batch(data)
             except DecodeError:
                 continue
+            if self.on_batch is not None:
+                self.on_batch(raws)
             results = await self.submit(raws)
             # what an honest forwarder never relays: it checked signatures and bodies (an anonymous bid's
             # proof and sender are part of its checks) before gossiping them. State-dependent refusals

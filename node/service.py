@@ -315,7 +315,8 @@ class Node:
             stem_provider=self._on_stem,
         )
         transport = P2PConsensusTransport(self.p2p, self.genesis.chain_id, node=self)
-        self.tx_gossip = TxGossip(self.p2p, lambda raws: self.submit_raw(raws, gossip=False))
+        self.tx_gossip = TxGossip(self.p2p, lambda raws: self.submit_raw(raws, gossip=False),
+                                  on_batch=lambda raws: self.stem.seen(raws) if self.stem is not None else None)
         self.stem = StemRelay(self.p2p, lambda raws: self.submit_raw(raws, gossip=False), self.tx_gossip.queue,
                               lambda h: self.mempool is not None and h in self.mempool, self.metrics)
         await nursery.start(self.p2p.run)

@@ -8,8 +8,9 @@ leaves by the *stem*: it is handed to one random connected peer over ``/aitbc/<c
 accepts a stem transaction (the normal submission checks, ``Node.submit_raw`` without gossip) either
 *fluffs* it — gossips it under its own id — with probability :data:`FLUFF_PROBABILITY`, or passes it on the
 stem to another random peer (never back to the one it came from). Every node on the path keeps an
-*embargo*: a transaction still pending after :data:`EMBARGO_S` is fluffed by that node itself, so a peer
-that swallows it delays it, never loses it. A peer refusing it (``already_known``: it went round) makes the
+*embargo*: a transaction still pending after :data:`EMBARGO_S` that it has not received as gossip from a
+peer (Dandelion++'s rule: nobody fluffed it) is fluffed by that node itself, so a peer that swallows it
+delays it, never loses it — and an origin whose bid was fluffed by others never gossips it itself. A peer refusing it (``already_known``: it went round) makes the
 sender fluff at once. Stem requests carry only sponsored kinds; a provably invalid one costs the sender
 score, as in gossip.
 
@@ -20,6 +21,7 @@ surrounding a node, can still correlate timing (docs/market-threat-model.md).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -108,6 +110,13 @@ class StemRelay:
         else:
             self._spawn(self._forward, raw, peer_id, "relayed")
         return None
+
+    def seen(self, raws: Sequence[bytes]) -> None:
+        """Transactions that reached us as gossip from a peer: their embargo ends (someone fluffed them)."""
+        if not self._embargo:
+            return
+        for raw in raws:
+            self._embargo.pop(hashlib.sha256(raw).digest(), None)  # a transaction's hash is sha256(raw)
 
     # -- internals ------------------------------------------------------------------------------------
     async def _forward(self, raw: bytes, came_from: str | None, event: str) -> None:

@@ -87,6 +87,30 @@ async def test_a_swallowed_transaction_is_gossiped_by_its_origin_after_the_embar
         n.cancel_scope.cancel()
 
 
+async def test_an_origin_never_gossips_a_transaction_that_came_back_as_gossip(short_embargo: None) -> None:
+    """Dandelion++'s embargo rule: once the transaction reached the origin as a peer's gossip (someone fluffed
+    it), the origin's embargo is over and it never gossips the transaction under its own peer id."""
+
+    async def swallow(peer: str, raw: bytes) -> None:
+        return None
+
+    origin = Harness()
+    a, _ = make_service(1)
+    relay = StemRelay(a, origin.submit, origin.fluff, lambda h: True)
+    async with trio.open_nursery() as n:
+        await n.start(a.run)
+        await n.start(relay.run)
+        h, _ = make_service(2, bootstrap=a.listen_addrs(), stem_provider=swallow)
+        await n.start(h.run)
+        await wait_until(lambda: handshaken(a, h), what="handshake")
+        tx = _anon_tx(4)
+        relay.send_own([tx.raw])
+        await wait_until(lambda: tx.hash in relay._embargo, what="under embargo after the hand-off")
+        relay.seen([b"another transaction", tx.raw])  # what TxGossip reports of a peer's batch
+        assert tx.hash not in relay._embargo and origin.fluffed == []
+        n.cancel_scope.cancel()
+
+
 async def test_a_refused_transaction_is_gossiped_at_once_and_nothing_waits_without_peers(short_embargo: None) -> None:
     origin, peer_side = Harness(), Harness(refuse="already_known")
     a, _ = make_service(1)
