@@ -11,6 +11,8 @@ anything else loses score.
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -64,10 +66,13 @@ def test_only_sponsored_kinds_travel_by_the_stem() -> None:
     assert not is_stemmed(Transaction.create(KEY, CHAIN, TX_TRANSFER, 0, 10, {"to": KEY.public_key, "amount": 1}))
 
 
-async def test_a_swallowed_transaction_is_gossiped_by_its_origin_after_the_embargo(short_embargo: None) -> None:
+@asynccontextmanager
+async def origin_with_a_swallowing_peer() -> AsyncIterator[tuple[StemRelay, Harness, list[bytes]]]:
+    """An origin whose only peer takes every stem transaction and does nothing with it:
+    ``(the origin's relay, its harness, what the peer swallowed)``."""
     swallowed: list[bytes] = []
 
-    async def swallow(peer: str, raw: bytes) -> None:  # a hostile peer: takes it and does nothing
+    async def swallow(peer: str, raw: bytes) -> None:  # a hostile peer
         swallowed.append(raw)
 
     origin = Harness()
@@ -79,36 +84,28 @@ async def test_a_swallowed_transaction_is_gossiped_by_its_origin_after_the_embar
         h, _ = make_service(2, bootstrap=a.listen_addrs(), stem_provider=swallow)
         await n.start(h.run)
         await wait_until(lambda: handshaken(a, h), what="handshake")
+        yield relay, origin, swallowed
+        n.cancel_scope.cancel()
+
+
+async def test_a_swallowed_transaction_is_gossiped_by_its_origin_after_the_embargo(short_embargo: None) -> None:
+    async with origin_with_a_swallowing_peer() as (relay, origin, swallowed):
         raw = _anon_tx(1).raw
         relay.send_own([raw])
         await wait_until(lambda: swallowed == [raw], what="handed to the only peer")
         assert origin.fluffed == []  # not gossiped by its origin at once
         await wait_until(lambda: origin.fluffed == [raw], limit=5, what="gossiped after the embargo")
-        n.cancel_scope.cancel()
 
 
 async def test_an_origin_never_gossips_a_transaction_that_came_back_as_gossip(short_embargo: None) -> None:
     """Dandelion++'s embargo rule: once the transaction reached the origin as a peer's gossip (someone fluffed
     it), the origin's embargo is over and it never gossips the transaction under its own peer id."""
-
-    async def swallow(peer: str, raw: bytes) -> None:
-        return None
-
-    origin = Harness()
-    a, _ = make_service(1)
-    relay = StemRelay(a, origin.submit, origin.fluff, lambda h: True)
-    async with trio.open_nursery() as n:
-        await n.start(a.run)
-        await n.start(relay.run)
-        h, _ = make_service(2, bootstrap=a.listen_addrs(), stem_provider=swallow)
-        await n.start(h.run)
-        await wait_until(lambda: handshaken(a, h), what="handshake")
+    async with origin_with_a_swallowing_peer() as (relay, origin, swallowed):
         tx = _anon_tx(4)
         relay.send_own([tx.raw])
-        await wait_until(lambda: tx.hash in relay._embargo, what="under embargo after the hand-off")
+        await wait_until(lambda: swallowed == [tx.raw] and tx.hash in relay._embargo, what="handed off, embargoed")
         relay.seen([b"another transaction", tx.raw])  # what TxGossip reports of a peer's batch
         assert tx.hash not in relay._embargo and origin.fluffed == []
-        n.cancel_scope.cancel()
 
 
 async def test_a_refused_transaction_is_gossiped_at_once_and_nothing_waits_without_peers(short_embargo: None) -> None:

@@ -58,34 +58,50 @@ __device__ __forceinline__ int llm_dot4(int a01, int a23, int w, int c)
 #endif
 }
 
+// The maximum (or the sum) of every thread's v, through red (LLM_THREADS int64 of shared memory); every
+// thread gets it. Call from every thread of the block: it synchronises the block.
+__device__ llm_i64 llm_block_reduce(llm_i64 v, llm_i64* red, bool sum)
+{
+    const int tid = threadIdx.x;
+    red[tid] = v;
+    __syncthreads();
+    for (int w = LLM_THREADS / 2; w > 0; w >>= 1) {
+        if (tid < w) red[tid] = sum ? red[tid] + red[tid + w] : (red[tid + w] > red[tid] ? red[tid + w] : red[tid]);
+        __syncthreads();
+    }
+    const llm_i64 r = red[0];
+    __syncthreads();
+    return r;
+}
+
+// max |x[k]| over k < n, by the whole block (see llm_block_reduce)
+__device__ llm_i64 llm_block_max_abs(const int* __restrict__ x, int n, llm_i64* red)
+{
+    llm_i64 mx = 0;
+    for (int k = threadIdx.x; k < n; k += LLM_THREADS) {
+        llm_i64 v = x[k];
+        v = v < 0 ? -v : v;
+        mx = v > mx ? v : mx;
+    }
+    return llm_block_reduce(mx, red, false);
+}
+
+// fixed.quant_shift's exponent for a vector of largest magnitude mx: clamp(bit_length(mx) - bits, -16, 48)
+__device__ __forceinline__ int llm_quant_exp(llm_i64 mx, int bits)
+{
+    const int s = llm_bit_length((llm_u64)mx) - bits;
+    return s < -16 ? -16 : (s > 48 ? 48 : s);
+}
+
 // grid = (T), block = 256
 extern "C" __global__ void __launch_bounds__(LLM_THREADS)
 llm_quant_rows(const int* __restrict__ x, short* __restrict__ a, int* __restrict__ s_out, int K, int Kp, int bits)
 {
     __shared__ llm_i64 red[LLM_THREADS];
-    __shared__ int shift;
     const int t = blockIdx.x, tid = threadIdx.x;
     const int* xr = x + (size_t)t * K;
-    llm_i64 mx = 0;
-    for (int k = tid; k < K; k += LLM_THREADS) {
-        llm_i64 v = xr[k];
-        v = v < 0 ? -v : v;
-        mx = v > mx ? v : mx;
-    }
-    red[tid] = mx;
-    __syncthreads();
-    for (int w = LLM_THREADS / 2; w > 0; w >>= 1) {
-        if (tid < w && red[tid + w] > red[tid]) red[tid] = red[tid + w];
-        __syncthreads();
-    }
-    if (tid == 0) {
-        int s = llm_bit_length((llm_u64)red[0]) - bits;
-        s = s < -16 ? -16 : (s > 48 ? 48 : s);
-        shift = s;
-        s_out[t] = s;
-    }
-    __syncthreads();
-    const int s = shift;
+    const int s = llm_quant_exp(llm_block_max_abs(xr, K, red), bits);
+    if (tid == 0) s_out[t] = s;
     short* ar = a + (size_t)t * Kp;
     for (int k = tid; k < Kp; k += LLM_THREADS)
         ar[k] = k < K ? (short)llm_round_shift((llm_i64)xr[k], s) : (short)0;
@@ -196,7 +212,6 @@ llm_attention(const int* __restrict__ q, const int* __restrict__ pos, const int*
 {
     __shared__ llm_i64 red[LLM_THREADS];
     __shared__ int qa[256];
-    __shared__ int sq_s;
     const int tid = threadIdx.x, r = blockIdx.x, h = blockIdx.y;
     const int t = r / grp, g = r - t * grp;
     const int head = h * grp + g, nh = nkv * grp;
@@ -206,24 +221,7 @@ llm_attention(const int* __restrict__ q, const int* __restrict__ pos, const int*
     llm_i64* e = scratch + ((size_t)h * gridDim.x + r) * n_s;
 
     // quant_shift of the query row (QBITS = 14)
-    llm_i64 mx = 0;
-    for (int k = tid; k < hd; k += LLM_THREADS) {
-        llm_i64 v = qr[k];
-        v = v < 0 ? -v : v;
-        mx = v > mx ? v : mx;
-    }
-    red[tid] = mx;
-    __syncthreads();
-    for (int s2 = LLM_THREADS / 2; s2 > 0; s2 >>= 1) {
-        if (tid < s2 && red[tid + s2] > red[tid]) red[tid] = red[tid + s2];
-        __syncthreads();
-    }
-    if (tid == 0) {
-        int s = llm_bit_length((llm_u64)red[0]) - 14;
-        sq_s = s < -16 ? -16 : (s > 48 ? 48 : s);
-    }
-    __syncthreads();
-    const int sq = sq_s;
+    const int sq = llm_quant_exp(llm_block_max_abs(qr, hd, red), 14);
     for (int k = tid; k < hd; k += LLM_THREADS) qa[k] = (int)llm_round_shift_np((llm_i64)qr[k], sq);
     __syncthreads();
 
@@ -240,14 +238,7 @@ llm_attention(const int* __restrict__ q, const int* __restrict__ pos, const int*
         e[j] = sc;
         best = sc > best ? sc : best;
     }
-    red[tid] = best;
-    __syncthreads();
-    for (int s2 = LLM_THREADS / 2; s2 > 0; s2 >>= 1) {
-        if (tid < s2 && red[tid + s2] > red[tid]) red[tid] = red[tid + s2];
-        __syncthreads();
-    }
-    const llm_i64 top = red[0];
-    __syncthreads();
+    const llm_i64 top = llm_block_reduce(best, red, false);
 
     // weights and their sum
     llm_i64 sum = 0;
@@ -257,13 +248,7 @@ llm_attention(const int* __restrict__ q, const int* __restrict__ pos, const int*
         e[j] = ej;
         sum += ej;
     }
-    red[tid] = sum;
-    __syncthreads();
-    for (int s2 = LLM_THREADS / 2; s2 > 0; s2 >>= 1) {
-        if (tid < s2) red[tid] += red[tid + s2];
-        __syncthreads();
-    }
-    const llm_i64 d = red[0];
+    const llm_i64 d = llm_block_reduce(sum, red, true);
 
     // out = round_div(sum_j e_j v_j, d)
     llm_i64* o = out + (size_t)t * nh * hd + (size_t)head * hd;
