@@ -240,7 +240,13 @@ def main(argv: list[str] | None = None) -> int:
                 skipped["pycuda"] = gpu.llm_reason
             else:
                 engine = gpu.llm
+                engine.timings.update(matmul_s=0.0, calls=0, attention_s=0.0)
                 r = _timed_generate(engine.generate, model, prompt, n_new)
+                # wall time inside the device calls (upload, launches, download) over the warm-up and timed
+                # runs; the rest of the pass is host NumPy (norms, RoPE, residuals, sampling, the trace)
+                r["device_call_s"] = {"products_and_swiglu": round(engine.timings["matmul_s"], 4),
+                                      "attention": round(engine.timings["attention_s"], 4),
+                                      "product_calls": int(engine.timings["calls"])}
                 toks = r.pop("tokens")
                 r["tokens_equal_numpy"] = None if ref_tokens is None else toks == ref_tokens
                 _, want = generate(model, prompt, min(n_new, 4))
