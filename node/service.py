@@ -318,7 +318,9 @@ class Node:
         self.tx_gossip = TxGossip(self.p2p, lambda raws: self.submit_raw(raws, gossip=False),
                                   on_batch=lambda raws: self.stem.seen(raws) if self.stem is not None else None)
         self.stem = StemRelay(self.p2p, lambda raws: self.submit_raw(raws, gossip=False), self.tx_gossip.queue,
-                              lambda h: self.mempool is not None and h in self.mempool, self.metrics)
+                              lambda h: self.mempool is not None and h in self.mempool, self.metrics,
+                              hold=lambda h: self.mempool.hold(h) if self.mempool is not None else None,
+                              release=lambda h: self.mempool.release(h) if self.mempool is not None else None)
         await nursery.start(self.p2p.run)
         await nursery.start(transport.run)
         await nursery.start(self.tx_gossip.run)

@@ -7,7 +7,8 @@ transactions. A sponsored transaction (``TxKind.sponsor``: ``anon_bid``) submitt
 leaves by the *stem*: it is handed to one random connected peer over ``/aitbc/<chain>/stem/1``. A peer that
 accepts a stem transaction (the normal submission checks, ``Node.submit_raw`` without gossip) either
 *fluffs* it — gossips it under its own id — with probability :data:`FLUFF_PROBABILITY`, or passes it on the
-stem to another random peer (never back to the one it came from). Every node on the path keeps an
+stem to another random peer (never back to the one it came from); while a transaction is on the stem the
+node keeps it out of the blocks it proposes (``Mempool.hold``). Every node on the path keeps an
 *embargo*: a transaction still pending after :data:`EMBARGO_S` that it has not received as gossip from a
 peer (Dandelion++'s rule: nobody fluffed it) is fluffed by that node itself, so a peer that swallows it
 delays it, never loses it — and an origin whose bid was fluffed by others never gossips it itself. A peer refusing it (``already_known``: it went round) makes the
@@ -62,13 +63,19 @@ class StemRelay:
         metrics: Any = None,
         *,
         rng: random.Random | None = None,
+        hold: Callable[[bytes], None] | None = None,
+        release: Callable[[bytes], None] | None = None,
     ) -> None:
         """``submit(raws)``: the node's checks without gossip; ``fluff(raws)``: gossip them;
-        ``pending(tx_hash)``: whether a transaction is still in the mempool (not committed, not dropped)."""
+        ``pending(tx_hash)``: whether a transaction is still in the mempool (not committed, not dropped);
+        ``hold``/``release(tx_hash)``: keep a transaction out of the blocks this node proposes while it is on
+        the stem (``Mempool.hold``), so a proposer on the path does not show it was there."""
         self.p2p = p2p
         self._submit = submit
         self._fluff = fluff
         self._pending = pending
+        self._hold_tx = hold or (lambda h: None)
+        self._release_tx = release or (lambda h: None)
         self._metrics = metrics
         self._rng = rng or random.SystemRandom()
         self._embargo: dict[bytes, tuple[float, bytes]] = {}  # tx hash -> (deadline, raw)
@@ -85,7 +92,9 @@ class StemRelay:
     def send_own(self, raws: Sequence[bytes]) -> None:
         """Put locally submitted (already accepted) sponsored transactions on the stem."""
         for raw in raws:
-            self._spawn(self._forward, bytes(raw), None, "sent")
+            raw = bytes(raw)
+            self._hold(hashlib.sha256(raw).digest(), raw)  # before any await: no block of ours takes it
+            self._spawn(self._forward, raw, None, "sent")
 
     # -- peers' stem transactions ---------------------------------------------------------------------
     async def on_stem(self, peer_id: str, raw: bytes) -> str | None:
@@ -108,6 +117,7 @@ class StemRelay:
         if self._rng.random() < FLUFF_PROBABILITY:
             self._do_fluff(tx.hash, raw, "fluffed")
         else:
+            self._hold(tx.hash, raw)
             self._spawn(self._forward, raw, peer_id, "relayed")
         return None
 
@@ -116,13 +126,14 @@ class StemRelay:
         if not self._embargo:
             return
         for raw in raws:
-            self._embargo.pop(hashlib.sha256(raw).digest(), None)  # a transaction's hash is sha256(raw)
+            h = hashlib.sha256(raw).digest()  # a transaction's hash is sha256(raw)
+            if self._embargo.pop(h, None) is not None:
+                self._release_tx(h)
 
     # -- internals ------------------------------------------------------------------------------------
     async def _forward(self, raw: bytes, came_from: str | None, event: str) -> None:
         """Hand ``raw`` to one random peer (not ``came_from``); fluff it when nobody takes it."""
-        tx_hash = Transaction.decode(raw).hash
-        self._hold(tx_hash, raw)
+        tx_hash = hashlib.sha256(raw).digest()
         peers = [p.peer_id for p in self.p2p.peers() if p.handshake == "ok" and p.peer_id != came_from]
         self._rng.shuffle(peers)
         for peer in peers[:2]:
@@ -139,6 +150,7 @@ class StemRelay:
         self._do_fluff(tx_hash, raw, "fluffed")
 
     def _hold(self, tx_hash: bytes, raw: bytes) -> None:
+        self._hold_tx(tx_hash)
         lo, hi = EMBARGO_S
         self._embargo[tx_hash] = (time.monotonic() + self._rng.uniform(lo, hi), raw)
         while len(self._embargo) > MAX_EMBARGOED:
@@ -148,6 +160,7 @@ class StemRelay:
 
     def _do_fluff(self, tx_hash: bytes, raw: bytes, event: str) -> None:
         self._embargo.pop(tx_hash, None)
+        self._release_tx(tx_hash)
         self._fluff([raw])
         self._count(event)
 
@@ -161,6 +174,7 @@ class StemRelay:
                         self._do_fluff(h, raw, "embargo")
                     else:
                         self._embargo.pop(h, None)
+                        self._release_tx(h)
             nxt = min((d for d, _ in self._embargo.values()), default=now + 60.0)
             self._wake = trio.Event()
             with trio.move_on_after(max(0.05, nxt - time.monotonic())):

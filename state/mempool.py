@@ -272,9 +272,23 @@ class Mempool:
         self._tails: list[tuple[int, int, bytes]] = []  # (fee, -seq, hash) of each sender's last pending tx
         self._qheap: list[tuple[int, float, int, bytes]] = []  # (fee, qtime, qstamp, hash) of queued txs
         self._deadlines: list[tuple[float, int, bytes]] = []  # (qtime, qstamp, hash) of queued txs
+        self._held: set[bytes] = set()  # pooled txs kept out of reap (a stem transaction not yet gossiped)
 
     # ------------------------------------------------------------------------------------------
     # Queries
+
+    def hold(self, tx_hash: bytes) -> None:
+        """Keep a pooled tx out of :meth:`reap` until :meth:`release` (or until it leaves the pool): a
+        stem transaction (``node/stem.py``) goes into no block this node proposes before it was gossiped."""
+        if tx_hash in self._by_hash:
+            self._held.add(tx_hash)
+
+    def release(self, tx_hash: bytes) -> None:
+        """End :meth:`hold` of a tx (nothing if it is not held)."""
+        self._held.discard(tx_hash)
+
+    def is_held(self, tx_hash: bytes) -> bool:
+        return tx_hash in self._held
 
     def get(self, tx_hash: bytes) -> Transaction | None:
         """The pooled transaction with this hash, if any (pending or queued)."""
@@ -552,6 +566,8 @@ class Mempool:
                 if misses >= _MAX_REAP_MISSES:
                     break
                 continue
+            if e.hash in self._held:  # ends its sender's run, as an unaffordable tx does
+                continue
             spent += e.cost
             if spent > s.balance:
                 continue
@@ -585,6 +601,7 @@ class Mempool:
         now = self._clock()
         self._view = view
         by_hash = self._by_hash
+        held = self._held
         get = by_hash.get
         senders = self._senders
         touches = self._touches
@@ -625,6 +642,7 @@ class Mempool:
                         continue  # listed twice in the block
                     del txs[e.nonce]
                     del by_hash[e.hash]
+                    held.discard(e.hash)
                     size += e.size
                     s.total_cost -= e.cost
                     gone.add(e.nonce)
@@ -643,6 +661,7 @@ class Mempool:
                 for n in nonces[:i]:
                     e = txs.pop(n)
                     del by_hash[e.hash]
+                    held.discard(e.hash)
                     size += e.size
                     s.total_cost -= e.cost
                     dropped.append(e.hash)
@@ -658,6 +677,7 @@ class Mempool:
                         for m in nonces[i:]:
                             e = txs.pop(m)
                             del by_hash[e.hash]
+                            held.discard(e.hash)
                             size += e.size
                             s.total_cost -= e.cost
                             dropped.append(e.hash)
@@ -722,6 +742,7 @@ class Mempool:
         self._tails.clear()
         self._qheap.clear()
         self._deadlines.clear()
+        self._held.clear()
         self._bytes = self._queued = self._qbytes = 0
         return n
 
@@ -782,6 +803,7 @@ class Mempool:
     def _swap(self, s: _Sender, old: _Entry, new: _Entry) -> None:
         """Put ``new`` in the place of ``old`` (same sender and nonce, same pending/queued state)."""
         del self._by_hash[old.hash]
+        self._held.discard(old.hash)
         self._by_hash[new.hash] = new
         n = new.nonce
         s.txs[n] = new
@@ -802,6 +824,7 @@ class Mempool:
         """Remove one pooled tx; a pending tx below the last one demotes those above it. Drops the
         sender once it has no txs left."""
         del self._by_hash[e.hash]
+        self._held.discard(e.hash)
         n = e.nonce
         txs = s.txs
         del txs[n]

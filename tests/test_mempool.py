@@ -280,6 +280,31 @@ def test_reap_nonce_order_within_sender_and_fee_priority_across() -> None:
     assert pool.reap(100, 10**6) == [c0, b0, b1, a0, a1, a2]
 
 
+def test_held_txs_stay_out_of_reap_until_released_and_leave_no_trace() -> None:
+    """A held tx (a stem transaction not yet gossiped) is pooled but not reaped, and ends its sender's run
+    there; release brings it back; leaving the pool (commit, replacement, flush) forgets the hold."""
+    pool, view = make()
+    a0, a1, b0, c0 = tx(A, 0, fee=5), tx(A, 1, fee=5), tx(B, 0, fee=9), tx(C, 0, fee=7)
+    for t in (a0, a1, b0, c0):
+        pool.add(t)
+    pool.hold(b0.hash)
+    pool.hold(a0.hash)
+    pool.hold(b"\x00" * 32)  # not pooled: nothing to hold
+    assert pool.reap(10, 10**6) == [c0] and b0.hash in pool and pool.is_held(b0.hash)
+    assert not pool.is_held(b"\x00" * 32)
+    pool.release(a0.hash)
+    assert pool.reap(10, 10**6) == [c0, a0, a1]
+    b0b = tx(B, 0, fee=20, amount=2)  # a replacement is a new tx: not held
+    assert pool.add(b0b) == [b0.hash] and not pool.is_held(b0b.hash)
+    pool.hold(c0.hash)
+    view.apply(c0)
+    pool.update([c0], view)
+    assert not pool.is_held(c0.hash)
+    pool.hold(a1.hash)
+    pool.flush()
+    assert not pool.is_held(a1.hash)
+
+
 def test_reap_equal_fee_uses_arrival_order() -> None:
     pool, _ = make()
     ts = [tx(k, 0, fee=7) for k in (C, A, D, B)]

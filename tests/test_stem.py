@@ -39,6 +39,7 @@ class Harness:
     def __init__(self, refuse: str | None = None) -> None:
         self.accepted: list[bytes] = []
         self.fluffed: list[bytes] = []
+        self.held: set[bytes] = set()
         self.refuse = refuse
 
     async def submit(self, raws: list[bytes]) -> list[SubmitResult]:
@@ -54,6 +55,12 @@ class Harness:
 
     def fluff(self, raws: list[bytes]) -> None:
         self.fluffed.extend(raws)
+
+    def hold(self, tx_hash: bytes) -> None:  # Mempool.hold: out of this node's blocks while on the stem
+        self.held.add(tx_hash)
+
+    def release(self, tx_hash: bytes) -> None:
+        self.held.discard(tx_hash)
 
 
 @pytest.fixture
@@ -77,7 +84,7 @@ async def origin_with_a_swallowing_peer() -> AsyncIterator[tuple[StemRelay, Harn
 
     origin = Harness()
     a, _ = make_service(1)
-    relay = StemRelay(a, origin.submit, origin.fluff, lambda h: True)
+    relay = StemRelay(a, origin.submit, origin.fluff, lambda h: True, hold=origin.hold, release=origin.release)
     async with trio.open_nursery() as n:
         await n.start(a.run)
         await n.start(relay.run)
@@ -90,11 +97,13 @@ async def origin_with_a_swallowing_peer() -> AsyncIterator[tuple[StemRelay, Harn
 
 async def test_a_swallowed_transaction_is_gossiped_by_its_origin_after_the_embargo(short_embargo: None) -> None:
     async with origin_with_a_swallowing_peer() as (relay, origin, swallowed):
-        raw = _anon_tx(1).raw
-        relay.send_own([raw])
-        await wait_until(lambda: swallowed == [raw], what="handed to the only peer")
+        tx = _anon_tx(1)
+        relay.send_own([tx.raw])
+        assert origin.held == {tx.hash}  # out of the origin's own blocks from the start
+        await wait_until(lambda: swallowed == [tx.raw], what="handed to the only peer")
         assert origin.fluffed == []  # not gossiped by its origin at once
-        await wait_until(lambda: origin.fluffed == [raw], limit=5, what="gossiped after the embargo")
+        await wait_until(lambda: origin.fluffed == [tx.raw], limit=5, what="gossiped after the embargo")
+        assert origin.held == set()
 
 
 async def test_an_origin_never_gossips_a_transaction_that_came_back_as_gossip(short_embargo: None) -> None:
@@ -104,8 +113,9 @@ async def test_an_origin_never_gossips_a_transaction_that_came_back_as_gossip(sh
         tx = _anon_tx(4)
         relay.send_own([tx.raw])
         await wait_until(lambda: swallowed == [tx.raw] and tx.hash in relay._embargo, what="handed off, embargoed")
+        assert origin.held == {tx.hash}
         relay.seen([b"another transaction", tx.raw])  # what TxGossip reports of a peer's batch
-        assert tx.hash not in relay._embargo and origin.fluffed == []
+        assert tx.hash not in relay._embargo and origin.fluffed == [] and origin.held == set()
 
 
 async def test_a_refused_transaction_is_gossiped_at_once_and_nothing_waits_without_peers(short_embargo: None) -> None:
