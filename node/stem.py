@@ -4,10 +4,11 @@ its origin's peer id.
 Gossip messages are signed by their author's peer key (``strict_signing``): a node that gossips its own
 anonymous bid names itself as the bid's origin, and the same peer id authors its miner's other
 transactions. A sponsored transaction (``TxKind.sponsor``: ``anon_bid``) submitted on this node therefore
-leaves by the *stem*: it is handed to one random connected peer over ``/aitbc/<chain>/stem/1``. A peer that
+leaves by the *stem*: it is handed to one connected peer over ``/aitbc/<chain>/stem/1``. A peer that
 accepts a stem transaction (the normal submission checks, ``Node.submit_raw`` without gossip) either
 *fluffs* it — gossips it under its own id — with probability :data:`FLUFF_PROBABILITY`, or passes it on the
-stem to another random peer (never back to the one it came from); while a transaction is on the stem the
+stem (never back to the one it came from) to the next hop fixed for its source this epoch (Dandelion++: two
+relays picked per :data:`EPOCH_S`, each source mapped to one of them); while a transaction is on the stem the
 node keeps it out of the blocks it proposes (``Mempool.hold``). Every node on the path keeps an
 *embargo*: a transaction still pending after :data:`EMBARGO_S` that it has not received as gossip from a
 peer (Dandelion++'s rule: nobody fluffed it) is fluffed by that node itself, so a peer that swallows it
@@ -41,6 +42,9 @@ FLUFF_PROBABILITY = 0.25  # per relay (Dandelion++ uses 0.1 on large networks; p
 EMBARGO_S = (6.0, 12.0)  # a transaction still pending this long after we relayed it is fluffed by us
 MAX_EMBARGOED = 1024  # transactions under embargo at once (the oldest is fluffed early beyond this)
 STEM_PENALTY = 5.0  # score points for a stem transaction that no honest peer could have relayed
+EPOCH_S = 600.0  # Dandelion++ epoch: the stem relays and each source's next hop are kept this long
+RELAYS_PER_EPOCH = 2
+MAX_ROUTES = 256  # sources remembered per epoch
 _NEVER_RELAYED = frozenset({"bad_signature", "malformed", "invalid_body", "not_sponsored"})
 
 
@@ -79,6 +83,9 @@ class StemRelay:
         self._metrics = metrics
         self._rng = rng or random.SystemRandom()
         self._embargo: dict[bytes, tuple[float, bytes]] = {}  # tx hash -> (deadline, raw)
+        self._epoch_end = 0.0  # time.monotonic() when the stem relays are picked again
+        self._relays: list[str] = []
+        self._routes: dict[str | None, str] = {}  # source peer (None: ours) -> next hop, this epoch
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
 
@@ -135,8 +142,10 @@ class StemRelay:
         """Hand ``raw`` to one random peer (not ``came_from``); fluff it when nobody takes it."""
         tx_hash = hashlib.sha256(raw).digest()
         peers = [p.peer_id for p in self.p2p.peers() if p.handshake == "ok" and p.peer_id != came_from]
-        self._rng.shuffle(peers)
-        for peer in peers[:2]:
+        first = self._route(came_from, peers)
+        rest = [p for p in peers if p != first]
+        self._rng.shuffle(rest)
+        for peer in ([first] if first is not None else []) + rest[:1]:
             try:
                 refused = await self.p2p.send_stem(peer, raw)
             except Exception as exc:  # unreachable, timeout, malformed answer: the next peer
@@ -148,6 +157,31 @@ class StemRelay:
             log.debug("stem to %s refused: %s", peer, refused)
             break  # it has it already, or will not take it: do not walk the network with it
         self._do_fluff(tx_hash, raw, "fluffed")
+
+    def _route(self, came_from: str | None, peers: list[str]) -> str | None:
+        """The next hop for transactions from ``came_from`` (None: our own) this epoch: Dandelion++ fixes it
+        per source for :data:`EPOCH_S` (one of at most two relays picked for the epoch), so repeated stem
+        transactions do not spread over every peer (which would let peers intersect their views)."""
+        now = time.monotonic()
+        if now >= self._epoch_end:
+            self._epoch_end = now + EPOCH_S
+            self._relays = []
+            self._routes = {}
+        live = set(peers)
+        self._relays = [r for r in self._relays if r in live or r == came_from]
+        pool = [p for p in peers if p not in self._relays]
+        self._rng.shuffle(pool)
+        while len(self._relays) < RELAYS_PER_EPOCH and pool:
+            self._relays.append(pool.pop())
+        hop = self._routes.get(came_from)
+        if hop not in live:
+            choices = [r for r in self._relays if r in live]
+            hop = self._rng.choice(choices) if choices else None
+            if hop is not None:
+                if len(self._routes) >= MAX_ROUTES:
+                    self._routes.pop(next(iter(self._routes)))
+                self._routes[came_from] = hop
+        return hop
 
     def _hold(self, tx_hash: bytes, raw: bytes) -> None:
         self._hold_tx(tx_hash)
@@ -199,4 +233,4 @@ class StemRelay:
 
 STEM_EVENTS = ("sent", "received", "relayed", "fluffed", "embargo", "refused")
 
-__all__ = ["EMBARGO_S", "FLUFF_PROBABILITY", "STEM_EVENTS", "StemRelay", "is_stemmed"]
+__all__ = ["EMBARGO_S", "EPOCH_S", "FLUFF_PROBABILITY", "STEM_EVENTS", "StemRelay", "is_stemmed"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -142,27 +143,40 @@ async def test_a_refused_transaction_is_gossiped_at_once_and_nothing_waits_witho
         n.cancel_scope.cancel()
 
 
-async def test_a_relay_passes_it_on_never_back_and_refuses_other_kinds(short_embargo: None) -> None:
-    """B hands a tx to R; R (its coin says: relay) passes it to C, not back to B; C (its coin says: fluff)
-    gossips it. A transfer sent on the stem is refused and costs B score."""
-    sides = {name: Harness() for name in "brc"}
-    svc = {}
-    relays = {}
-    coins = {"b": random.Random(1), "r": random.Random(1), "c": random.Random(1)}
-    coins["r"].random = lambda: 0.99  # type: ignore[method-assign]  # relay, never fluff
-    coins["c"].random = lambda: 0.0  # type: ignore[method-assign]  # fluff at once
+@asynccontextmanager
+async def star(leaves: str) -> AsyncIterator[tuple[dict[str, Any], dict[str, Harness]]]:
+    """Relay R with the ``leaves`` (one letter each) connected to it: R's coin always says relay, the
+    leaves' always say fluff. Yields the services and harnesses by letter."""
+    names = "r" + leaves
+    sides = {name: Harness() for name in names}
+    svc: dict[str, Any] = {}
+    relays: dict[str, StemRelay] = {}
+    coins = {name: random.Random(i) for i, name in enumerate(names)}
+    for name in names:
+        coins[name].random = (lambda: 0.99) if name == "r" else (lambda: 0.0)  # type: ignore[method-assign]
+
     def provider(name: str):
         return lambda peer, raw: relays[name].on_stem(peer, raw)
 
     async with trio.open_nursery() as n:
-        for name, seed in (("r", 3), ("b", 4), ("c", 5)):
+        for i, name in enumerate(names):
             boot = svc["r"].listen_addrs() if name != "r" else []
-            s = svc[name] = make_service(seed, bootstrap=boot, stem_provider=provider(name))[0]
+            s = svc[name] = make_service(3 + i, bootstrap=boot, stem_provider=provider(name))[0]
             relays[name] = StemRelay(s, sides[name].submit, sides[name].fluff, lambda h: True, rng=coins[name])
             await n.start(s.run)
             await n.start(relays[name].run)
+        leaf = [svc[x] for x in leaves]
+        await wait_until(lambda: handshaken(svc["r"], *leaf) and all(handshaken(x, svc["r"]) for x in leaf),
+                         what="a star around R")
+        yield svc, sides
+        n.cancel_scope.cancel()
+
+
+async def test_a_relay_passes_it_on_never_back_and_refuses_other_kinds(short_embargo: None) -> None:
+    """B hands a tx to R; R (its coin says: relay) passes it to C, not back to B; C (its coin says: fluff)
+    gossips it. A transfer sent on the stem is refused and costs B score."""
+    async with star("bc") as (svc, sides):
         r = svc["r"]
-        await wait_until(lambda: handshaken(r, svc["b"], svc["c"]) and handshaken(svc["b"], r), what="star around R")
         raw = _anon_tx(3).raw
         assert await svc["b"].send_stem(r.peer_id, raw) is None
         await wait_until(lambda: sides["c"].fluffed == [raw], what="C gossips it")
@@ -171,4 +185,20 @@ async def test_a_relay_passes_it_on_never_back_and_refuses_other_kinds(short_emb
         assert await svc["b"].send_stem(r.peer_id, transfer) == "not_sponsored"
         assert r.score(svc["b"].peer_id) < 0
         assert await svc["b"].send_stem(r.peer_id, b"\x00garbage") == "malformed"
-        n.cancel_scope.cancel()
+
+
+async def test_a_relay_sends_each_source_to_one_next_hop_per_epoch(short_embargo: None) -> None:
+    """Dandelion++'s per-epoch routes: two transactions from B take the same next hop, one of R's two relays
+    for the epoch; a transaction from that hop goes elsewhere (never back)."""
+    async with star("bcd") as (svc, sides):
+        r = svc["r"]
+        for i in (5, 6):
+            assert await svc["b"].send_stem(r.peer_id, _anon_tx(i).raw) is None
+        got = lambda name: [Transaction.decode(x).hash for x in sides[name].accepted]  # noqa: E731
+        await wait_until(lambda: len(got("c")) + len(got("d")) == 2, what="both relayed")
+        hop = "c" if got("c") else "d"
+        assert len(got(hop)) == 2  # one next hop for B's transactions this epoch
+        assert await svc[hop].send_stem(r.peer_id, _anon_tx(7).raw) is None
+        other = "d" if hop == "c" else "c"
+        await wait_until(lambda: _anon_tx(7).hash in got(other) or _anon_tx(7).hash in got("b"), what="relayed on")
+        assert _anon_tx(7).hash not in got(hop)  # never back to where it came from
