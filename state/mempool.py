@@ -170,7 +170,7 @@ class _Entry:
     of the queued heaps carry it; an item whose stamp differs, or whose tx is pending now, is stale).
     """
 
-    __slots__ = ("tx", "hash", "sender", "nonce", "fee", "cost", "size", "seq", "qtime", "qstamp")
+    __slots__ = ("tx", "hash", "sender", "nonce", "fee", "cost", "size", "seq", "qtime", "qstamp", "held")
 
     def __init__(self, tx: Transaction, cost: int, size: int, seq: int) -> None:
         self.tx = tx
@@ -183,6 +183,7 @@ class _Entry:
         self.seq = seq
         self.qtime: float | None = None
         self.qstamp = -1
+        self.held = False  # kept out of reap (Mempool.hold)
 
 
 class _Sender:
@@ -272,7 +273,6 @@ class Mempool:
         self._tails: list[tuple[int, int, bytes]] = []  # (fee, -seq, hash) of each sender's last pending tx
         self._qheap: list[tuple[int, float, int, bytes]] = []  # (fee, qtime, qstamp, hash) of queued txs
         self._deadlines: list[tuple[float, int, bytes]] = []  # (qtime, qstamp, hash) of queued txs
-        self._held: set[bytes] = set()  # pooled txs kept out of reap (a stem transaction not yet gossiped)
 
     # ------------------------------------------------------------------------------------------
     # Queries
@@ -280,15 +280,19 @@ class Mempool:
     def hold(self, tx_hash: bytes) -> None:
         """Keep a pooled tx out of :meth:`reap` until :meth:`release` (or until it leaves the pool): a
         stem transaction (``node/stem.py``) goes into no block this node proposes before it was gossiped."""
-        if tx_hash in self._by_hash:
-            self._held.add(tx_hash)
+        e = self._by_hash.get(tx_hash)
+        if e is not None:
+            e.held = True
 
     def release(self, tx_hash: bytes) -> None:
-        """End :meth:`hold` of a tx (nothing if it is not held)."""
-        self._held.discard(tx_hash)
+        """End :meth:`hold` of a tx (nothing if it is not held or not pooled)."""
+        e = self._by_hash.get(tx_hash)
+        if e is not None:
+            e.held = False
 
     def is_held(self, tx_hash: bytes) -> bool:
-        return tx_hash in self._held
+        e = self._by_hash.get(tx_hash)
+        return e is not None and e.held
 
     def get(self, tx_hash: bytes) -> Transaction | None:
         """The pooled transaction with this hash, if any (pending or queued)."""
@@ -566,7 +570,7 @@ class Mempool:
                 if misses >= _MAX_REAP_MISSES:
                     break
                 continue
-            if e.hash in self._held:  # ends its sender's run, as an unaffordable tx does
+            if e.held:  # ends its sender's run, as an unaffordable tx does
                 continue
             spent += e.cost
             if spent > s.balance:
@@ -601,7 +605,6 @@ class Mempool:
         now = self._clock()
         self._view = view
         by_hash = self._by_hash
-        held = self._held
         get = by_hash.get
         senders = self._senders
         touches = self._touches
@@ -642,7 +645,6 @@ class Mempool:
                         continue  # listed twice in the block
                     del txs[e.nonce]
                     del by_hash[e.hash]
-                    held.discard(e.hash)
                     size += e.size
                     s.total_cost -= e.cost
                     gone.add(e.nonce)
@@ -661,7 +663,6 @@ class Mempool:
                 for n in nonces[:i]:
                     e = txs.pop(n)
                     del by_hash[e.hash]
-                    held.discard(e.hash)
                     size += e.size
                     s.total_cost -= e.cost
                     dropped.append(e.hash)
@@ -677,7 +678,6 @@ class Mempool:
                         for m in nonces[i:]:
                             e = txs.pop(m)
                             del by_hash[e.hash]
-                            held.discard(e.hash)
                             size += e.size
                             s.total_cost -= e.cost
                             dropped.append(e.hash)
@@ -742,7 +742,6 @@ class Mempool:
         self._tails.clear()
         self._qheap.clear()
         self._deadlines.clear()
-        self._held.clear()
         self._bytes = self._queued = self._qbytes = 0
         return n
 
@@ -803,7 +802,6 @@ class Mempool:
     def _swap(self, s: _Sender, old: _Entry, new: _Entry) -> None:
         """Put ``new`` in the place of ``old`` (same sender and nonce, same pending/queued state)."""
         del self._by_hash[old.hash]
-        self._held.discard(old.hash)
         self._by_hash[new.hash] = new
         n = new.nonce
         s.txs[n] = new
@@ -824,7 +822,6 @@ class Mempool:
         """Remove one pooled tx; a pending tx below the last one demotes those above it. Drops the
         sender once it has no txs left."""
         del self._by_hash[e.hash]
-        self._held.discard(e.hash)
         n = e.nonce
         txs = s.txs
         del txs[n]
