@@ -263,6 +263,12 @@ class _DeviceModel:
         self.mats.clear()
 
 
+def _outside_i32(x: np.ndarray) -> bool:
+    """Whether int64 rows hold a value the int32 upload cannot carry (never in ``generate``: its product
+    inputs are saturated; such rows go to NumPy)."""
+    return bool(x.size) and (int(x.min()) < I32_MIN or int(x.max()) > I32_MAX)
+
+
 class _DeviceKV:
     """One generation's KV cache on the device: per layer int32 [max_ctx, n_kv_heads, 2 * hd + 1]
     (:func:`pack_kv_rows`), allocated on first use, positions uploaded as the host cache gets them."""
@@ -368,7 +374,7 @@ class PyCudaLlm:
 
     def _mm(self, model: IntModel, dm: _DeviceModel, x: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
         x = np.asarray(x, dtype=np.int64)
-        if x.size and (int(x.min()) < I32_MIN or int(x.max()) > I32_MAX):  # never in generate: inputs are sat32
+        if _outside_i32(x):
             return numpy_mm(model)(x, names)
         t0 = time.perf_counter()
         yd, (t, o) = self._product(dm, x, names)
@@ -382,7 +388,7 @@ class PyCudaLlm:
         """The gate/up product and its SwiGLU on the device (``llm_swiglu`` on the product's output buffer):
         only the SwiGLU output comes back."""
         x = np.asarray(x, dtype=np.int64)
-        if x.size and (int(x.min()) < I32_MIN or int(x.max()) > I32_MAX):  # never in generate: inputs are sat32
+        if _outside_i32(x):
             return swiglu_halves(numpy_mm(model)(x, names))
         t0 = time.perf_counter()
         yd, (t, o) = self._product(dm, x, names)

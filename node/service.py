@@ -294,7 +294,7 @@ class Node:
 
         c = self.cfg.p2p
         chain = self.chain
-        if chain is None:
+        if chain is None or self.mempool is None:
             raise InvariantError("node not opened")
 
         def status() -> ChainStatus:
@@ -317,10 +317,9 @@ class Node:
         transport = P2PConsensusTransport(self.p2p, self.genesis.chain_id, node=self)
         self.tx_gossip = TxGossip(self.p2p, lambda raws: self.submit_raw(raws, gossip=False),
                                   on_batch=lambda raws: self.stem.seen(raws) if self.stem is not None else None)
+        pool = self.mempool  # opened with the chain, never replaced
         self.stem = StemRelay(self.p2p, lambda raws: self.submit_raw(raws, gossip=False), self.tx_gossip.queue,
-                              lambda h: self.mempool is not None and h in self.mempool, self.metrics,
-                              hold=lambda h: self.mempool.hold(h) if self.mempool is not None else None,
-                              release=lambda h: self.mempool.release(h) if self.mempool is not None else None)
+                              pool.__contains__, self.metrics, hold=pool.hold, release=pool.release)
         await nursery.start(self.p2p.run)
         await nursery.start(transport.run)
         await nursery.start(self.tx_gossip.run)

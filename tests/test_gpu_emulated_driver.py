@@ -149,9 +149,10 @@ def test_a_miner_on_the_pycuda_backend_serves_an_llm_job(make_net, emulated_cuda
     assert caps[miner_of(net, 1)]["device"] == "AITBC CUDA CPU emulator", caps
     wait_heights(net, net.nodes, int(rpc("chain_getHead")["finalized_height"]), 60)
 
+    # the kernels run on a CPU emulator, slower still on a loaded machine: a deadline of 120 blocks (30 s)
     params = {"model": mid, "prompt": [*PROMPT, 7], "max_new_tokens": 6, "sampling": {"mode": "greedy"}}
     body = market.job_submit_body("llm-generate", 1, params, max_price=100,
-                                  max_units=LlmGenerateRules().work_units(params), bid_window=10, deadline=30,
+                                  max_units=LlmGenerateRules().work_units(params), bid_window=10, deadline=120,
                                   verify_rate_bps=10_000, challenge_window=14, backend="pycuda")
     st = c.send("job_submit", body)
     assert st["status"] == "committed", st

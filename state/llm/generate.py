@@ -550,11 +550,8 @@ def _forward(
         o = mm(att, (p + "attn_output",))
         h1 = _sat(h + o)
         x2 = _norm1(cfg, h1, model.gain64(p + "ffn_norm")) if one else _i64(k_norm(cfg, h1, model.gain(p + "ffn_norm")))
-        if gate_up is None:
-            gu = mm(x2, (p + "ffn_gate", p + "ffn_up"))
-            sw = _swiglu(gu[:, : cfg.ffn_dim], gu[:, cfg.ffn_dim :])
-        else:
-            sw = gate_up(x2, (p + "ffn_gate", p + "ffn_up"))
+        gate_up_names = (p + "ffn_gate", p + "ffn_up")
+        sw = swiglu_halves(mm(x2, gate_up_names)) if gate_up is None else gate_up(x2, gate_up_names)
         dn = mm(sw, (p + "ffn_down",))
         h2 = _sat(h1 + dn)
         if rec is not None:
